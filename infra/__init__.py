@@ -1,0 +1,1 @@
+"""Pulumi programs and the tooling that previews, deploys and checks them."""

@@ -1,0 +1,1 @@
+"""The billing platform on AWS: a folder per concern, a file per component."""

@@ -1,0 +1,122 @@
+"""Diff two sets of plans: what a change creates, deletes and changes, per stack."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infra.plans.model import Plan, load_plan
+from infra.plans.stateful import is_stateful
+from infra.settings import REPO_ROOT
+
+# Step operations that remove a resource's data, as `pulumi preview --json` names them.
+DESTRUCTIVE_OPS = frozenset({
+    "delete", "replace", "create-replacement", "delete-replaced", "discard-replaced",
+    "import-replacement",
+})  # fmt: skip
+
+
+class DiffError(Exception):
+    """A git ref that cannot be rendered."""
+
+
+@dataclass(frozen=True)
+class Change:
+    urn: str
+    type: str
+    op: str  # create, delete, update, replace, ...
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def stateful(self) -> bool:
+        return is_stateful(self.type)
+
+    @property
+    def destructive(self) -> bool:
+        return self.op in DESTRUCTIVE_OPS
+
+
+@dataclass(frozen=True)
+class StackDiff:
+    stack: str  # "<env>-<cloud>"
+    changes: list[Change]
+
+    def of_op(self, *ops: str) -> list[Change]:
+        return [c for c in self.changes if c.op in ops]
+
+    @property
+    def destructive_stateful(self) -> list[Change]:
+        return [c for c in self.changes if c.destructive and c.stateful]
+
+
+def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Top-level input keys whose values differ."""
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+def diff_plans(key: str, before: Plan | None, after: Plan | None) -> StackDiff:
+    old = before.by_urn() if before else {}
+    new = after.by_urn() if after else {}
+    changes: list[Change] = []
+    for urn in sorted(set(old) | set(new)):
+        if urn not in old:
+            changes.append(Change(urn, new[urn].type, "create"))
+        elif urn not in new:
+            changes.append(Change(urn, old[urn].type, "delete"))
+        else:
+            keys = changed_keys(old[urn].inputs, new[urn].inputs)
+            if old[urn].protect != new[urn].protect:
+                keys.append("(protect)")
+            if keys:
+                changes.append(Change(urn, new[urn].type, "update", keys))
+    return StackDiff(key, changes)
+
+
+def diff_plan_sets(before: dict[str, Plan], after: dict[str, Plan]) -> list[StackDiff]:
+    return [diff_plans(k, before.get(k), after.get(k)) for k in sorted(set(before) | set(after))]
+
+
+def render_ref(ref: str, environments: Iterable[str], clouds: Iterable[str]) -> dict[str, Plan]:
+    """Render ``ref`` offline in a temporary git worktree; return its plans by stack key."""
+    envs, cloud_list = list(environments), list(clouds)
+    with tempfile.TemporaryDirectory(prefix="billing-against-") as tmp:
+        tree = Path(tmp) / "tree"
+        out = Path(tmp) / "plans"
+        added = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "--quiet", str(tree), ref],
+            capture_output=True, text=True, check=False,
+        )
+        if added.returncode != 0:
+            raise DiffError(f"--against {ref}: {added.stderr.strip() or 'git worktree add failed'}")
+        try:
+            known = [e for e in envs if (tree / "environments" / e / "settings.toml").exists()]
+            if not known:
+                return {}
+            command = [sys.executable, "-m", "infra", "preview", "--offline", "--quiet",
+                       "--out", str(out)]  # fmt: skip
+            for env in known:
+                command += ["--env", env]
+            for cloud in cloud_list:
+                command += ["--cloud", cloud]
+            # The worktree's own code renders the worktree's environments.
+            env_vars = {**os.environ, "PYTHONPATH": str(tree)}
+            result = subprocess.run(
+                command, cwd=tree, env=env_vars, capture_output=True, text=True, check=False
+            )
+            if result.returncode != 0:
+                detail = (result.stderr or result.stdout).strip().splitlines()
+                raise DiffError(f"--against {ref}: rendering failed: {detail[-1] if detail else ''}")
+            return {p.stem: load_plan(p) for p in sorted(out.glob("*.json"))}
+        finally:
+            subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(tree)],
+                capture_output=True, check=False,
+            )
+            shutil.rmtree(tree, ignore_errors=True)

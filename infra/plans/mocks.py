@@ -1,0 +1,201 @@
+"""Offline answers for the Pulumi SDK's mock runtime.
+
+The mocks stand in for the engine and the providers: they compute the outputs a provider
+would assign (ids, ARNs, names, endpoints) so that dependency edges survive, answer the
+invokes the programs use, and fail loudly, naming the token, on any invoke nobody answers.
+Every value derives from the URN, so the same program gives byte-identical plans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format
+from pulumi.runtime import mocks
+from pulumi.runtime.settings import get_project, get_stack
+
+from infra.plans.model import SECRET, UNKNOWN, Resource
+
+# Markers of the Pulumi wire format (sdk/python/lib/pulumi/runtime/rpc.py).
+_SIG_KEY = "4dabf18193072939515e22adb298388d"
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+_RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
+_OUTPUT_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
+_UNKNOWN_VALUE = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+
+class UnansweredInvokeError(Exception):
+    """An invoke the offline runtime has no answer for."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(
+            f"offline preview has no answer for invoke '{token}': add one to infra/plans/mocks.py"
+        )
+        self.token = token
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the rendered stack pretends to live."""
+
+    environment: str
+    cloud: str
+    region: str
+    account: str  # AWS account id or GCP project
+
+
+def digest(text: str, length: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class NewResource:
+    """What a computed-outputs function sees of a resource being created."""
+
+    type: str
+    name: str
+    urn: str
+    inputs: Mapping[str, Any]
+    target: Target
+
+    @property
+    def physical_name(self) -> str:
+        """The name a provider would give: the input name, or an auto-name from the URN."""
+        given = self.inputs.get("name")
+        return given if isinstance(given, str) else f"{self.name}-{digest(self.urn, 7)}"
+
+
+Computed = Callable[[NewResource], dict[str, Any]]
+Invoke = Callable[[Mapping[str, Any], Target], dict[str, Any]]
+
+# Cloud modules register here: type token -> computed outputs; invoke token -> answer.
+COMPUTED: dict[str, Computed] = {}
+INVOKES: dict[str, Invoke] = {}
+# Prefix for provider-assigned ids ("vpc-0a1b2c3d"); others get "<name>-<hash>".
+ID_PREFIXES: dict[str, str] = {}
+
+
+def _aws_arn(resource: NewResource) -> str:
+    # aws:<module>/<kind>:<Kind> -> arn:aws:<module>:<region>:<account>:<kind>/<name>
+    module, kind = resource.type.split(":")[1].split("/")
+    return (
+        f"arn:aws:{module}:{resource.target.region}:{resource.target.account}:"
+        f"{kind.lower()}/{resource.physical_name}"
+    )
+
+
+def computed_outputs(resource: NewResource) -> tuple[str, dict[str, Any]]:
+    """The id and output state for a new resource: its inputs plus provider-assigned values."""
+    prefix = ID_PREFIXES.get(resource.type)
+    resource_id = f"{prefix}-{digest(resource.urn, 17)}" if prefix else resource.physical_name
+    state: dict[str, Any] = dict(resource.inputs)
+    state.setdefault("name", resource.physical_name)
+    if resource.type.startswith("aws:"):
+        state.setdefault("arn", _aws_arn(resource))
+    elif resource.type.startswith("gcp:"):
+        project = resource.target.account
+        state.setdefault("project", project)
+        resource_id = f"projects/{project}/{resource.type.split(':')[2].lower()}s/{resource.physical_name}"
+        state.setdefault("selfLink", f"https://www.googleapis.com/{resource_id}")
+    extra = COMPUTED.get(resource.type)
+    if extra is not None:
+        state.update(extra(resource))
+    state["id"] = resource_id
+    return resource_id, state
+
+
+class OfflineMocks(mocks.Mocks):
+    """Provider stand-ins for one stack."""
+
+    def __init__(self, target: Target, monitor_urn: Callable[[str, str, str], str]) -> None:
+        self.target = target
+        self._urn = monitor_urn
+        self._parents: dict[tuple[str, str], str] = {}
+
+    def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        parent = self._parents.get((args.typ, args.name), "")
+        urn = self._urn(parent, args.typ, args.name)
+        if args.typ.startswith("pulumi:providers:"):
+            return f"{args.name}-provider", dict(args.inputs)
+        if not args.custom:
+            return "", {}
+        return computed_outputs(NewResource(args.typ, args.name, urn, args.inputs, self.target))
+
+    def call(self, args: mocks.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
+        # A bare dict is the mock monitor's "no check failures" answer.
+        answer = INVOKES.get(args.token)
+        if answer is None:
+            raise UnansweredInvokeError(args.token)
+        return answer(args.args, self.target)
+
+
+def _clean(value: Any) -> Any:
+    """Wire-format values as a reader wants them: secrets redacted, numbers as ints."""
+    if isinstance(value, dict):
+        sig = value.get(_SIG_KEY)
+        if sig == _SECRET_SIG:
+            return SECRET
+        if sig == _RESOURCE_SIG:
+            return value.get("urn", "")
+        if sig == _OUTPUT_SIG:
+            if value.get("secret"):
+                return SECRET
+            return _clean(value["value"]) if "value" in value else UNKNOWN
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if value == _UNKNOWN_VALUE:
+        return UNKNOWN
+    return value
+
+
+class RecordingMonitor(mocks.MockMonitor):
+    """The SDK's mock monitor, also recording every registration as the engine receives it."""
+
+    def __init__(self, target: Target) -> None:
+        self.recorded: list[Resource] = []
+        self.stack_outputs: dict[str, Any] = {}
+        self.offline_mocks = OfflineMocks(target, self.make_urn)
+        super().__init__(self.offline_mocks)
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        # As the engine builds them: the parent's full qualified type, except the root Stack's.
+        if parent and type_ != "pulumi:pulumi:Stack":
+            parent_type = parent.split("::")[2]
+            if parent_type != "pulumi:pulumi:Stack":
+                type_ = f"{parent_type}${type_}"
+        return "::".join(["urn:pulumi:" + get_stack(), get_project(), type_, name])
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        # The mocks see only type and name; hand them the parent to build the same URN.
+        self.offline_mocks._parents[(request.type, request.name)] = request.parent  # noqa: SLF001
+        response = super().RegisterResource(request)
+        inputs = _clean(json_format.MessageToDict(request.object))
+        self.recorded.append(
+            Resource(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                protect=bool(request.protect),
+                inputs=inputs,
+                dependencies=sorted(set(request.dependencies)),
+                custom=bool(request.custom),
+                provider=request.provider,
+            )
+        )
+        return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        if request.urn.split("::")[2] == "pulumi:pulumi:Stack":
+            self.stack_outputs = _clean(json_format.MessageToDict(request.outputs))
+        return super().RegisterResourceOutputs(request)
+
+
+# Registers the clouds' computed outputs and invokes.
+from infra.plans import mocks_aws, mocks_gcp  # noqa: E402, F401

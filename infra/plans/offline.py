@@ -1,0 +1,80 @@
+"""Offline preview: run a stack program in-process under the Pulumi SDK's mock runtime."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import pulumi
+from pulumi.runtime import mocks, settings, stack
+
+from infra.plans.mocks import RecordingMonitor, Target, UnansweredInvokeError
+from infra.plans.model import Plan
+from infra.settings import Cloud, EnvironmentSettings
+
+PROJECTS = {Cloud.AWS: "billing-aws", Cloud.GCP: "billing-gcp"}
+
+
+class RenderError(Exception):
+    """A stack program that failed under the mock runtime."""
+
+
+def target_of(env: EnvironmentSettings, cloud: Cloud) -> Target:
+    if cloud is Cloud.AWS and env.aws is not None:
+        return Target(env.name, cloud.value, env.aws.region, env.aws.account_id)
+    if cloud is Cloud.GCP and env.gcp is not None:
+        return Target(env.name, cloud.value, env.gcp.region, env.gcp.project)
+    raise RenderError(f"{env.name} does not target {cloud.value}")
+
+
+def program_for(cloud: Cloud) -> Callable[[], None]:
+    module = importlib.import_module(f"infra.{cloud.value}.program")
+    main: Callable[[], None] = module.main
+    return main
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, UnansweredInvokeError):
+            return exc
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
+def render(env: EnvironmentSettings, cloud: Cloud) -> Plan:
+    """Render one stack's resources to a plan without the CLI, credentials or network."""
+    monitor = RecordingMonitor(target_of(env, cloud))
+    project = PROJECTS[cloud]
+    # Each stack starts from a clean runtime: a new root Stack resource and a new monitor.
+    settings.ROOT.set(None)
+    mocks.set_mocks(
+        monitor.offline_mocks, project=project, stack=env.name, preview=True, monitor=monitor
+    )
+    program = program_for(cloud)
+    try:
+        stack._sync_await(stack.run_pulumi_func(program))  # noqa: SLF001
+        root = settings.get_root_resource()
+        outputs = {}
+        if root is not None:
+            for key, value in sorted(getattr(root, "outputs", {}).items()):
+                output = pulumi.Output.from_input(value)
+                secret = stack._sync_await(output.is_secret())  # noqa: SLF001
+                outputs[key] = "[secret]" if secret else stack._sync_await(output.future())  # noqa: SLF001
+    except Exception as exc:
+        cause = _root_cause(exc)
+        raise RenderError(f"{env.name}-{cloud.value}: {type(cause).__name__}: {cause}") from exc
+    finally:
+        settings.ROOT.set(None)
+    return Plan(
+        environment=env.name,
+        cloud=cloud.value,
+        stack=f"{project}/{env.name}",
+        mode="offline",
+        resources=sorted(monitor.recorded, key=lambda r: r.urn),
+        outputs=outputs,
+    )

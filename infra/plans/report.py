@@ -1,0 +1,98 @@
+"""Readable summaries: one block per stack on the console, one markdown report for a PR."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from infra.plans.diff import Change, StackDiff
+from infra.plans.model import Plan
+from infra.plans.stateful import is_stateful
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A check's outcome for the report: policy, destructive-change guard, cost, drift."""
+
+    title: str
+    ok: bool
+    markdown: str
+
+
+def _short(urn: str) -> str:
+    # urn:pulumi:<stack>::<project>::<qualified type>::<name> -> "<type> <name>"
+    parts = urn.split("::")
+    return f"{parts[2].split('$')[-1]} {parts[-1]}" if len(parts) >= 4 else urn
+
+
+def summary(plan: Plan) -> str:
+    """A console block: counts of resources by type, protected and stateful."""
+    custom = [r for r in plan.resources if r.custom]
+    protected = sum(1 for r in custom if r.protect)
+    stateful = sum(1 for r in custom if is_stateful(r.type))
+    lines = [
+        f"{plan.key} ({plan.mode}, stack {plan.stack}): {len(custom)} resources, "
+        f"{stateful} stateful, {protected} protected"
+    ]
+    counts = Counter(r.type for r in custom)
+    lines += [f"    {count:4d}  {type_}" for type_, count in sorted(counts.items())]
+    return "\n".join(lines)
+
+
+def _change_line(change: Change) -> str:
+    keys = f" ({', '.join(change.keys)})" if change.keys else ""
+    return f"- `{change.op}` {_short(change.urn)}{keys}"
+
+
+def diff_markdown(diff: StackDiff) -> str:
+    if not diff.changes:
+        return f"### {diff.stack}\nNo changes.\n"
+    lines = [f"### {diff.stack}"]
+    danger = diff.destructive_stateful
+    if danger:
+        lines.append("**Stateful resources deleted or replaced:**")
+        lines += [_change_line(c) for c in danger]
+    for title, ops in (("Created", ("create",)), ("Deleted", ("delete",)),
+                       ("Replaced", ("replace", "create-replacement", "delete-replaced")),
+                       ("Changed", ("update",))):  # fmt: skip
+        found = [c for c in diff.of_op(*ops) if c not in danger]
+        if found:
+            lines.append(f"<details><summary>{title}: {len(found)}</summary>\n")
+            lines += [_change_line(c) for c in found]
+            lines.append("\n</details>")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(
+    plans: Sequence[Plan],
+    diffs: Sequence[StackDiff] | None = None,
+    against: str | None = None,
+    verdicts: Sequence[Verdict] = (),
+) -> str:
+    """The combined report for every stack: the body of a PR comment."""
+    modes = sorted({p.mode for p in plans})
+    lines = ["# Preview report", ""]
+    if "offline" in modes:
+        lines.append(
+            "Offline render: every stack ran in-process under the Pulumi SDK's mock runtime "
+            "(no Pulumi CLI, no cloud credentials). Provider-assigned values are placeholders."
+        )
+        lines.append("")
+    lines += ["| Stack | Mode | Resources | Stateful | Protected |", "|---|---|---:|---:|---:|"]
+    for plan in plans:
+        custom = [r for r in plan.resources if r.custom]
+        lines.append(
+            f"| {plan.key} | {plan.mode} | {len(custom)} | "
+            f"{sum(1 for r in custom if is_stateful(r.type))} | {sum(1 for r in custom if r.protect)} |"
+        )
+    lines.append("")
+    if diffs is not None:
+        lines += [f"## Changes against `{against}`", ""]
+        # Stacks that lose data first.
+        ordered = sorted(diffs, key=lambda d: (not d.destructive_stateful, d.stack))
+        lines += [diff_markdown(d) for d in ordered]
+    for verdict in verdicts:
+        mark = "pass" if verdict.ok else "FAIL"
+        lines += [f"## {verdict.title}: {mark}", "", verdict.markdown.rstrip(), ""]
+    return "\n".join(lines).rstrip() + "\n"

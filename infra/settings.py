@@ -1,0 +1,498 @@
+"""Typed loader for environments/: shared defaults, per-environment settings and version pins.
+
+Every environment starts from ``environments/defaults.toml`` and overrides, in
+``environments/<env>/settings.toml``, only what differs; ``environments/<env>/pins.toml``
+pins versions. Any problem stops with one :class:`SettingsError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+import tomllib
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENVIRONMENTS_DIR = REPO_ROOT / "environments"
+SERVICES_DIR = REPO_ROOT / "services"
+DEFAULTS_FILE = "defaults.toml"
+SETTINGS_FILE = "settings.toml"
+PINS_FILE = "pins.toml"
+
+# The order changes move through; each environment's upstream is the one before it.
+PROMOTION_ORDER = ("dev", "staging", "production")
+
+
+class SettingsError(Exception):
+    """A problem in an environment file, named by file and key."""
+
+    def __init__(self, file: Path | str, key: str | None, message: str) -> None:
+        path = Path(file)
+        # Name files as a person in the repository would type them.
+        self.file = str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+        self.key = key
+        self.message = message
+        where = f"{self.file}: key '{key}'" if key else self.file
+        super().__init__(f"{where}: {message}")
+
+
+class Cloud(StrEnum):
+    AWS = "aws"
+    GCP = "gcp"
+
+
+class NatGateways(StrEnum):
+    SINGLE = "single"
+    PER_AZ = "per_az"
+
+
+class MemorystoreTier(StrEnum):
+    BASIC = "BASIC"
+    STANDARD_HA = "STANDARD_HA"
+
+
+class Weekday(StrEnum):
+    MON = "mon"
+    TUE = "tue"
+    WED = "wed"
+    THU = "thu"
+    FRI = "fri"
+    SAT = "sat"
+    SUN = "sun"
+
+
+def _cidr(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        msg = f"not a valid CIDR block ({exc})"
+        raise ValueError(msg) from None
+    if network.version != 4:
+        raise ValueError("only IPv4 CIDR blocks are supported")
+    return value
+
+
+_VERSION = r"^\d+\.\d+\.\d+$"
+# A container image reference: registry/path:tag, optionally @sha256:digest.
+_IMAGE = r"^[a-z0-9.\-]+(:\d+)?(/[a-z0-9._\-]+)+(:[A-Za-z0-9._\-]{1,128})?(@sha256:[0-9a-f]{64})?$"
+# Retention values CloudWatch Logs accepts.
+_LOG_RETENTION_DAYS = frozenset(
+    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+     2922, 3288, 3653}
+)  # fmt: skip
+# Fargate CPU units and the memory (MiB) range each allows.
+FARGATE_SIZES: dict[int, tuple[int, int]] = {
+    256: (512, 2048),
+    512: (1024, 4096),
+    1024: (2048, 8192),
+    2048: (4096, 16384),
+    4096: (8192, 30720),
+}
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+Version = Annotated[str, Field(pattern=_VERSION)]
+
+
+def _log_retention(value: int) -> int:
+    if value not in _LOG_RETENTION_DAYS:
+        allowed = ", ".join(str(v) for v in sorted(_LOG_RETENTION_DAYS))
+        raise ValueError(f"{value} is not a CloudWatch retention period ({allowed})")
+    return value
+
+
+LogRetention = Annotated[int, AfterValidator(_log_retention)]
+
+
+class _Model(BaseModel):
+    # strict: "2" is not an integer and 1 is not a string; extra: an unknown key is an error.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class AwsSettings(_Model):
+    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")]
+    account_id: Annotated[str, Field(pattern=r"^\d{12}$")]
+    allowed_account_ids: Annotated[list[str], Field(min_length=1)]
+    availability_zones: Annotated[int, Field(ge=2, le=6)]
+    vpc_cidr: Cidr
+    nat_gateways: NatGateways
+    certificate_arn: Annotated[str, Field(pattern=r"^arn:aws:acm:[a-z0-9-]+:\d{12}:certificate/.+$")]
+    flow_log_retention_days: LogRetention
+    domain: str | None = None
+    hosted_zone_id: str | None = None
+
+    @field_validator("allowed_account_ids")
+    @classmethod
+    def _account_allowed(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        account = info.data.get("account_id")
+        if account is not None and account not in value:
+            raise ValueError(f"account_id {account} is not in allowed_account_ids {value}")
+        return value
+
+    @field_validator("nat_gateways", mode="before")
+    @classmethod
+    def _nat_from_str(cls, value: object) -> object:
+        return NatGateways(value) if isinstance(value, str) and value in set(NatGateways) else value
+
+
+class GcpSettings(_Model):
+    project: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")]
+    allowed_projects: Annotated[list[str], Field(min_length=1)]
+    region: Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+\d$")]
+    subnet_cidr: Cidr
+    private_services_cidr: Cidr
+    connector_cidr: Cidr
+    domain: str | None = None
+
+    @field_validator("allowed_projects")
+    @classmethod
+    def _project_allowed(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        project = info.data.get("project")
+        if project is not None and project not in value:
+            raise ValueError(f"project {project} is not in allowed_projects {value}")
+        return value
+
+
+class PulumiSettings(_Model):
+    backend_url: Annotated[str, Field(pattern=r"^(s3|gs|azblob|file|https)://.+")]
+    secrets_provider: Annotated[str, Field(pattern=r"^(awskms|gcpkms|azurekeyvault|hashivault)://.+")]
+
+
+class DatabaseSettings(_Model):
+    engine_version: Annotated[str, Field(pattern=r"^15(\.\d+)?$")]
+    instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")]
+    allocated_storage_gb: Annotated[int, Field(ge=20, le=65536)]
+    max_allocated_storage_gb: Annotated[int, Field(ge=20, le=65536)]
+    multi_az: bool
+    backup_retention_days: Annotated[int, Field(ge=1, le=35)]
+    deletion_protection: bool
+    cloud_sql_tier: Annotated[str, Field(pattern=r"^db-(custom-\d+-\d+|[a-z0-9-]+)$")]
+
+    @field_validator("max_allocated_storage_gb")
+    @classmethod
+    def _storage_bounds(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("allocated_storage_gb")
+        if low is not None and low > value:
+            raise ValueError(f"allocated_storage_gb {low} is greater than max_allocated_storage_gb")
+        return value
+
+
+class CacheSettings(_Model):
+    node_type: Annotated[str, Field(pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$")]
+    nodes: Annotated[int, Field(ge=1, le=6)]
+    memorystore_tier: MemorystoreTier
+    memorystore_size_gb: Annotated[int, Field(ge=1, le=300)]
+
+    @field_validator("memorystore_tier", mode="before")
+    @classmethod
+    def _tier_from_str(cls, value: object) -> object:
+        ok = isinstance(value, str) and value in set(MemorystoreTier)
+        return MemorystoreTier(value) if ok else value
+
+
+class ServiceScaling(_Model):
+    min_tasks: Annotated[int, Field(ge=0, le=100)]
+    max_tasks: Annotated[int, Field(ge=1, le=100)]
+    cpu: int | None = None
+    memory: int | None = None
+
+    @field_validator("max_tasks")
+    @classmethod
+    def _task_bounds(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_tasks")
+        if low is not None and low > value:
+            raise ValueError(f"min_tasks {low} is greater than max_tasks {value}")
+        return value
+
+    @field_validator("cpu")
+    @classmethod
+    def _fargate_cpu(cls, value: int | None) -> int | None:
+        if value is not None and value not in FARGATE_SIZES:
+            raise ValueError(f"{value} is not a Fargate CPU size ({sorted(FARGATE_SIZES)})")
+        return value
+
+
+class LogSettings(_Model):
+    retention_days: LogRetention
+
+
+class AlarmSettings(_Model):
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")]
+
+
+class FreezeWindow(_Model):
+    """A dated change freeze, in UTC."""
+
+    start: dt.datetime
+    end: dt.datetime
+    reason: Annotated[str, Field(min_length=1)]
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is None:
+            raise ValueError("must carry a UTC offset, for example 2026-12-21T00:00:00Z")
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, value: dt.datetime, info: ValidationInfo) -> dt.datetime:
+        start = info.data.get("start")
+        if start is not None and start >= value:
+            raise ValueError("end must be after start")
+        return value
+
+
+_HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+
+
+class WeeklyFreeze(_Model):
+    """A recurring weekly change freeze, in UTC (for example Friday afternoons)."""
+
+    days: Annotated[list[Weekday], Field(min_length=1)]
+    start: Annotated[str, Field(pattern=_HHMM)]
+    end: Annotated[str, Field(pattern=_HHMM)]
+    reason: Annotated[str, Field(min_length=1)]
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _days_from_str(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [Weekday(v) if isinstance(v, str) and v in set(Weekday) else v for v in value]
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, value: str, info: ValidationInfo) -> str:
+        start = info.data.get("start")
+        if start is not None and start >= value:
+            raise ValueError("end must be after start (windows do not wrap past midnight)")
+        return value
+
+
+class PythonPins(_Model):
+    pulumi: Version
+    pulumi_aws: Annotated[str, Field(alias="pulumi-aws", pattern=_VERSION)]
+    pulumi_gcp: Annotated[str, Field(alias="pulumi-gcp", pattern=_VERSION)]
+
+    def requirements(self) -> list[str]:
+        """Pip requirement strings for these exact versions."""
+        return [
+            f"pulumi=={self.pulumi}",
+            f"pulumi-aws=={self.pulumi_aws}",
+            f"pulumi-gcp=={self.pulumi_gcp}",
+        ]
+
+
+class Pins(_Model):
+    pulumi_cli: Version
+    python: PythonPins
+    images: dict[str, Annotated[str, Field(pattern=_IMAGE)]]
+
+
+class EnvironmentSettings(_Model):
+    """Everything that differs between environments, after defaults are applied."""
+
+    name: str
+    clouds: Annotated[list[Cloud], Field(min_length=1)]
+    branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9._/\-]+$")]
+    cost_centre: str
+    repository: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$")]
+    aws: AwsSettings | None = None
+    gcp: GcpSettings | None = None
+    pulumi: PulumiSettings
+    database: DatabaseSettings
+    cache: CacheSettings
+    services: dict[str, ServiceScaling]
+    logs: LogSettings
+    alarms: AlarmSettings
+    freeze: list[FreezeWindow] = []
+    freeze_weekly: list[WeeklyFreeze] = []
+    pins: Pins
+
+    @field_validator("clouds", mode="before")
+    @classmethod
+    def _clouds_from_str(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [Cloud(v) if isinstance(v, str) and v in set(Cloud) else v for v in value]
+        return value
+
+    @property
+    def is_production(self) -> bool:
+        return self.name == "production"
+
+    def stacks(self) -> list[tuple[str, Cloud]]:
+        return [(self.name, cloud) for cloud in self.clouds]
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def known_environments(root: Path = ENVIRONMENTS_DIR) -> list[str]:
+    """Environment names: the folders of environments/ with a settings file, in promotion order."""
+    found = {p.parent.name for p in root.glob(f"*/{SETTINGS_FILE}")}
+    ordered = [e for e in PROMOTION_ORDER if e in found]
+    return ordered + sorted(found - set(ordered))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise SettingsError(path, None, "file is missing") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(path, None, f"invalid TOML: {exc}") from None
+
+
+def _merge(
+    base: dict[str, Any],
+    override: dict[str, Any],
+    origin: dict[tuple[str, ...], Path],
+    override_file: Path,
+    prefix: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Deep-merge ``override`` into ``base``, recording which file each key came from."""
+    merged = dict(base)
+    for key, value in override.items():
+        path = (*prefix, key)
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value, origin, override_file, path)
+        else:
+            merged[key] = value
+            origin[path] = override_file
+    return merged
+
+
+def _record(data: dict[str, Any], file: Path, origin: dict[tuple[str, ...], Path]) -> None:
+    def walk(node: dict[str, Any], prefix: tuple[str, ...]) -> None:
+        for key, value in node.items():
+            origin[(*prefix, key)] = file
+            if isinstance(value, dict):
+                walk(value, (*prefix, key))
+
+    walk(data, ())
+
+
+def _first_error(
+    exc: ValidationError, origin: dict[tuple[str, ...], Path], fallback: Path
+) -> SettingsError:
+    error = exc.errors(include_url=False)[0]
+    loc = tuple(str(part) for part in error["loc"])
+    # Name the file that supplied the key (or its nearest parent); a missing key is the
+    # environment's own settings file's to add.
+    file = fallback
+    for length in range(len(loc), 0, -1):
+        if loc[:length] in origin:
+            file = origin[loc[:length]]
+            break
+    if loc and loc[0] == "pins":
+        loc = loc[1:]
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    message = message.removeprefix("Value error, ")
+    return SettingsError(file, ".".join(loc) or None, message)
+
+
+def service_names(services_dir: Path = SERVICES_DIR) -> list[str]:
+    """The deployable services: folders of services/ with a manifest."""
+    return sorted(p.parent.name for p in services_dir.glob("*/manifest.toml"))
+
+
+def load_environment(
+    name: str, root: Path = ENVIRONMENTS_DIR, services: list[str] | None = None
+) -> EnvironmentSettings:
+    """Load and validate one environment, or raise :class:`SettingsError`."""
+    known = known_environments(root)
+    if name not in known:
+        raise SettingsError(
+            root, None, f"unknown environment '{name}' (known: {', '.join(known) or 'none'})"
+        )
+    defaults_file = root / DEFAULTS_FILE
+    settings_file = root / name / SETTINGS_FILE
+    pins_file = root / name / PINS_FILE
+    defaults = _read_toml(defaults_file)
+    overrides = _read_toml(settings_file)
+    pins = _read_toml(pins_file)
+
+    for forbidden in ("name", "pins"):
+        for file, data in ((defaults_file, defaults), (settings_file, overrides)):
+            if forbidden in data:
+                raise SettingsError(file, forbidden, "unknown key")
+
+    origin: dict[tuple[str, ...], Path] = {}
+    _record(defaults, defaults_file, origin)
+    merged = _merge(defaults, overrides, origin, settings_file)
+    _record({"pins": pins}, pins_file, origin)
+    origin[("pins",)] = pins_file
+
+    # A cloud the environment does not target needs none of its settings.
+    clouds = merged.get("clouds")
+    for cloud in Cloud:
+        if isinstance(clouds, list) and cloud.value not in clouds:
+            merged.pop(cloud.value, None)
+
+    try:
+        settings = EnvironmentSettings.model_validate({**merged, "name": name, "pins": pins})
+    except ValidationError as exc:
+        raise _first_error(exc, origin, settings_file) from None
+
+    for cloud in settings.clouds:
+        if getattr(settings, cloud.value) is None:
+            raise SettingsError(settings_file, cloud.value, f"clouds lists {cloud} but [{cloud}] is missing")
+
+    deployable = service_names() if services is None else services
+    for service in settings.services:
+        if service not in deployable:
+            file = origin.get(("services", service), settings_file)
+            raise SettingsError(
+                file, f"services.{service}", f"no service '{service}' (services/*/manifest.toml: {deployable})"
+            )
+    for service in deployable:
+        if service not in settings.services:
+            raise SettingsError(settings_file, f"services.{service}", "required key is missing")
+        if service not in settings.pins.images:
+            raise SettingsError(pins_file, f"images.{service}", "missing image pin for the service")
+    for image in settings.pins.images:
+        if image not in deployable:
+            raise SettingsError(pins_file, f"images.{image}", f"no service '{image}' to pin")
+    for service, scaling in settings.services.items():
+        if scaling.cpu is not None and scaling.memory is not None:
+            low, high = FARGATE_SIZES[scaling.cpu]
+            if not low <= scaling.memory <= high:
+                file = origin.get(("services", service, "memory"), settings_file)
+                raise SettingsError(
+                    file,
+                    f"services.{service}.memory",
+                    f"{scaling.memory} MiB does not fit {scaling.cpu} CPU units ({low}-{high})",
+                )
+    return settings
+
+
+@cache
+def environment(name: str) -> EnvironmentSettings:
+    """Cached :func:`load_environment` for the shipped environments/ directory."""
+    return load_environment(name)
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a plausible environment name, else raise SettingsError."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+        raise SettingsError(ENVIRONMENTS_DIR, None, f"'{name}' is not an environment name")
+    return name

@@ -1,0 +1,192 @@
+"""The front door: every job a person or a workflow runs is a Nox session.
+
+`nox` alone runs lint, typecheck and tests. Environment sessions (preview, up, drift) install
+each environment's own version pins from environments/<env>/pins.toml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2024.10.9"
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.error_on_missing_interpreters = False
+
+ROOT = Path(__file__).parent
+ENVIRONMENTS = ROOT / "environments"
+PINNED_PACKAGES = ("pulumi", "pulumi-aws", "pulumi-gcp")
+# Bytecode compiled at install: without it every import of pulumi_aws costs about three times more.
+INSTALL_ENV = {"UV_COMPILE_BYTECODE": "1"}
+
+
+def _sync(session: nox.Session, *groups: str) -> None:
+    """Install the project and the given dependency groups exactly as uv.lock pins them."""
+    args = ["uv", "sync", "--locked", "--inexact"]
+    for group in groups:
+        args += ["--group", group]
+    env = {**INSTALL_ENV, "UV_PROJECT_ENVIRONMENT": str(session.virtualenv.location)}
+    session.run_install(*args, env=env, silent=True)
+
+
+def _environment_names() -> list[str]:
+    order = ["dev", "staging", "production"]
+    found = {p.parent.name for p in ENVIRONMENTS.glob("*/settings.toml")}
+    return [e for e in order if e in found] + sorted(found - set(order))
+
+
+def _selected_environments(posargs: list[str]) -> list[str]:
+    chosen = [posargs[i + 1] for i, arg in enumerate(posargs[:-1]) if arg == "--env"]
+    chosen += [arg.split("=", 1)[1] for arg in posargs if arg.startswith("--env=")]
+    return chosen or _environment_names()
+
+
+def _pins(env: str) -> dict[str, str]:
+    """The exact Python package versions an environment pins (the loader validates the rest)."""
+    path = ENVIRONMENTS / env / "pins.toml"
+    try:
+        python = tomllib.loads(path.read_text())["python"]
+        return {name: str(python[name]) for name in PINNED_PACKAGES}
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        # The loader in `python -m infra` names the file and key; let it report.
+        return {}
+
+
+def _locked_versions() -> dict[str, str]:
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    return {p["name"]: p["version"] for p in lock["package"] if p["name"] in PINNED_PACKAGES}
+
+
+def _python_for_pins(session: nox.Session, pins: dict[str, str]) -> str:
+    """The session's interpreter if the lock matches the pins, else one with them installed."""
+    if not pins or pins == _locked_versions():
+        return "python"
+    key = hashlib.sha256(repr(sorted(pins.items())).encode()).hexdigest()[:12]
+    location = ROOT / ".nox" / f"pins-{key}"
+    python = location / "bin" / "python"
+    marker = location / "pins.txt"
+    wanted = "\n".join(f"{k}=={v}" for k, v in sorted(pins.items()))
+    if not (python.exists() and marker.exists() and marker.read_text() == wanted):
+        session.log(f"Installing pinned providers into {location}: {', '.join(wanted.splitlines())}")
+        env = {**INSTALL_ENV, "UV_PROJECT_ENVIRONMENT": str(location)}
+        session.run_install("uv", "venv", "--quiet", "--allow-existing", str(location), env=env)
+        session.run_install("uv", "sync", "--locked", "--inexact", env=env, silent=True)
+        session.run_install(
+            "uv", "pip", "install", "--python", str(python), *wanted.splitlines(), env=env, silent=True
+        )
+        marker.write_text(wanted)
+    return str(python)
+
+
+def _run_infra(session: nox.Session, command: str, posargs: list[str]) -> None:
+    """Run `python -m infra COMMAND` once per group of environments that share pins."""
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for env in _selected_environments(posargs):
+        groups.setdefault(tuple(sorted(_pins(env).items())), []).append(env)
+    rest = _without_env(posargs)
+    for pins, envs in groups.items():
+        python = _python_for_pins(session, dict(pins))
+        env_args = [a for env in envs for a in ("--env", env)]
+        _run_with_exit_code(session, python, "-m", "infra", command, *env_args, *rest)
+
+
+def _without_env(posargs: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in posargs:
+        if skip:
+            skip = False
+        elif arg == "--env":
+            skip = True
+        elif not arg.startswith("--env="):
+            out.append(arg)
+    return out
+
+
+def _run_with_exit_code(session: nox.Session, *args: str) -> None:
+    """Run a command and end the session with the command's own exit code (2 means drift).
+
+    Nox turns any failed command into exit 1; drift needs its 2 carried through.
+    """
+    session.log(" ".join(args))
+    bin_dir = str(session.bin) if session.bin else ""
+    env = {**os.environ, **{k: v for k, v in session.env.items() if v is not None}}
+    env["PATH"] = os.pathsep.join(filter(None, [bin_dir, env.get("PATH", "")]))
+    program = args[0] if args[0] != "python" else str(Path(bin_dir) / "python")
+    code = subprocess.run([program, *args[1:]], env=env, check=False).returncode
+    if code:
+        raise SystemExit(code)
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    """Lint and format-check the code; lint the GitHub workflows."""
+    _lint(session)
+
+
+def _lint(session: nox.Session) -> None:
+    session.run("uv", "run", "--locked", "--group", "lint", "ruff", "check", ".", env=INSTALL_ENV)
+    session.run(
+        "uv", "run", "--locked", "--group", "lint", "ruff", "format", "--check", ".", env=INSTALL_ENV
+    )
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check everything with mypy strict, provider types included."""
+    _sync(session, "typecheck")
+    # The cache in .mypy_cache makes a warm run take about a second instead of minutes.
+    session.run("mypy", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (starts PostgreSQL and Redis on 127.0.0.1 where tests need them)."""
+    _sync(session, "test")
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(default=False)
+def preview(session: nox.Session) -> None:
+    """Preview every environment (offline without the Pulumi CLI); pick one with -- --env dev."""
+    _sync(session)
+    _run_infra(session, "preview", session.posargs)
+
+
+@nox.session(default=False)
+def up(session: nox.Session) -> None:
+    """Deploy an environment's stacks through the Automation API: -- --env dev."""
+    _sync(session)
+    if "--env" not in " ".join(session.posargs):
+        session.error("name the environment to deploy: nox -s up -- --env dev")
+    _run_infra(session, "up", session.posargs)
+
+
+@nox.session(default=False)
+def drift(session: nox.Session) -> None:
+    """Check stacks for drift: exit 0 clean, 2 drift, 1 error."""
+    _sync(session)
+    _run_infra(session, "drift", session.posargs)
+
+
+@nox.session(default=False)
+def benchmark(session: nox.Session) -> None:
+    """Measure offline preview wall time, cold and warm, on this machine."""
+    _sync(session)
+    session.run("python", "-m", "infra.bench", *session.posargs)
+
+
+def _ensure_tools() -> None:
+    if shutil.which("uv") is None:  # pragma: no cover - nox's uv backend needs it too
+        sys.exit("uv is required: pip install uv")
+
+
+_ensure_tools()
+os.environ.setdefault("UV_COMPILE_BYTECODE", "1")

@@ -1,0 +1,188 @@
+"""Service configuration, read from the environment variables the manifests declare.
+
+The names here are the contract with the infrastructure (services/*/manifest.toml): the Pulumi
+programs fill exactly these variables, so a rename here is a rename there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from sqlalchemy import URL
+
+
+class ConfigError(ValueError):
+    """A required variable is missing or holds a value the services cannot use."""
+
+
+class GatewayKind(str, Enum):
+    """Which payment gateway the services charge through."""
+
+    SIMULATOR = "simulator"
+    STRIPE = "stripe"
+
+
+# Variables every service reads (both manifests declare them).
+COMMON_VARIABLES = (
+    "BILLING_ENVIRONMENT",
+    "DATABASE_HOST",
+    "DATABASE_PORT",
+    "DATABASE_NAME",
+    "DATABASE_USER",
+    "DATABASE_PASSWORD",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_TLS",
+    "REDIS_AUTH_TOKEN",
+    "PAYMENT_GATEWAY",
+    "STRIPE_API_KEY",
+)
+# Variables only the API's manifest declares.
+API_VARIABLES = ("BILLING_PORT", "JWT_SECRET", "STRIPE_WEBHOOK_SECRET")
+# A local override for the API's bind address; deliberately in neither manifest.
+BIND_HOST_VARIABLE = "BILLING_HOST"
+DEFAULT_BIND_HOST = "0.0.0.0"  # noqa: S104 - the API listens on all interfaces in its container.
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Where PostgreSQL is and how to log in."""
+
+    host: str
+    port: int
+    name: str
+    user: str
+    password: str
+
+    def url(self) -> URL:
+        """The SQLAlchemy URL (psycopg 3 driver); URL.create escapes the password."""
+        return URL.create(
+            "postgresql+psycopg",
+            username=self.user,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            database=self.name,
+        )
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Where Redis is; an empty auth token means the server asks for none."""
+
+    host: str
+    port: int
+    tls: bool
+    auth_token: str
+
+    def url(self) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/0"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Which payment gateway to use and its credentials."""
+
+    kind: GatewayKind
+    stripe_api_key: str
+    stripe_webhook_secret: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a billing service needs; API-only values are None in the worker."""
+
+    environment: str
+    database: DatabaseSettings
+    cache: CacheSettings
+    gateway: GatewaySettings
+    port: int | None
+    jwt_secret: str | None
+    bind_host: str = DEFAULT_BIND_HOST
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read the manifests' variables; API-only ones may be absent (the worker has none)."""
+        reader = _Reader(environ)
+        gateway_kind = reader.choice("PAYMENT_GATEWAY", GatewayKind)
+        settings = cls(
+            environment=reader.required("BILLING_ENVIRONMENT"),
+            database=DatabaseSettings(
+                host=reader.required("DATABASE_HOST"),
+                port=reader.port("DATABASE_PORT"),
+                name=reader.required("DATABASE_NAME"),
+                user=reader.required("DATABASE_USER"),
+                password=reader.required("DATABASE_PASSWORD"),
+            ),
+            cache=CacheSettings(
+                host=reader.required("REDIS_HOST"),
+                port=reader.port("REDIS_PORT"),
+                tls=reader.boolean("REDIS_TLS"),
+                # ElastiCache and Memorystore may run without AUTH; the secret is then empty.
+                auth_token=environ.get("REDIS_AUTH_TOKEN", ""),
+            ),
+            gateway=GatewaySettings(
+                kind=gateway_kind,
+                stripe_api_key=environ.get("STRIPE_API_KEY", ""),
+                stripe_webhook_secret=environ.get("STRIPE_WEBHOOK_SECRET", ""),
+            ),
+            port=reader.port("BILLING_PORT") if "BILLING_PORT" in environ else None,
+            jwt_secret=environ.get("JWT_SECRET") or None,
+            bind_host=environ.get(BIND_HOST_VARIABLE) or DEFAULT_BIND_HOST,
+        )
+        if gateway_kind is GatewayKind.STRIPE and not settings.gateway.stripe_api_key:
+            raise ConfigError("STRIPE_API_KEY is required when PAYMENT_GATEWAY is 'stripe'")
+        return settings
+
+    def for_api(self) -> ApiSettings:
+        """Check the API-only values are present and return them typed as present."""
+        if self.port is None:
+            raise ConfigError("BILLING_PORT is required by the API")
+        if not self.jwt_secret:
+            raise ConfigError("JWT_SECRET is required by the API")
+        return ApiSettings(settings=self, port=self.port, jwt_secret=self.jwt_secret)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Settings with the API's own values known to be present."""
+
+    settings: Settings
+    port: int
+    jwt_secret: str
+
+
+class _Reader:
+    """Parses variables and names the offending one in every error."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def required(self, name: str) -> str:
+        value = self._environ.get(name, "")
+        if not value:
+            raise ConfigError(f"{name} is required and is missing or empty")
+        return value
+
+    def port(self, name: str) -> int:
+        raw = self.required(name)
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise ConfigError(f"{name} must be a TCP port (1-65535), got {raw!r}")
+        return int(raw)
+
+    def boolean(self, name: str) -> bool:
+        raw = self.required(name)
+        if raw not in {"true", "false"}:
+            raise ConfigError(f"{name} must be 'true' or 'false', got {raw!r}")
+        return raw == "true"
+
+    def choice(self, name: str, kind: type[GatewayKind]) -> GatewayKind:
+        raw = self.required(name)
+        try:
+            return kind(raw)
+        except ValueError:
+            allowed = ", ".join(repr(member.value) for member in kind)
+            raise ConfigError(f"{name} must be one of {allowed}, got {raw!r}") from None

@@ -1,0 +1,245 @@
+"""The billing ledger's tables. Money is BIGINT minor units (cents); never a float."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import Enum
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy import Enum as SqlEnum
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.billing.ids import new_id
+from services.billing.periods import BillingInterval
+
+
+class SubscriptionStatus(str, Enum):
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    PAUSED = "paused"
+    CANCELED = "canceled"
+
+
+class InvoiceKind(str, Enum):
+    # One per subscription and period; the unique index below holds the worker to that.
+    CYCLE = "cycle"
+    PRORATION = "proration"
+
+
+class InvoiceStatus(str, Enum):
+    OPEN = "open"
+    PAID = "paid"
+    VOID = "void"
+    UNCOLLECTIBLE = "uncollectible"
+
+
+class PaymentStatus(str, Enum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+def _enum_column(enum: type[Enum], name: str) -> SqlEnum:
+    # VARCHAR plus CHECK instead of a PostgreSQL ENUM type: adding a value is then a plain
+    # constraint swap in a migration rather than ALTER TYPE, which cannot run in a transaction.
+    return SqlEnum(
+        enum,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    __table_args__ = (
+        CheckConstraint("credit_balance >= 0", name="credit_balance_not_negative"),
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_iso"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200))
+    # The gateway's token for the saved card (Stripe: pm_...), charged off-session.
+    payment_method: Mapped[str | None] = mapped_column(String(255))
+    gateway_customer_id: Mapped[str | None] = mapped_column(String(255))
+    # Fixed by the first subscription: credit and invoices are in one currency per customer.
+    currency: Mapped[str | None] = mapped_column(String(3))
+    credit_balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Plan(Base):
+    __tablename__ = "plans"
+    __table_args__ = (
+        CheckConstraint("amount >= 0", name="amount_not_negative"),
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_iso"),
+        CheckConstraint("trial_days BETWEEN 0 AND 730", name="trial_days_range"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    interval: Mapped[BillingInterval] = mapped_column(_enum_column(BillingInterval, "interval"))
+    trial_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        CheckConstraint(
+            "current_period_end > current_period_start", name="period_has_length"
+        ),
+        # The renewal scan: due subscriptions in the states that renew.
+        Index(
+            "ix_subscriptions_renewal_due",
+            "current_period_end",
+            postgresql_where=text("status IN ('trialing', 'active', 'past_due')"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"), index=True)
+    plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("plans.id"))
+    status: Mapped[SubscriptionStatus] = mapped_column(
+        _enum_column(SubscriptionStatus, "subscription_status")
+    )
+    # Period boundaries count from here, so month-end anchors do not drift.
+    billing_anchor: Mapped[datetime]
+    current_period_start: Mapped[datetime]
+    current_period_end: Mapped[datetime]
+    cancel_at_period_end: Mapped[bool] = mapped_column(default=False, server_default="false")
+    cancellation_reason: Mapped[str | None] = mapped_column(String(32))
+    canceled_at: Mapped[datetime | None]
+    paused_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Invoice(Base):
+    __tablename__ = "invoices"
+    __table_args__ = (
+        CheckConstraint("credit_applied >= 0", name="credit_applied_not_negative"),
+        CheckConstraint("amount_due >= 0", name="amount_due_not_negative"),
+        CheckConstraint("attempt_count >= 0", name="attempt_count_not_negative"),
+        # The promise "never invoiced twice for a period", kept by the database itself.
+        Index(
+            "uq_invoices_cycle_period",
+            "subscription_id",
+            "period_start",
+            unique=True,
+            postgresql_where=text("kind = 'cycle'"),
+        ),
+        # The charge scan: open invoices whose next attempt is due.
+        Index(
+            "ix_invoices_collection_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'open'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"), index=True)
+    subscription_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("subscriptions.id"), index=True
+    )
+    kind: Mapped[InvoiceKind] = mapped_column(_enum_column(InvoiceKind, "invoice_kind"))
+    status: Mapped[InvoiceStatus] = mapped_column(_enum_column(InvoiceStatus, "invoice_status"))
+    currency: Mapped[str] = mapped_column(String(3))
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    # Sum of the lines; negative when a downgrade's credit exceeds its charge.
+    subtotal: Mapped[int] = mapped_column(BigInteger)
+    credit_applied: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    amount_due: Mapped[int] = mapped_column(BigInteger)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    paid_at: Mapped[datetime | None]
+    voided_at: Mapped[datetime | None]
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    invoice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invoices.id"), index=True)
+    description: Mapped[str] = mapped_column(String(300))
+    # Negative for credits (unused time on the plan being left).
+    amount: Mapped[int] = mapped_column(BigInteger)
+    plan_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("plans.id"))
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+
+
+class Payment(Base):
+    __tablename__ = "payments"
+    __table_args__ = (
+        # One gateway call per attempt; a replayed attempt reuses its row and idempotency key.
+        UniqueConstraint("invoice_id", "attempt_number"),
+        UniqueConstraint("idempotency_key"),
+        # An invoice is paid at most once.
+        Index(
+            "uq_payments_one_success_per_invoice",
+            "invoice_id",
+            unique=True,
+            postgresql_where=text("status = 'succeeded'"),
+        ),
+        CheckConstraint("amount > 0", name="amount_positive"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    invoice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invoices.id"))
+    attempt_number: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[PaymentStatus] = mapped_column(_enum_column(PaymentStatus, "payment_status"))
+    gateway: Mapped[str] = mapped_column(String(32))
+    gateway_reference: Mapped[str | None] = mapped_column(String(255), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    failure_code: Mapped[str | None] = mapped_column(String(64))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class WebhookEvent(Base):
+    """Gateway events already handled; the gateway delivers at least once."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
