@@ -155,7 +155,8 @@ class GcpSettings(_Model):
     subnet_cidr: Cidr
     private_services_cidr: Cidr
     connector_cidr: Cidr
-    domain: str | None = None
+    # The load balancer's host name; with one set it serves HTTPS with a Google-managed certificate.
+    domain: Annotated[str, Field(pattern=r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$")] | None = None
 
     @field_validator("allowed_projects")
     @classmethod
@@ -208,6 +209,12 @@ class ServiceScaling(_Model):
     max_tasks: Annotated[int, Field(ge=1, le=100)]
     cpu: int | None = None
     memory: int | None = None
+    # Cloud Run's floor when it differs from min_tasks: Cloud Run scales to zero, ECS does not.
+    min_instances: Annotated[int, Field(ge=0, le=100)] | None = None
+
+    @property
+    def cloud_run_min_instances(self) -> int:
+        return self.min_tasks if self.min_instances is None else self.min_instances
 
     @field_validator("max_tasks")
     @classmethod
@@ -222,6 +229,14 @@ class ServiceScaling(_Model):
     def _fargate_cpu(cls, value: int | None) -> int | None:
         if value is not None and value not in FARGATE_SIZES:
             raise ValueError(f"{value} is not a Fargate CPU size ({sorted(FARGATE_SIZES)})")
+        return value
+
+    @field_validator("min_instances")
+    @classmethod
+    def _instance_bounds(cls, value: int | None, info: ValidationInfo) -> int | None:
+        high = info.data.get("max_tasks")
+        if value is not None and high is not None and value > high:
+            raise ValueError(f"min_instances {value} is greater than max_tasks {high}")
         return value
 
 
@@ -303,6 +318,37 @@ class Pins(_Model):
     images: dict[str, Annotated[str, Field(pattern=_IMAGE)]]
 
 
+class Enforcement(StrEnum):
+    MANDATORY = "mandatory"
+    ADVISORY = "advisory"
+
+
+class PolicyExemption(_Model):
+    """One rule waived for matching resources, with a reason and an expiry date."""
+
+    rule: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    # A full URN, or a shell-style pattern over resource names ("cache-*").
+    resource: Annotated[str, Field(min_length=1)]
+    reason: Annotated[str, Field(min_length=1)]
+    expires: dt.date
+
+
+class PolicySettings(_Model):
+    """Per-environment enforcement overrides (rule name -> level) and exemptions."""
+
+    enforcement: dict[str, Enforcement] = {}
+    exemptions: list[PolicyExemption] = []
+
+    @field_validator("enforcement", mode="before")
+    @classmethod
+    def _levels_from_str(cls, value: object) -> object:
+        if isinstance(value, dict):
+            known = set(Enforcement)
+            return {k: Enforcement(v) if isinstance(v, str) and v in known else v
+                    for k, v in value.items()}  # fmt: skip
+        return value
+
+
 class EnvironmentSettings(_Model):
     """Everything that differs between environments, after defaults are applied."""
 
@@ -321,6 +367,7 @@ class EnvironmentSettings(_Model):
     alarms: AlarmSettings
     freeze: list[FreezeWindow] = []
     freeze_weekly: list[WeeklyFreeze] = []
+    policy: PolicySettings = PolicySettings()
     pins: Pins
 
     @field_validator("clouds", mode="before")
@@ -395,10 +442,15 @@ def _first_error(
     # Name the file that supplied the key (or its nearest parent); a missing key is the
     # environment's own settings file's to add.
     file = fallback
-    for length in range(len(loc), 0, -1):
-        if loc[:length] in origin:
-            file = origin[loc[:length]]
-            break
+    if error["type"] == "missing":
+        # A missing key belongs in the environment's own file (or its pins file).
+        if loc and loc[0] == "pins":
+            file = origin[("pins",)]
+    else:
+        for length in range(len(loc), 0, -1):
+            if loc[:length] in origin:
+                file = origin[loc[:length]]
+                break
     if loc and loc[0] == "pins":
         loc = loc[1:]
     message = str(error["msg"])

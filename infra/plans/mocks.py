@@ -114,6 +114,7 @@ class OfflineMocks(mocks.Mocks):
         self.target = target
         self._urn = monitor_urn
         self._parents: dict[tuple[str, str], str] = {}
+        self._secret_outputs: dict[tuple[str, str], list[str]] = {}
 
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         parent = self._parents.get((args.typ, args.name), "")
@@ -122,7 +123,14 @@ class OfflineMocks(mocks.Mocks):
             return f"{args.name}-provider", dict(args.inputs)
         if not args.custom:
             return "", {}
-        return computed_outputs(NewResource(args.typ, args.name, urn, args.inputs, self.target))
+        resource_id, state = computed_outputs(
+            NewResource(args.typ, args.name, urn, args.inputs, self.target)
+        )
+        # The engine marks a resource's additionalSecretOutputs secret; so do the mocks.
+        for key in self._secret_outputs.get((args.typ, args.name), []):
+            if key in state:
+                state[key] = {_SIG_KEY: _SECRET_SIG, "value": state[key]}
+        return resource_id, state
 
     def call(self, args: mocks.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
         # A bare dict is the mock monitor's "no check failures" answer.
@@ -173,7 +181,9 @@ class RecordingMonitor(mocks.MockMonitor):
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
         # The mocks see only type and name; hand them the parent to build the same URN.
-        self.offline_mocks._parents[(request.type, request.name)] = request.parent  # noqa: SLF001
+        key = (request.type, request.name)
+        self.offline_mocks._parents[key] = request.parent  # noqa: SLF001
+        self.offline_mocks._secret_outputs[key] = list(request.additionalSecretOutputs)  # noqa: SLF001
         response = super().RegisterResource(request)
         inputs = _clean(json_format.MessageToDict(request.object))
         self.recorded.append(
@@ -199,3 +209,15 @@ class RecordingMonitor(mocks.MockMonitor):
 
 # Registers the clouds' computed outputs and invokes.
 from infra.plans import mocks_aws, mocks_gcp  # noqa: E402, F401
+
+
+def _random_password(resource: NewResource) -> dict[str, Any]:
+    # Deterministic, and never a real credential: the SDK marks `result` secret on its own.
+    length = int(resource.inputs.get("length", 16))
+    return {"result": ("offline-" + digest(resource.urn, 64))[:length], "bcryptHash": "offline"}
+
+
+COMPUTED.update({
+    "random:index/randomPassword:RandomPassword": _random_password,
+    "random:index/randomId:RandomId": lambda r: {"hex": digest(r.urn, 16), "b64Url": digest(r.urn, 11)},
+})

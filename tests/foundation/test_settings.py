@@ -1,0 +1,153 @@
+"""The environment loader: shipped files load; every kind of bad file stops with file and key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from infra.settings import Cloud, NatGateways, SettingsError, known_environments, load_environment
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_shipped_environments_load() -> None:
+    assert known_environments() == ["dev", "staging", "production"]
+    production = load_environment("production")
+    assert production.is_production
+    assert production.aws is not None
+    assert production.aws.availability_zones == 3
+    assert production.aws.nat_gateways is NatGateways.PER_AZ
+    assert production.database.backup_retention_days == 30
+    assert production.services["api"].min_tasks == 2
+    assert production.services["api"].max_tasks == 10
+    assert set(production.clouds) == {Cloud.AWS, Cloud.GCP}
+
+
+def test_environments_override_only_what_differs() -> None:
+    dev = load_environment("dev")
+    staging = load_environment("staging")
+    # dev sets no retention: the shared default applies; staging overrides it.
+    assert dev.database.backup_retention_days == 1
+    assert staging.database.backup_retention_days == 7
+    assert dev.aws is not None
+    assert dev.aws.region == "us-east-1"
+    assert dev.pins.python.requirements() == [
+        "pulumi==3.272.0", "pulumi-aws==7.51.1", "pulumi-gcp==10.2.0"
+    ]
+
+
+def test_pins_match_the_lock_file() -> None:
+    import tomllib
+
+    from infra.settings import REPO_ROOT
+
+    lock = tomllib.loads((REPO_ROOT / "uv.lock").read_text())
+    locked = {p["name"]: p["version"] for p in lock["package"]}
+    dev = load_environment("dev")
+    # dev always runs the lock's versions: promotion carries them onward from there.
+    assert locked["pulumi"] == dev.pins.python.pulumi
+    assert locked["pulumi-aws"] == dev.pins.python.pulumi_aws
+    assert locked["pulumi-gcp"] == dev.pins.python.pulumi_gcp
+
+
+# (file, old text, new text, expected file in the message, expected key, message pattern)
+BAD_FILES = [
+    pytest.param("dev/settings.toml", 'branch = "dev"', 'branch = "dev"\ncolour = "blue"',
+                 "dev/settings.toml", "colour", "unknown key", id="unknown-top-level-key"),
+    pytest.param("dev/settings.toml", "[aws]\n", "[aws]\nzones = 2\n",
+                 "dev/settings.toml", "aws.zones", "unknown key", id="unknown-nested-key"),
+    pytest.param("staging/settings.toml", "[services.api]\nmin_tasks = 1",
+                 '[services.api]\nmin_tasks = "1"', "staging/settings.toml",
+                 "services.api.min_tasks", "valid integer", id="wrong-type"),
+    pytest.param("staging/settings.toml", "[services.api]\nmin_tasks = 1",
+                 "[services.api]\nmin_tasks = 9", "staging/settings.toml",
+                 "services.api.max_tasks", "min_tasks 9 is greater than max_tasks 5",
+                 id="min-greater-than-max"),
+    pytest.param("dev/settings.toml", 'vpc_cidr = "10.10.0.0/16"', 'vpc_cidr = "10.10.0.0/33"',
+                 "dev/settings.toml", "aws.vpc_cidr", "not a valid CIDR", id="bad-cidr"),
+    pytest.param("dev/settings.toml", 'vpc_cidr = "10.10.0.0/16"', 'vpc_cidr = "10.10.0.1/16"',
+                 "dev/settings.toml", "aws.vpc_cidr", "host bits set", id="cidr-with-host-bits"),
+    pytest.param("production/pins.toml", 'pulumi-aws = "7.51.1"\n', "",
+                 "production/pins.toml", "python.pulumi-aws", "required key is missing",
+                 id="missing-provider-pin"),
+    pytest.param("production/pins.toml", 'pulumi_cli = "3.272.0"', 'pulumi_cli = "latest"',
+                 "production/pins.toml", "pulumi_cli", "should match pattern",
+                 id="unpinned-cli"),
+    pytest.param("staging/pins.toml", 'worker = "ghcr.io/example-org/billing-worker:0.1.0"\n', "",
+                 "staging/pins.toml", "images.worker", "missing image pin", id="missing-image-pin"),
+    pytest.param("dev/settings.toml", 'allowed_account_ids = ["111111111111"]',
+                 'allowed_account_ids = ["999999999999"]', "dev/settings.toml",
+                 "aws.allowed_account_ids", "not in allowed_account_ids",
+                 id="account-not-allowed"),
+    pytest.param("defaults.toml", "retention_days = 7", "retention_days = 8",
+                 "defaults.toml", "logs.retention_days", "not a CloudWatch retention period",
+                 id="bad-default-names-defaults-file"),
+    pytest.param("dev/settings.toml", "[aws]\n", "[aws\n",
+                 "dev/settings.toml", None, "invalid TOML", id="malformed-toml"),
+    pytest.param("production/settings.toml", "cpu = 1024\nmemory = 2048", "cpu = 1024\nmemory = 512",
+                 "production/settings.toml", "services.api.memory", "does not fit",
+                 id="fargate-memory-out-of-range"),
+    pytest.param("dev/settings.toml", 'branch = "dev"', 'branch = "dev"\n[services.billing]\n'
+                 "min_tasks = 1\nmax_tasks = 2", "dev/settings.toml", "services.billing",
+                 "no service 'billing'", id="unknown-service"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("file", "old", "new", "named_file", "key", "pattern"), BAD_FILES)
+def test_bad_environment_files_are_rejected_with_file_and_key(
+    environments_copy: Path, file: str, old: str, new: str, named_file: str, key: str | None,
+    pattern: str,
+) -> None:
+    edit(environments_copy / file, old, new)
+    env = file.split("/")[0] if "/" in file else "dev"
+    with pytest.raises(SettingsError) as caught:
+        load_environment(env, root=environments_copy)
+    error = caught.value
+    assert error.file.endswith(named_file)
+    assert error.key == key
+    assert re.search(pattern, error.message), error.message
+    # One line, naming the file (and the key where there is one).
+    assert "\n" not in str(error).strip() or pattern == "invalid TOML"
+    assert named_file in str(error)
+
+
+def test_unknown_environment(environments_copy: Path) -> None:
+    with pytest.raises(SettingsError, match=r"unknown environment 'qa' \(known: dev, staging, production\)"):
+        load_environment("qa", root=environments_copy)
+
+
+def test_missing_required_key_names_the_environment_file(environments_copy: Path) -> None:
+    edit(environments_copy / "dev/settings.toml", 'account_id = "111111111111"\n', "")
+    with pytest.raises(SettingsError) as caught:
+        load_environment("dev", root=environments_copy)
+    assert caught.value.key == "aws.account_id"
+    assert caught.value.file.endswith("dev/settings.toml")
+    assert caught.value.message == "required key is missing"
+
+
+def test_cloud_not_targeted_needs_no_settings(environments_copy: Path) -> None:
+    path = environments_copy / "dev/settings.toml"
+    text = path.read_text()
+    gcp_section = text[text.index("[gcp]"):text.index("[pulumi]")]
+    path.write_text('clouds = ["aws"]\n' + text.replace(gcp_section, ""))
+    dev = load_environment("dev", root=environments_copy)
+    assert dev.clouds == [Cloud.AWS]
+    assert dev.gcp is None
+
+
+def test_freeze_window_needs_utc_offset(environments_copy: Path) -> None:
+    path = environments_copy / "production/settings.toml"
+    path.write_text(
+        path.read_text()
+        + '\n[[freeze]]\nstart = 2026-12-21T00:00:00\nend = 2027-01-04T00:00:00Z\nreason = "year end"\n'
+    )
+    with pytest.raises(SettingsError) as caught:
+        load_environment("production", root=environments_copy)
+    assert caught.value.key == "freeze.0.start"
+    assert "UTC offset" in caught.value.message
