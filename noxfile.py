@@ -75,12 +75,21 @@ def _python_for_pins(session: nox.Session, pins: dict[str, str]) -> str:
     marker = location / "pins.txt"
     wanted = "\n".join(f"{k}=={v}" for k, v in sorted(pins.items()))
     if not (python.exists() and marker.exists() and marker.read_text() == wanted):
-        session.log(f"Installing pinned providers into {location}: {', '.join(wanted.splitlines())}")
+        session.log(
+            f"Installing pinned providers into {location}: {', '.join(wanted.splitlines())}"
+        )
         env = {**INSTALL_ENV, "UV_PROJECT_ENVIRONMENT": str(location)}
         session.run_install("uv", "venv", "--quiet", "--allow-existing", str(location), env=env)
         session.run_install("uv", "sync", "--locked", "--inexact", env=env, silent=True)
         session.run_install(
-            "uv", "pip", "install", "--python", str(python), *wanted.splitlines(), env=env, silent=True
+            "uv",
+            "pip",
+            "install",
+            "--python",
+            str(python),
+            *wanted.splitlines(),
+            env=env,
+            silent=True,
         )
         marker.write_text(wanted)
     return str(python)
@@ -134,7 +143,16 @@ def lint(session: nox.Session) -> None:
 def _lint(session: nox.Session) -> None:
     session.run("uv", "run", "--locked", "--group", "lint", "ruff", "check", ".", env=INSTALL_ENV)
     session.run(
-        "uv", "run", "--locked", "--group", "lint", "ruff", "format", "--check", ".", env=INSTALL_ENV
+        "uv",
+        "run",
+        "--locked",
+        "--group",
+        "lint",
+        "ruff",
+        "format",
+        "--check",
+        ".",
+        env=INSTALL_ENV,
     )
 
 
@@ -146,9 +164,28 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", *session.posargs)
 
 
+def _ensure_servers(session: nox.Session) -> None:
+    """Install PostgreSQL 15 and Redis 7 from Debian packages when they are missing."""
+    missing = []
+    if shutil.which("redis-server") is None:
+        missing.append("redis-server")
+    if not Path("/usr/lib/postgresql/15/bin/initdb").exists():
+        missing.append("postgresql-15")
+    if not missing:
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        session.error(f"install {' '.join(missing)} (Debian packages) to run the tests")
+    session.log(f"Installing {' '.join(missing)} with apt-get (the tests start their own servers)")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-qq", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing,
+                external=True, env=env)  # fmt: skip
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (starts PostgreSQL and Redis on 127.0.0.1 where tests need them)."""
+    _ensure_servers(session)
     _sync(session, "test")
     session.run("pytest", *(session.posargs or ["-q"]))
 

@@ -7,13 +7,21 @@ on bad input, one line naming the file and key: never a traceback, never half-wr
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import os
 import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from infra.settings import Cloud, EnvironmentSettings, SettingsError, known_environments, load_environment
+from infra.settings import (
+    Cloud,
+    EnvironmentSettings,
+    SettingsError,
+    known_environments,
+    load_environment,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -85,7 +93,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
     diffs = None
     if args.against:
         _log(f"Rendering {args.against} in a temporary worktree for the diff ...", quiet=quiet)
-        before = render_ref(args.against, [e.name for e, _ in stacks], sorted({c.value for _, c in stacks}))
+        before = render_ref(
+            args.against, [e.name for e, _ in stacks], sorted({c.value for _, c in stacks})
+        )
         diffs = diff_plan_sets(before, {p.key: p for p in plans})
 
     # Everything rendered: only now write, so a failure leaves no half-set of plans.
@@ -103,8 +113,69 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _record_break_glass(environment: str, note: str) -> None:
+    """Print a break-glass override and add it to the workflow run's summary when there is one."""
+    _log(f"{environment}: {note}")
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with Path(summary).open("a", encoding="utf-8") as handle:
+            handle.write(f"**{environment}: {note}**\n\n")
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from infra.delivery.promote import default_body_path, promote  # noqa: PLC0415
+
+    repo = Path(args.repo).resolve()
+    body = Path(args.body) if args.body else default_body_path(repo, args.source, args.target)
+    result = promote(args.source, args.target, repo=repo, remote=args.remote,
+                     now=_parse_now(args.now), break_glass=args.break_glass, body_path=body,
+                     preview=not args.no_preview)  # fmt: skip
+    _log(f"Built {result.branch} at {result.commit[:12]}: {len(result.changes)} pins change.")
+    for change in result.changes:
+        _log(f"    {change.line()}")
+    if result.break_glass:
+        _record_break_glass(args.target, result.break_glass)
+    _log(f"PR body: {result.body_path}")
+    return EXIT_OK
+
+
+def _parse_now(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--now {value}: not an ISO 8601 date and time") from None
+    if moment.tzinfo is None:
+        raise UsageError(f"--now {value}: give a UTC offset, for example 2026-12-24T10:00:00Z")
+    return moment
+
+
+def cmd_affected(args: argparse.Namespace) -> int:
+    from infra.delivery.affected import affected, github_outputs, matrix_json  # noqa: PLC0415
+
+    stacks = affected(Path(args.repo).resolve(), args.base, args.head, args.env)
+    print(matrix_json(stacks))
+    if args.github_output:
+        with Path(args.github_output).open("a", encoding="utf-8") as handle:
+            handle.write(github_outputs(stacks))
+    return EXIT_OK
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     stacks = select_stacks(args.env, args.cloud)
+    if args.plan and len(stacks) != 1:
+        # A saved update plan belongs to one stack; applying it to another would be refused mid-run.
+        raise UsageError(f"--plan applies to one stack; select one with --env and --cloud "
+                         f"({len(stacks)} selected)")  # fmt: skip
+    from infra.delivery.freeze import check_freeze, utc_now  # noqa: PLC0415
+
+    # Every environment is checked before anything deploys: one frozen environment stops all.
+    now = utc_now()
+    for env in {env.name: env for env, _ in stacks}.values():
+        note = check_freeze(env, now, args.break_glass, f"deploy {env.name}")
+        if note:
+            _record_break_glass(env.name, note)
     if pulumi_cli() is None:
         print("error: `up` needs the Pulumi CLI (it runs in GitHub Actions); none is on PATH. "
               "Nothing was deployed. Use `nox -s preview` to see what would change.",
@@ -125,7 +196,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
         return live.drift_from_file(Path(args.from_json), Path(args.out))
     if pulumi_cli() is None:
         print("error: drift needs the Pulumi CLI and credentials (it runs in GitHub Actions); "
-              "use --from-json FILE to analyse a saved `pulumi preview --json`.", file=sys.stderr)  # fmt: skip
+              "use --from-json FILE to analyse a saved `pulumi preview --json`.",
+              file=sys.stderr)  # fmt: skip
         return EXIT_ERROR
     return live.drift(select_stacks(args.env, args.cloud), Path(args.out))
 
@@ -144,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
     preview = commands.add_parser("preview", help="render every stack and report what it deploys")
     _stack_options(preview)
     preview.add_argument("--offline", action="store_true",
-                         help="render under the SDK mock runtime even if the CLI is present")  # fmt: skip
+                         help="render under the SDK mock runtime even with the CLI")  # fmt: skip
     preview.add_argument("--against", metavar="REF", help="diff against this git ref")
     preview.add_argument("--out", default="build/plans", help="where plan files go")
     preview.add_argument("--quiet", action="store_true", help="write plan files only")
@@ -153,11 +225,36 @@ def parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="deploy stacks through the Automation API (CLI needed)")
     _stack_options(up)
     up.add_argument("--plan", help="apply this saved plan (from preview --save-plan)")
+    up.add_argument("--break-glass", metavar="REASON",
+                    help="deploy into a frozen environment; the reason is recorded")  # fmt: skip
     up.set_defaults(func=cmd_up)
+
+    promote = commands.add_parser("promote", help="build the branch promoting pins to the next env")
+    add = promote.add_argument
+    add("--from", dest="source", required=True, metavar="ENV", help="source environment")
+    add("--to", dest="target", required=True, metavar="ENV", help="target environment")
+    add("--repo", default=".", help="the git checkout to work in (default: .)")
+    add("--remote", default="origin", help="remote whose branches are used when present")
+    add("--body", metavar="FILE", help="PR body file (default: build/promote/<from>-to-<to>.md)")
+    add("--break-glass", metavar="REASON", help="promote into a frozen environment (recorded)")
+    add("--now", metavar="TIMESTAMP", help="judge freezes at this time (ISO 8601, with offset)")
+    add("--no-preview", action="store_true", help="skip the offline preview diff")
+    promote.set_defaults(func=cmd_promote)
+
+    affected = commands.add_parser("affected", help="print the stacks a diff touches (matrix JSON)")
+    add = affected.add_argument
+    add("--base", required=True, metavar="REF", help="diff from the merge base with REF")
+    add("--head", default="HEAD", metavar="REF", help="diff up to REF (default: HEAD)")
+    add("--repo", default=".", help="the git checkout (default: .)")
+    add("--env", action="append", metavar="ENV", help="keep this environment only (repeatable)")
+    add("--github-output", metavar="FILE", help="also append matrix=, environments=, any= to FILE")
+    affected.set_defaults(func=cmd_affected)
 
     drift = commands.add_parser("drift", help="check stacks for drift (exit 2 when drifted)")
     _stack_options(drift)
-    drift.add_argument("--from-json", metavar="FILE", help="analyse a saved `pulumi preview --json`")
+    drift.add_argument(
+        "--from-json", metavar="FILE", help="analyse a saved `pulumi preview --json`"
+    )
     drift.add_argument("--out", default="build/drift", help="where drift reports go")
     drift.set_defaults(func=cmd_drift)
     return root
@@ -168,13 +265,17 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from infra.delivery.affected import AffectedError  # noqa: PLC0415
+    from infra.delivery.freeze import FreezeError  # noqa: PLC0415
+    from infra.delivery.promote import PromotionError  # noqa: PLC0415
     from infra.plans.diff import DiffError  # noqa: PLC0415
     from infra.plans.model import PlanError  # noqa: PLC0415
     from infra.plans.offline import RenderError  # noqa: PLC0415
 
+    delivery_errors = (AffectedError, FreezeError, PromotionError)
     try:
         code: int = args.func(args)
-    except (SettingsError, UsageError, PlanError, RenderError, DiffError) as exc:
+    except (SettingsError, UsageError, PlanError, RenderError, DiffError, *delivery_errors) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return code

@@ -43,7 +43,9 @@ class SettingsError(Exception):
     def __init__(self, file: Path | str, key: str | None, message: str) -> None:
         path = Path(file)
         # Name files as a person in the repository would type them.
-        self.file = str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+        self.file = (
+            str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+        )
         self.key = key
         self.message = message
         where = f"{self.file}: key '{key}'" if key else self.file
@@ -129,7 +131,9 @@ class AwsSettings(_Model):
     availability_zones: Annotated[int, Field(ge=2, le=6)]
     vpc_cidr: Cidr
     nat_gateways: NatGateways
-    certificate_arn: Annotated[str, Field(pattern=r"^arn:aws:acm:[a-z0-9-]+:\d{12}:certificate/.+$")]
+    certificate_arn: Annotated[
+        str, Field(pattern=r"^arn:aws:acm:[a-z0-9-]+:\d{12}:certificate/.+$")
+    ]
     flow_log_retention_days: LogRetention
     domain: str | None = None
     hosted_zone_id: str | None = None
@@ -156,7 +160,9 @@ class GcpSettings(_Model):
     private_services_cidr: Cidr
     connector_cidr: Cidr
     # The load balancer's host name; with one set it serves HTTPS with a Google-managed certificate.
-    domain: Annotated[str, Field(pattern=r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$")] | None = None
+    domain: (
+        Annotated[str, Field(pattern=r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$")] | None
+    ) = None
 
     @field_validator("allowed_projects")
     @classmethod
@@ -169,7 +175,9 @@ class GcpSettings(_Model):
 
 class PulumiSettings(_Model):
     backend_url: Annotated[str, Field(pattern=r"^(s3|gs|azblob|file|https)://.+")]
-    secrets_provider: Annotated[str, Field(pattern=r"^(awskms|gcpkms|azurekeyvault|hashivault)://.+")]
+    secrets_provider: Annotated[
+        str, Field(pattern=r"^(awskms|gcpkms|azurekeyvault|hashivault)://.+")
+    ]
 
 
 class DatabaseSettings(_Model):
@@ -200,8 +208,9 @@ class CacheSettings(_Model):
     @field_validator("memorystore_tier", mode="before")
     @classmethod
     def _tier_from_str(cls, value: object) -> object:
-        ok = isinstance(value, str) and value in set(MemorystoreTier)
-        return MemorystoreTier(value) if ok else value
+        if isinstance(value, str) and value in set(MemorystoreTier):
+            return MemorystoreTier(value)
+        return value
 
 
 class ServiceScaling(_Model):
@@ -467,7 +476,7 @@ def service_names(services_dir: Path = SERVICES_DIR) -> list[str]:
     return sorted(p.parent.name for p in services_dir.glob("*/manifest.toml"))
 
 
-def load_environment(
+def load_environment(  # noqa: PLR0912 - one check after another, each naming its key
     name: str, root: Path = ENVIRONMENTS_DIR, services: list[str] | None = None
 ) -> EnvironmentSettings:
     """Load and validate one environment, or raise :class:`SettingsError`."""
@@ -507,14 +516,18 @@ def load_environment(
 
     for cloud in settings.clouds:
         if getattr(settings, cloud.value) is None:
-            raise SettingsError(settings_file, cloud.value, f"clouds lists {cloud} but [{cloud}] is missing")
+            raise SettingsError(
+                settings_file, cloud.value, f"clouds lists {cloud} but [{cloud}] is missing"
+            )
 
     deployable = service_names() if services is None else services
     for service in settings.services:
         if service not in deployable:
             file = origin.get(("services", service), settings_file)
             raise SettingsError(
-                file, f"services.{service}", f"no service '{service}' (services/*/manifest.toml: {deployable})"
+                file,
+                f"services.{service}",
+                f"no service '{service}' (services/*/manifest.toml: {deployable})",
             )
     for service in deployable:
         if service not in settings.services:

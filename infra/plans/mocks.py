@@ -98,7 +98,9 @@ def computed_outputs(resource: NewResource) -> tuple[str, dict[str, Any]]:
     elif resource.type.startswith("gcp:"):
         project = resource.target.account
         state.setdefault("project", project)
-        resource_id = f"projects/{project}/{resource.type.split(':')[2].lower()}s/{resource.physical_name}"
+        resource_id = (
+            f"projects/{project}/{resource.type.split(':')[2].lower()}s/{resource.physical_name}"
+        )
         state.setdefault("selfLink", f"https://www.googleapis.com/{resource_id}")
     extra = COMPUTED.get(resource.type)
     if extra is not None:
@@ -140,7 +142,7 @@ class OfflineMocks(mocks.Mocks):
         return answer(args.args, self.target)
 
 
-def _clean(value: Any) -> Any:
+def _clean(value: Any) -> Any:  # noqa: PLR0911 - one return per wire-format case
     """Wire-format values as a reader wants them: secrets redacted, numbers as ints."""
     if isinstance(value, dict):
         sig = value.get(_SIG_KEY)
@@ -184,7 +186,7 @@ class RecordingMonitor(mocks.MockMonitor):
         key = (request.type, request.name)
         self.offline_mocks._parents[key] = request.parent  # noqa: SLF001
         self.offline_mocks._secret_outputs[key] = list(request.additionalSecretOutputs)  # noqa: SLF001
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         inputs = _clean(json_format.MessageToDict(request.object))
         self.recorded.append(
             Resource(
@@ -204,7 +206,7 @@ class RecordingMonitor(mocks.MockMonitor):
     def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
         if request.urn.split("::")[2] == "pulumi:pulumi:Stack":
             self.stack_outputs = _clean(json_format.MessageToDict(request.outputs))
-        return super().RegisterResourceOutputs(request)
+        return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
 
 
 # Registers the clouds' computed outputs and invokes.
@@ -217,7 +219,12 @@ def _random_password(resource: NewResource) -> dict[str, Any]:
     return {"result": ("offline-" + digest(resource.urn, 64))[:length], "bcryptHash": "offline"}
 
 
-COMPUTED.update({
-    "random:index/randomPassword:RandomPassword": _random_password,
-    "random:index/randomId:RandomId": lambda r: {"hex": digest(r.urn, 16), "b64Url": digest(r.urn, 11)},
-})
+COMPUTED.update(
+    {
+        "random:index/randomPassword:RandomPassword": _random_password,
+        "random:index/randomId:RandomId": lambda r: {
+            "hex": digest(r.urn, 16),
+            "b64Url": digest(r.urn, 11),
+        },
+    }
+)

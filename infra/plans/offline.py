@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pulumi
 from pulumi.runtime import mocks, settings, stack
+from pulumi.runtime.sync_await import _sync_await
 
 from infra.plans.mocks import RecordingMonitor, Target, UnansweredInvokeError
 from infra.plans.model import Plan
@@ -57,14 +58,14 @@ def render(env: EnvironmentSettings, cloud: Cloud) -> Plan:
     )
     program = program_for(cloud)
     try:
-        stack._sync_await(stack.run_pulumi_func(program))  # noqa: SLF001
+        _sync_await(stack.run_pulumi_func(program))
         root = settings.get_root_resource()
         outputs = {}
         if root is not None:
             for key, value in sorted(getattr(root, "outputs", {}).items()):
                 output = pulumi.Output.from_input(value)
-                secret = stack._sync_await(output.is_secret())  # noqa: SLF001
-                outputs[key] = "[secret]" if secret else stack._sync_await(output.future())  # noqa: SLF001
+                secret = _sync_await(output.is_secret())
+                outputs[key] = "[secret]" if secret else _sync_await(output.future())
     except Exception as exc:
         cause = _root_cause(exc)
         raise RenderError(f"{env.name}-{cloud.value}: {type(cause).__name__}: {cause}") from exc

@@ -32,8 +32,10 @@ def summary(plan: Plan) -> str:
     protected = sum(1 for r in custom if r.protect)
     stateful = sum(1 for r in custom if is_stateful(r.type))
     lines = [
-        f"{plan.key} ({plan.mode}, stack {plan.stack}): {len(custom)} resources, "
-        f"{stateful} stateful, {protected} protected"
+        (
+            f"{plan.key} ({plan.mode}, stack {plan.stack}): {len(custom)} resources, "
+            f"{stateful} stateful, {protected} protected"
+        )
     ]
     counts = Counter(r.type for r in custom)
     lines += [f"    {count:4d}  {type_}" for type_, count in sorted(counts.items())]
@@ -84,7 +86,8 @@ def markdown(
         custom = [r for r in plan.resources if r.custom]
         lines.append(
             f"| {plan.key} | {plan.mode} | {len(custom)} | "
-            f"{sum(1 for r in custom if is_stateful(r.type))} | {sum(1 for r in custom if r.protect)} |"
+            f"{sum(1 for r in custom if is_stateful(r.type))} | "
+            f"{sum(1 for r in custom if r.protect)} |"
         )
     lines.append("")
     if diffs is not None:

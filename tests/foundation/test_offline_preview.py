@@ -23,12 +23,18 @@ RESOURCE_KEYS = {"urn", "type", "name", "parent", "protect", "inputs", "dependen
                  "provider"}  # fmt: skip
 
 
-def run_cli(*args: str, cwd: Path = REPO_ROOT, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path = REPO_ROOT, pythonpath: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": "/usr/bin:/bin"}  # no `pulumi` on PATH: the offline path
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run(
-        [sys.executable, "-m", "infra", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "infra", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
         check=False,
     )
 
@@ -157,7 +163,9 @@ def test_against_ref_reports_created_deleted_and_changed(
     settings = repo / "environments/staging/settings.toml"
     text = settings.read_text()
     # Three AZs instead of two: new subnets and routes; a wider flow-log retention: a change.
-    settings.write_text(text.replace("[aws]\n", "[aws]\navailability_zones = 3\nflow_log_retention_days = 30\n", 1))
+    settings.write_text(
+        text.replace("[aws]\n", "[aws]\navailability_zones = 3\nflow_log_retention_days = 30\n", 1)
+    )
     out = tmp_path / "plans"
     result = run_cli("preview", "--env", "staging", "--cloud", "aws", "--against", "HEAD",
                      "--out", str(out), cwd=repo, pythonpath=repo)  # fmt: skip
@@ -182,16 +190,20 @@ def test_against_ref_reports_deleted_stateful_resources_first(
     text = network.read_text()
     start = text.index("        flow_log_group = aws.cloudwatch.LogGroup(")
     # Rename the log group's logical name: the engine sees a delete and a create.
-    network.write_text(text[:start] + text[start:].replace('f"{name}-flow-logs",', 'f"{name}-vpc-flow-logs",', 1))
+    network.write_text(
+        text[:start] + text[start:].replace('f"{name}-flow-logs",', 'f"{name}-vpc-flow-logs",', 1)
+    )
     out = tmp_path / "plans"
     result = run_cli("preview", "--env", "production", "--cloud", "aws", "--against", "HEAD",
                      "--out", str(out), cwd=repo, pythonpath=repo)  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = (out / "report.md").read_text()
-    section = report[report.index("### production-aws"):]
+    section = report[report.index("### production-aws") :]
     stateful = section.index("**Stateful resources deleted or replaced:**")
     assert section.index("`delete` aws:cloudwatch/logGroup:LogGroup network-flow-logs") > stateful
-    assert section.index("`delete` aws:cloudwatch/logGroup:LogGroup network-flow-logs") < section.index("<details>")
+    assert section.index(
+        "`delete` aws:cloudwatch/logGroup:LogGroup network-flow-logs"
+    ) < section.index("<details>")
 
 
 def test_against_unknown_ref_is_one_clear_error(tmp_path: Path) -> None:

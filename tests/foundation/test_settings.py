@@ -38,7 +38,9 @@ def test_environments_override_only_what_differs() -> None:
     assert dev.aws is not None
     assert dev.aws.region == "us-east-1"
     assert dev.pins.python.requirements() == [
-        "pulumi==3.272.0", "pulumi-aws==7.51.1", "pulumi-gcp==10.2.0"
+        "pulumi==3.272.0",
+        "pulumi-aws==7.51.1",
+        "pulumi-gcp==10.2.0",
     ]
 
 
@@ -90,7 +92,8 @@ BAD_FILES = [
                  id="bad-default-names-defaults-file"),
     pytest.param("dev/settings.toml", "[aws]\n", "[aws\n",
                  "dev/settings.toml", None, "invalid TOML", id="malformed-toml"),
-    pytest.param("production/settings.toml", "cpu = 1024\nmemory = 2048", "cpu = 1024\nmemory = 512",
+    pytest.param("production/settings.toml", "cpu = 1024\nmemory = 2048",
+                 "cpu = 1024\nmemory = 512",
                  "production/settings.toml", "services.api.memory", "does not fit",
                  id="fargate-memory-out-of-range"),
     pytest.param("dev/settings.toml", 'branch = "dev"', 'branch = "dev"\n[services.billing]\n'
@@ -101,11 +104,16 @@ BAD_FILES = [
 
 @pytest.mark.parametrize(("file", "old", "new", "named_file", "key", "pattern"), BAD_FILES)
 def test_bad_environment_files_are_rejected_with_file_and_key(
-    environments_copy: Path, file: str, old: str, new: str, named_file: str, key: str | None,
+    environments_copy: Path,
+    file: str,
+    old: str,
+    new: str,
+    named_file: str,
+    key: str | None,
     pattern: str,
 ) -> None:
     edit(environments_copy / file, old, new)
-    env = file.split("/")[0] if "/" in file else "dev"
+    env = file.split("/", maxsplit=1)[0] if "/" in file else "dev"
     with pytest.raises(SettingsError) as caught:
         load_environment(env, root=environments_copy)
     error = caught.value
@@ -118,7 +126,9 @@ def test_bad_environment_files_are_rejected_with_file_and_key(
 
 
 def test_unknown_environment(environments_copy: Path) -> None:
-    with pytest.raises(SettingsError, match=r"unknown environment 'qa' \(known: dev, staging, production\)"):
+    with pytest.raises(
+        SettingsError, match=r"unknown environment 'qa' \(known: dev, staging, production\)"
+    ):
         load_environment("qa", root=environments_copy)
 
 
@@ -134,7 +144,7 @@ def test_missing_required_key_names_the_environment_file(environments_copy: Path
 def test_cloud_not_targeted_needs_no_settings(environments_copy: Path) -> None:
     path = environments_copy / "dev/settings.toml"
     text = path.read_text()
-    gcp_section = text[text.index("[gcp]"):text.index("[pulumi]")]
+    gcp_section = text[text.index("[gcp]") : text.index("[pulumi]")]
     path.write_text('clouds = ["aws"]\n' + text.replace(gcp_section, ""))
     dev = load_environment("dev", root=environments_copy)
     assert dev.clouds == [Cloud.AWS]
@@ -145,7 +155,8 @@ def test_freeze_window_needs_utc_offset(environments_copy: Path) -> None:
     path = environments_copy / "production/settings.toml"
     path.write_text(
         path.read_text()
-        + '\n[[freeze]]\nstart = 2026-12-21T00:00:00\nend = 2027-01-04T00:00:00Z\nreason = "year end"\n'
+        + "\n[[freeze]]\nstart = 2026-12-21T00:00:00\n"
+        + 'end = 2027-01-04T00:00:00Z\nreason = "year end"\n'
     )
     with pytest.raises(SettingsError) as caught:
         load_environment("production", root=environments_copy)

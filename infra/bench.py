@@ -1,0 +1,61 @@
+"""Benchmark the offline preview: cold (a new process, imports included) and warm (in-process).
+
+`nox -s benchmark` runs it; the README reports its table. Target: every stack of every
+environment in under 10 s warm on 2 cores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+RUNS = 5
+
+
+def _cold_run(out: str) -> float:
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "infra", "preview", "--offline", "--quiet", "--out", out],
+        check=True,
+    )
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as out:
+        cold = [_cold_run(out) for _ in range(RUNS)]
+
+    began = time.perf_counter()
+    from infra.plans.offline import render  # noqa: PLC0415 - import cost is measured
+    from infra.settings import environment, known_environments  # noqa: PLC0415
+
+    stacks = [(environment(e), c) for e in known_environments() for c in environment(e).clouds]
+    imports = time.perf_counter() - began
+    warm = []
+    resources = 0
+    for _ in range(RUNS + 1):
+        began = time.perf_counter()
+        resources = sum(len(render(env, cloud).resources) for env, cloud in stacks)
+        warm.append(time.perf_counter() - began)
+    warm = warm[1:]  # the first in-process pass still loads provider modules
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"Offline preview benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d}, {machine}")
+    print(f"{len(stacks)} stacks, {resources} resources, {RUNS} runs each\n")
+    print("| Measure | Median | Min | Max |")
+    print("|---|---:|---:|---:|")
+    print(f"| Cold: new process, all stacks, plans written | {statistics.median(cold):.2f} s "
+          f"| {min(cold):.2f} s | {max(cold):.2f} s |")  # fmt: skip
+    print(f"| Warm: in-process render of all stacks | {statistics.median(warm):.2f} s "
+          f"| {min(warm):.2f} s | {max(warm):.2f} s |")  # fmt: skip
+    print(f"| Import of SDK, providers and programs | {imports:.2f} s | | |")
+
+
+if __name__ == "__main__":
+    main()
