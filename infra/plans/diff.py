@@ -91,7 +91,9 @@ def render_ref(ref: str, environments: Iterable[str], clouds: Iterable[str]) -> 
         out = Path(tmp) / "plans"
         added = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "--quiet", str(tree), ref],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if added.returncode != 0:
             raise DiffError(f"--against {ref}: {added.stderr.strip() or 'git worktree add failed'}")
@@ -112,11 +114,14 @@ def render_ref(ref: str, environments: Iterable[str], clouds: Iterable[str]) -> 
             )
             if result.returncode != 0:
                 detail = (result.stderr or result.stdout).strip().splitlines()
-                raise DiffError(f"--against {ref}: rendering failed: {detail[-1] if detail else ''}")
+                raise DiffError(
+                    f"--against {ref}: rendering failed: {detail[-1] if detail else ''}"
+                )
             return {p.stem: load_plan(p) for p in sorted(out.glob("*.json"))}
         finally:
             subprocess.run(
                 ["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(tree)],
-                capture_output=True, check=False,
+                capture_output=True,
+                check=False,
             )
             shutil.rmtree(tree, ignore_errors=True)

@@ -95,12 +95,22 @@ def plan_from_dict(data: object, source: Path | str) -> Plan:
             raise PlanError(source, f"resources[{index}]", "not an object")
         for name, kind in _RESOURCE_FIELDS.items():
             if not isinstance(item.get(name), kind):
-                raise PlanError(source, f"resources[{index}].{name}", f"missing or not {kind.__name__}")
-        resources.append(Resource(
-            urn=item["urn"], type=item["type"], name=item["name"], parent=item["parent"],
-            protect=item["protect"], inputs=item["inputs"], dependencies=item["dependencies"],
-            custom=bool(item.get("custom", True)), provider=str(item.get("provider", "")),
-        ))
+                raise PlanError(
+                    source, f"resources[{index}].{name}", f"missing or not {kind.__name__}"
+                )
+        resources.append(
+            Resource(
+                urn=item["urn"],
+                type=item["type"],
+                name=item["name"],
+                parent=item["parent"],
+                protect=item["protect"],
+                inputs=item["inputs"],
+                dependencies=item["dependencies"],
+                custom=bool(item.get("custom", True)),
+                provider=str(item.get("provider", "")),
+            )
+        )
     outputs = data.get("outputs", {})
     if not isinstance(outputs, dict):
         raise PlanError(source, "outputs", "not an object")
