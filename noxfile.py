@@ -91,6 +91,7 @@ def _python_for_pins(session: nox.Session, pins: dict[str, str]) -> str:
             env=env,
             silent=True,
         )
+        location.mkdir(parents=True, exist_ok=True)
         marker.write_text(wanted)
     return str(python)
 

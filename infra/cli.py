@@ -86,11 +86,17 @@ def cmd_preview(args: argparse.Namespace) -> int:
         else:
             from infra.plans import live  # noqa: PLC0415
 
-            plan = live.preview(env, cloud)
+            saved = (
+                Path(args.save_plan) / f"{env.name}-{cloud.value}.plan.json"
+                if args.save_plan
+                else None
+            )
+            plan = live.preview(env, cloud, save_plan=saved)
         plans.append(plan)
         _log(report.summary(plan) + f"\n    ({time.perf_counter() - began:.2f} s)", quiet=quiet)
 
     diffs = None
+    before: dict[str, Plan] | None = None
     if args.against:
         _log(f"Rendering {args.against} in a temporary worktree for the diff ...", quiet=quiet)
         before = render_ref(
@@ -98,19 +104,31 @@ def cmd_preview(args: argparse.Namespace) -> int:
         )
         diffs = diff_plan_sets(before, {p.key: p for p in plans})
 
+    # Policy, destructive-change guard and cost; quiet renders (a ref for --against) skip them.
+    verdicts: list[report.Verdict] = []
+    failed = False
+    if not quiet:
+        from infra.policy.checks import preview_verdicts  # noqa: PLC0415
+
+        verdicts, failed = preview_verdicts(
+            plans, diffs, before, args.against, args.allow_replace or []
+        )
+
     # Everything rendered: only now write, so a failure leaves no half-set of plans.
     out = Path(args.out)
     for plan in plans:
         plan.write(out)
     if not args.quiet:
-        text = report.markdown(plans, diffs, args.against)
+        text = report.markdown(plans, diffs, args.against, verdicts=verdicts)
         path = out / "report.md"
         path.write_text(text, encoding="utf-8")
         if diffs is not None:
             for diff in diffs:
                 print(report.diff_markdown(diff))
+        for verdict in verdicts:
+            print(f"## {verdict.title}: {'pass' if verdict.ok else 'FAIL'}\n\n{verdict.markdown}\n")
         _log(f"Wrote {len(plans)} plan files and {path} in {time.perf_counter() - started:.2f} s.")
-    return EXIT_OK
+    return EXIT_ERROR if failed else EXIT_OK
 
 
 def _record_break_glass(environment: str, note: str) -> None:
@@ -220,6 +238,10 @@ def parser() -> argparse.ArgumentParser:
     preview.add_argument("--against", metavar="REF", help="diff against this git ref")
     preview.add_argument("--out", default="build/plans", help="where plan files go")
     preview.add_argument("--quiet", action="store_true", help="write plan files only")
+    preview.add_argument("--allow-replace", action="append", metavar="URN",
+                         help="let the guard pass deleting/replacing this URN")  # fmt: skip
+    preview.add_argument("--save-plan", metavar="DIR",
+                         help="live only: keep Pulumi's update plans for `up --plan`")  # fmt: skip
     preview.set_defaults(func=cmd_preview)
 
     up = commands.add_parser("up", help="deploy stacks through the Automation API (CLI needed)")
@@ -257,6 +279,10 @@ def parser() -> argparse.ArgumentParser:
     )
     drift.add_argument("--out", default="build/drift", help="where drift reports go")
     drift.set_defaults(func=cmd_drift)
+
+    from infra.policy.checks import add_commands  # noqa: PLC0415
+
+    add_commands(commands)
     return root
 
 
@@ -265,6 +291,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from infra.cost.prices import PricesError  # noqa: PLC0415
     from infra.delivery.affected import AffectedError  # noqa: PLC0415
     from infra.delivery.freeze import FreezeError  # noqa: PLC0415
     from infra.delivery.promote import PromotionError  # noqa: PLC0415
@@ -272,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from infra.plans.model import PlanError  # noqa: PLC0415
     from infra.plans.offline import RenderError  # noqa: PLC0415
 
-    delivery_errors = (AffectedError, FreezeError, PromotionError)
+    delivery_errors = (AffectedError, FreezeError, PromotionError, PricesError)
     try:
         code: int = args.func(args)
     except (SettingsError, UsageError, PlanError, RenderError, DiffError, *delivery_errors) as exc:

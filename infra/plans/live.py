@@ -1,0 +1,271 @@
+"""Live path: preview, up and drift through Pulumi's Automation API (needs the Pulumi CLI).
+
+Each stack is the project in ``infra/stacks/<cloud>`` with the stack named after the
+environment, against the environment's own backend and secrets provider. The CLI's version
+must equal the environment's pin (``environments/<env>/pins.toml: pulumi_cli``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pulumi import automation as auto
+
+from infra.plans import drift as drift_report
+from infra.plans.model import SECRET, UNKNOWN, Plan, PlanError, Resource
+from infra.plans.offline import PROJECTS
+from infra.settings import (
+    ENVIRONMENTS_DIR,
+    PINS_FILE,
+    REPO_ROOT,
+    Cloud,
+    EnvironmentSettings,
+    SettingsError,
+)
+
+STACKS_DIR = REPO_ROOT / "infra" / "stacks"
+
+# Wire-format markers the engine leaves in JSON output (see sdk/go/common/resource/sig).
+_SIG_KEY = "4dabf18193072939515e22adb298388d"
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+_UNKNOWN_VALUE = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+
+class LiveError(PlanError):
+    """A Pulumi CLI run that failed, named by stack."""
+
+
+def work_dir(cloud: Cloud) -> Path:
+    return STACKS_DIR / cloud.value
+
+
+def _pins_file(env: EnvironmentSettings) -> Path:
+    return ENVIRONMENTS_DIR / env.name / PINS_FILE
+
+
+def pulumi_command(env: EnvironmentSettings) -> auto.PulumiCommand:
+    """The CLI on PATH, refused unless its version is the environment's pin."""
+    try:
+        # Our own check below is stricter (equality with the pin) and says which file to edit.
+        command = auto.PulumiCommand(skip_version_check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise LiveError("pulumi", "version", f"cannot run the Pulumi CLI: {exc}") from None
+    found = str(command.version) if command.version is not None else "an unparseable version"
+    if found != env.pins.pulumi_cli:
+        raise SettingsError(
+            _pins_file(env), "pulumi_cli",
+            f"the Pulumi CLI on PATH is {found} but {env.name} pins {env.pins.pulumi_cli}; "
+            "install the pinned CLI (nothing was run)",
+        )  # fmt: skip
+    return command
+
+
+def workspace_env(env: EnvironmentSettings) -> dict[str, str]:
+    """Environment variables for every CLI call: the environment's backend, the repo importable."""
+    python_path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {
+        "PULUMI_BACKEND_URL": env.pulumi.backend_url,
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        # The stack programs import `infra`; the CLI runs them from infra/stacks/<cloud>.
+        "PYTHONPATH": python_path,
+    }
+
+
+def open_stack(env: EnvironmentSettings, cloud: Cloud, *, create: bool) -> auto.Stack:
+    """Select (or, when ``create``, create or select) the environment's stack of ``cloud``."""
+    if cloud not in env.clouds:
+        raise SettingsError(
+            ENVIRONMENTS_DIR / env.name, "clouds", f"{env.name} does not target {cloud}"
+        )
+    options = auto.LocalWorkspaceOptions(
+        env_vars=workspace_env(env),
+        secrets_provider=env.pulumi.secrets_provider,
+        pulumi_command=pulumi_command(env),
+    )
+    opener = auto.create_or_select_stack if create else auto.select_stack
+    try:
+        return opener(stack_name=env.name, work_dir=str(work_dir(cloud)), opts=options)
+    except auto.errors.CommandError as exc:
+        raise LiveError(f"{env.name}-{cloud.value}", "stack", _first_error_line(str(exc))) from None
+
+
+def _first_error_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["the Pulumi CLI failed"])[-1]
+
+
+def _redact(value: Any) -> Any:
+    """Live JSON values as plan files hold them: secrets and unknowns as markers."""
+    if isinstance(value, dict):
+        if value.get(_SIG_KEY) == _SECRET_SIG:
+            return SECRET
+        return {key: _redact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact(item) for item in value]
+    if value == _UNKNOWN_VALUE:
+        return UNKNOWN
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _resource(state: dict[str, Any], where: str, source: str) -> Resource:
+    def field(key: str, kind: type, default: Any) -> Any:
+        value = state.get(key, default)
+        if value is None:
+            value = default
+        if not isinstance(value, kind):
+            raise PlanError(source, f"{where}.newState.{key}", f"not {kind.__name__}")
+        return value
+
+    urn = field("urn", str, "")
+    type_ = field("type", str, "")
+    if not urn or not type_:
+        raise PlanError(source, f"{where}.newState.{'urn' if not urn else 'type'}", "missing")
+    return Resource(
+        urn=urn,
+        type=type_,
+        name=urn.split("::")[-1],
+        parent=field("parent", str, ""),
+        protect=field("protect", bool, False),  # noqa: FBT003 - a default, not a flag
+        inputs=_redact(field("inputs", dict, {})),
+        dependencies=sorted(set(field("dependencies", list, []))),
+        custom=field("custom", bool, False),  # noqa: FBT003
+        provider=field("provider", str, ""),
+    )
+
+
+def plan_from_preview(data: object, env: EnvironmentSettings, cloud: Cloud, source: str) -> Plan:
+    """A plan from live ``pulumi preview --json``: one resource per step with a newState."""
+    steps = drift_report.parse_preview(data, source)
+    resources = []
+    outputs: dict[str, Any] = {}
+    for index, step in enumerate(steps):
+        # A delete has no newState: the resource is not in the plan.
+        if step.new_state is None:
+            continue
+        resource = _resource(step.new_state, f"steps[{index}]", source)
+        resources.append(resource)
+        if resource.type == "pulumi:pulumi:Stack":
+            raw_outputs = step.new_state.get("outputs") or {}
+            if isinstance(raw_outputs, dict):
+                outputs = _redact(raw_outputs)
+    project = PROJECTS[cloud]
+    return Plan(
+        environment=env.name,
+        cloud=cloud.value,
+        stack=f"{project}/{env.name}",
+        mode="live",
+        resources=sorted(resources, key=lambda r: r.urn),
+        outputs=dict(sorted(outputs.items())),
+    )
+
+
+def _run_preview(
+    stack: auto.Stack, source: str, *, refresh: bool, save_plan: Path | None
+) -> tuple[str, str, bool]:
+    """Run ``pulumi preview --json``: (stdout, stderr, whether the CLI exited 0)."""
+    stdout: list[str] = []
+    stderr: list[str] = []
+    try:
+        stack.preview(
+            json=True,
+            refresh=refresh or None,
+            expect_no_changes=refresh or None,
+            plan=str(save_plan.resolve()) if save_plan else None,
+            on_output=stdout.append,
+            on_error=stderr.append,
+        )
+    except auto.errors.CommandError as exc:
+        return "\n".join(stdout), _first_error_line("\n".join(stderr) or str(exc)), False
+    except RuntimeError as exc:  # the Automation API's "summary event never found"
+        raise LiveError(source, None, str(exc)) from None
+    return "\n".join(stdout), "\n".join(stderr), True
+
+
+def preview(env: EnvironmentSettings, cloud: Cloud, *, save_plan: Path | None = None) -> Plan:
+    """Preview one stack live; ``save_plan`` keeps Pulumi's update plan for ``up`` to apply."""
+    stack = open_stack(env, cloud, create=True)
+    source = f"pulumi preview --json ({env.name}-{cloud.value})"
+    if save_plan is not None:
+        save_plan.parent.mkdir(parents=True, exist_ok=True)
+    stdout, stderr, ok = _run_preview(stack, source, refresh=False, save_plan=save_plan)
+    if not ok:
+        raise LiveError(source, None, stderr)
+    return plan_from_preview(drift_report.decode(stdout, source), env, cloud, source)
+
+
+def up(env: EnvironmentSettings, cloud: Cloud, plan_file: Path | None = None) -> str:
+    """Deploy one stack; with ``plan_file``, apply exactly that saved update plan."""
+    if plan_file is not None and not plan_file.is_file():
+        raise PlanError(plan_file, None, "file not found (save one with a preview's save_plan)")
+    stack = open_stack(env, cloud, create=True)
+    try:
+        result = stack.up(
+            plan=str(plan_file.resolve()) if plan_file else None,
+            on_output=lambda line: print(line, flush=True),
+        )
+    except auto.errors.CommandError as exc:
+        raise LiveError(
+            f"pulumi up ({env.name}-{cloud.value})", None, _first_error_line(str(exc))
+        ) from None
+    return str(result.summary.result)
+
+
+def drift_stack(env: EnvironmentSettings, cloud: Cloud) -> drift_report.DriftReport:
+    """One stack's drift: a refreshed preview that expects no changes (never `pulumi refresh`)."""
+    name = f"{env.name}-{cloud.value}"
+    source = f"pulumi preview --refresh --expect-no-changes --json ({name})"
+    try:
+        stack = open_stack(env, cloud, create=False)
+        stdout, stderr, ok = _run_preview(stack, source, refresh=True, save_plan=None)
+        # --expect-no-changes exits non-zero on drift; the JSON on stdout still says what drifted.
+        try:
+            steps = drift_report.parse_preview(drift_report.decode(stdout, source), source)
+        except PlanError as exc:
+            raise LiveError(source, None, stderr if not ok else str(exc)) from None
+        report = drift_report.DriftReport(name, steps)
+        if not ok and not report.drifted:
+            raise LiveError(source, None, stderr)
+    except (PlanError, SettingsError) as exc:
+        return drift_report.DriftReport(name, [], error=str(exc))
+    return report
+
+
+def _finish(report: drift_report.DriftReport, out_dir: Path) -> None:
+    path = drift_report.write_report(report, out_dir)
+    print(f"{drift_report.console_line(report)}\n    report: {path}", flush=True)
+
+
+def drift(stacks: Sequence[tuple[EnvironmentSettings, Cloud]], out_dir: Path) -> int:
+    """Check every stack (a failing one hides none of the others): 1 error, 2 drift, 0 clean."""
+    reports = []
+    for env, cloud in stacks:
+        report = drift_stack(env, cloud)
+        _finish(report, out_dir)
+        reports.append(report)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.md").write_text(drift_report.summary_markdown(reports), encoding="utf-8")
+    codes = {r.exit_code for r in reports}
+    for code in (drift_report.EXIT_ERROR, drift_report.EXIT_DRIFT):
+        if code in codes:
+            return code
+    return drift_report.EXIT_CLEAN
+
+
+def drift_from_file(path: Path, out_dir: Path) -> int:
+    """Analyse a saved ``pulumi preview --json``; write ``out_dir/<stem>.md``; 0, 2, or 1."""
+    try:
+        steps = drift_report.read_preview(path)
+    except PlanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return drift_report.EXIT_ERROR
+    report = drift_report.DriftReport(path.stem, steps)
+    _finish(report, out_dir)
+    return report.exit_code

@@ -1,0 +1,1 @@
+"""Tests of the live path (Automation API against the stand-in CLI) and drift analysis."""
