@@ -1,4 +1,4 @@
-"""GCP network: VPC network, subnet, private services access, Cloud NAT."""
+"""GCP network: VPC network, subnet, private services access, Serverless VPC Access, Cloud NAT."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ class Network(pulumi.ComponentResource):
     network_id: pulumi.Output[str]
     network_self_link: pulumi.Output[str]
     subnet_id: pulumi.Output[str]
+    private_services_range: pulumi.Output[str]
+    connector_id: pulumi.Output[str]
     private_services_connection: gcp.servicenetworking.Connection
 
     def __init__(
@@ -84,6 +86,22 @@ class Network(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        # Cloud Run reaches Cloud SQL and Memorystore (private IPs only) through this connector.
+        connector = gcp.vpcaccess.Connector(
+            f"{name}-connector",
+            gcp.vpcaccess.ConnectorArgs(
+                # At most 25 characters: "billing-production" would not fit with a suffix.
+                name=f"run-{settings.name}"[:25],
+                region=gcp_settings.region,
+                network=network.name,
+                ip_cidr_range=gcp_settings.connector_cidr,
+                machine_type="e2-micro",
+                # Connector instances scale out with traffic and never scale back in.
+                min_instances=2,
+                max_instances=10 if settings.is_production else 3,
+            ),
+            opts=child,
+        )
         router = gcp.compute.Router(
             f"{name}-router",
             gcp.compute.RouterArgs(
@@ -109,9 +127,15 @@ class Network(pulumi.ComponentResource):
         self.network_id = network.id
         self.network_self_link = network.self_link
         self.subnet_id = subnet.id
+        self.private_services_range = private_range.name
+        self.connector_id = connector.id
         self.private_services_connection = connection
-        self.register_outputs({
-            "network_id": self.network_id,
-            "network_self_link": self.network_self_link,
-            "subnet_id": self.subnet_id,
-        })
+        self.register_outputs(
+            {
+                "network_id": self.network_id,
+                "network_self_link": self.network_self_link,
+                "subnet_id": self.subnet_id,
+                "private_services_range": self.private_services_range,
+                "connector_id": self.connector_id,
+            }
+        )

@@ -5,17 +5,37 @@ from __future__ import annotations
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.gcp.cache import Cache, CacheArgs
+from infra.gcp.compute import MIGRATIONS, Workloads, WorkloadsArgs
+from infra.gcp.database import PORT, Database, DatabaseArgs
+from infra.gcp.edge import Edge, EdgeArgs
+from infra.gcp.encryption import Encryption, EncryptionArgs, KeyPurpose
+from infra.gcp.identities import Identities, IdentitiesArgs, Workload
 from infra.gcp.network import Network, NetworkArgs
-from infra.settings import environment
+from infra.gcp.observability import Observability, ObservabilityArgs
+from infra.gcp.registry import Registry, RegistryArgs
+from infra.gcp.secrets import Secrets, SecretsArgs
+from infra.manifests import SecretName, ValueSource, manifests
+from infra.settings import SERVICES_DIR, SettingsError, environment
 from infra.tagging import labels
+
+# The gateway the services charge through (services/billing/config.py, GatewayKind).
+PAYMENT_GATEWAY = "stripe"
 
 
 def main() -> None:
     """Declare every GCP resource of the environment named by the stack."""
     settings = environment(pulumi.get_stack())
     assert settings.gcp is not None  # noqa: S101 - the stack exists only where clouds lists gcp
-    if settings.gcp.project not in settings.gcp.allowed_projects:  # pragma: no cover - loader checks
+    # The loader checks this too; the program refuses a settings object built any other way.
+    if settings.gcp.project not in settings.gcp.allowed_projects:  # pragma: no cover
         raise ValueError(f"project {settings.gcp.project} is not allowed")
+    services = manifests()
+    public = sorted(name for name, manifest in services.items() if manifest.public)
+    if len(public) != 1:
+        raise SettingsError(SERVICES_DIR, "public", f"GCP serves one public service, not {public}")
+    front = services[public[0]]
+
     provider = gcp.Provider(
         "gcp",
         gcp.ProviderArgs(
@@ -25,7 +45,113 @@ def main() -> None:
         ),
     )
     opts = pulumi.ResourceOptions(providers=[provider])
+    encryption = Encryption("encryption", EncryptionArgs(settings=settings), opts=opts)
     network = Network("network", NetworkArgs(settings=settings), opts=opts)
+    cache = Cache(
+        "cache",
+        CacheArgs(
+            settings=settings,
+            network_id=network.network_id,
+            private_services_range=network.private_services_range,
+            depends_on=[network.private_services_connection],
+        ),
+        opts=opts,
+    )
+    secrets = Secrets(
+        "secrets",
+        SecretsArgs(
+            settings=settings,
+            kms_key_id=encryption.key_ids[KeyPurpose.SECRETS],
+            redis_auth_string=cache.auth_string,
+            depends_on=encryption.grants,
+        ),
+        opts=opts,
+    )
+    database = Database(
+        "database",
+        DatabaseArgs(
+            settings=settings,
+            network_id=network.network_id,
+            kms_key_id=encryption.key_ids[KeyPurpose.DATABASE],
+            password=secrets.database_password,
+            depends_on=[network.private_services_connection, *encryption.grants],
+        ),
+        opts=opts,
+    )
+    registry = Registry(
+        "registry",
+        RegistryArgs(
+            settings=settings,
+            kms_key_id=encryption.key_ids[KeyPurpose.REGISTRY],
+            depends_on=encryption.grants,
+        ),
+        opts=opts,
+    )
+    workloads = [
+        Workload(name=name, secrets=manifest.secret_names)
+        for name, manifest in sorted(services.items())
+    ]
+    # Migrations run as their own identity: the schema needs the database password, nothing else.
+    workloads.append(Workload(name=MIGRATIONS, secrets=[SecretName.DATABASE_PASSWORD]))
+    identities = Identities(
+        "identities",
+        IdentitiesArgs(settings=settings, workloads=workloads, secret_ids=secrets.secret_ids),
+        opts=opts,
+    )
+    values: dict[ValueSource, pulumi.Input[str]] = {
+        ValueSource.ENVIRONMENT: settings.name,
+        ValueSource.DATABASE_HOST: database.private_ip_address,
+        ValueSource.DATABASE_PORT: str(PORT),
+        ValueSource.DATABASE_NAME: database.database_name,
+        ValueSource.DATABASE_USERNAME: database.username,
+        ValueSource.CACHE_HOST: cache.host,
+        ValueSource.CACHE_PORT: cache.port.apply(str),
+        # Memorystore's transit encryption: clients must speak TLS.
+        ValueSource.CACHE_TLS: "true",
+        ValueSource.PAYMENT_GATEWAY: PAYMENT_GATEWAY,
+    }
+    compute = Workloads(
+        "workloads",
+        WorkloadsArgs(
+            settings=settings,
+            manifests=services,
+            images=registry.images,
+            service_accounts=identities.emails,
+            secret_ids=secrets.secret_ids,
+            values=values,
+            connector_id=network.connector_id,
+            depends_on=[*secrets.versions, *identities.grants],
+        ),
+        opts=opts,
+    )
+    edge = Edge(
+        "edge",
+        EdgeArgs(settings=settings, service_name=compute.service_names[front.name]),
+        opts=opts,
+    )
+    domain = settings.gcp.domain
+    Observability(
+        "observability",
+        ObservabilityArgs(
+            settings=settings,
+            api_service_name=compute.service_names[front.name],
+            database_instance_name=database.instance_name,
+            redis_instance_name=cache.instance_name,
+            health_host=domain if domain is not None else edge.ip_address,
+            health_path=front.health_path or "/",
+            health_https=domain is not None,
+        ),
+        opts=opts,
+    )
 
     pulumi.export("network_id", network.network_id)
     pulumi.export("subnet_id", network.subnet_id)
+    pulumi.export("load_balancer_ip", edge.ip_address)
+    pulumi.export("load_balancer_url", edge.url)
+    pulumi.export("cloud_sql_connection_name", database.connection_name)
+    pulumi.export("cloud_sql_private_ip", database.private_ip_address)
+    pulumi.export("redis_host", cache.host)
+    pulumi.export("redis_port", cache.port)
+    pulumi.export("artifact_repository", registry.repository_id)
+    pulumi.export("service_urls", compute.service_urls)
+    pulumi.export("migration_job", compute.migration_job_name)

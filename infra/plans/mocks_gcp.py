@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.plans.mocks import COMPUTED, NewResource
+from infra.plans.mocks import COMPUTED, NewResource, digest
+
+# A made-up project number for service agents' addresses.
+_PROJECT_NUMBER = "123456789012"
 
 
 def _global_address(resource: NewResource) -> dict[str, Any]:
@@ -13,6 +16,64 @@ def _global_address(resource: NewResource) -> dict[str, Any]:
     return {"address": address if isinstance(address, str) else "203.0.113.10"}
 
 
-COMPUTED.update({
-    "gcp:compute/globalAddress:GlobalAddress": _global_address,
-})
+def _sql_instance(resource: NewResource) -> dict[str, Any]:
+    target = resource.target
+    return {
+        "connectionName": f"{target.account}:{target.region}:{resource.physical_name}",
+        "privateIpAddress": "10.128.0.3",
+        "ipAddresses": [{"ipAddress": "10.128.0.3", "type": "PRIVATE"}],
+    }
+
+
+def _redis_instance(resource: NewResource) -> dict[str, Any]:
+    return {
+        "host": "10.128.1.4",
+        # Memorystore's TLS port when transit encryption is on.
+        "port": 6378,
+        "authString": f"offline-auth-{digest(resource.urn, 24)}",
+    }
+
+
+def _service_account(resource: NewResource) -> dict[str, Any]:
+    account_id = resource.inputs.get("accountId", resource.physical_name)
+    email = f"{account_id}@{resource.target.account}.iam.gserviceaccount.com"
+    return {"email": email, "member": f"serviceAccount:{email}", "uniqueId": digest(email, 21)}
+
+
+def _service_identity(resource: NewResource) -> dict[str, Any]:
+    service = str(resource.inputs.get("service", "unknown.googleapis.com")).split(".")[0]
+    email = f"service-{_PROJECT_NUMBER}@gcp-sa-{service}.iam.gserviceaccount.com"
+    return {"email": email, "member": f"serviceAccount:{email}"}
+
+
+def _cloud_run_service(resource: NewResource) -> dict[str, Any]:
+    return {"uri": f"https://{resource.physical_name}-{digest(resource.urn, 10)}-uc.a.run.app"}
+
+
+def _secret(resource: NewResource) -> dict[str, Any]:
+    secret_id = resource.inputs.get("secretId", resource.physical_name)
+    return {"name": f"projects/{_PROJECT_NUMBER}/secrets/{secret_id}"}
+
+
+def _uptime_check(resource: NewResource) -> dict[str, Any]:
+    return {"uptimeCheckId": f"{resource.physical_name}-{digest(resource.urn, 8)}"}
+
+
+def _repository(resource: NewResource) -> dict[str, Any]:
+    repository_id = resource.inputs.get("repositoryId", resource.physical_name)
+    return {"repositoryId": repository_id}
+
+
+COMPUTED.update(
+    {
+        "gcp:compute/globalAddress:GlobalAddress": _global_address,
+        "gcp:sql/databaseInstance:DatabaseInstance": _sql_instance,
+        "gcp:redis/instance:Instance": _redis_instance,
+        "gcp:serviceaccount/account:Account": _service_account,
+        "gcp:projects/serviceIdentity:ServiceIdentity": _service_identity,
+        "gcp:cloudrunv2/service:Service": _cloud_run_service,
+        "gcp:secretmanager/secret:Secret": _secret,
+        "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig": _uptime_check,
+        "gcp:artifactregistry/repository:Repository": _repository,
+    }
+)

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-STATEFUL_TYPES = frozenset({
-    # AWS
-    "aws:rds/instance:Instance",
-    "aws:rds/cluster:Cluster",
-    "aws:elasticache/replicationGroup:ReplicationGroup",
-    "aws:s3/bucket:Bucket",
-    "aws:s3/bucketV2:BucketV2",
-    "aws:kms/key:Key",
-    "aws:secretsmanager/secret:Secret",
-    "aws:cloudwatch/logGroup:LogGroup",
-    "aws:ecr/repository:Repository",
-    "aws:dynamodb/table:Table",
-    # GCP
-    "gcp:sql/databaseInstance:DatabaseInstance",
-    "gcp:sql/database:Database",
-    "gcp:redis/instance:Instance",
-    "gcp:storage/bucket:Bucket",
-    "gcp:kms/cryptoKey:CryptoKey",
-    "gcp:kms/keyRing:KeyRing",
-    "gcp:secretmanager/secret:Secret",
-    "gcp:artifactregistry/repository:Repository",
-})
+STATEFUL_TYPES = frozenset(
+    {
+        # AWS
+        "aws:rds/instance:Instance",
+        "aws:rds/cluster:Cluster",
+        "aws:elasticache/replicationGroup:ReplicationGroup",
+        "aws:s3/bucket:Bucket",
+        "aws:s3/bucketV2:BucketV2",
+        "aws:kms/key:Key",
+        "aws:secretsmanager/secret:Secret",
+        "aws:secretsmanager/secretVersion:SecretVersion",
+        "aws:cloudwatch/logGroup:LogGroup",
+        "aws:ecr/repository:Repository",
+        "aws:dynamodb/table:Table",
+        # GCP
+        "gcp:sql/databaseInstance:DatabaseInstance",
+        "gcp:sql/database:Database",
+        "gcp:redis/instance:Instance",
+        "gcp:storage/bucket:Bucket",
+        "gcp:kms/cryptoKey:CryptoKey",
+        "gcp:kms/keyRing:KeyRing",
+        "gcp:secretmanager/secret:Secret",
+        "gcp:secretmanager/secretVersion:SecretVersion",
+        "gcp:artifactregistry/repository:Repository",
+    }
+)
 
 
 def is_stateful(type_: str) -> bool:
