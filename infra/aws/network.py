@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
@@ -14,6 +15,9 @@ from infra.tagging import tags
 
 # Subnet tiers, in the order their CIDR blocks are carved from the VPC range.
 TIERS = ("public", "app", "data")
+# AWS APIs the tasks reach through interface endpoints rather than the NAT: image pulls,
+# secrets at task start and log delivery keep working (and stay off the internet).
+INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "secretsmanager", "logs")
 
 
 def subnet_cidrs(vpc_cidr: str, zones: int) -> dict[str, list[str]]:
@@ -25,6 +29,11 @@ def subnet_cidrs(vpc_cidr: str, zones: int) -> dict[str, list[str]]:
         tier: [str(blocks[8 * index + zone]) for zone in range(zones)]
         for index, tier in enumerate(TIERS)
     }
+
+
+def _zone(index: int) -> Callable[[list[str]], str]:
+    """Pick one zone name out of the zone list (a closure, so each subnet keeps its index)."""
+    return lambda names: names[index]
 
 
 @dataclass(frozen=True)
@@ -82,12 +91,13 @@ class Network(pulumi.ComponentResource):
                         aws.ec2.SubnetArgs(
                             vpc_id=vpc.id,
                             cidr_block=cidrs[tier][zone],
-                            availability_zone=zones.apply(lambda z, i=zone: z[i]),
+                            availability_zone=zones.apply(_zone(zone)),
                             # Only the load balancer and NAT gateways live in public subnets,
                             # and neither needs an automatic public IP.
                             map_public_ip_on_launch=False,
-                            tags=tags(settings, Name=f"billing-{settings.name}-{tier}-{zone}",
-                                      tier=tier),
+                            tags=tags(
+                                settings, Name=f"billing-{settings.name}-{tier}-{zone}", tier=tier
+                            ),
                         ),
                         opts=child,
                     )
@@ -97,8 +107,11 @@ class Network(pulumi.ComponentResource):
             f"{name}-public-rt",
             aws.ec2.RouteTableArgs(
                 vpc_id=vpc.id,
-                routes=[aws.ec2.RouteTableRouteArgs(
-                    cidr_block="0.0.0.0/0", gateway_id=internet_gateway.id)],
+                routes=[
+                    aws.ec2.RouteTableRouteArgs(
+                        cidr_block="0.0.0.0/0", gateway_id=internet_gateway.id
+                    )
+                ],
                 tags=tags(settings, tier="public"),
             ),
             opts=child,
@@ -106,7 +119,9 @@ class Network(pulumi.ComponentResource):
         for zone, subnet in enumerate(subnets["public"]):
             aws.ec2.RouteTableAssociation(
                 f"{name}-public-rta-{zone}",
-                aws.ec2.RouteTableAssociationArgs(subnet_id=subnet.id, route_table_id=public_routes.id),
+                aws.ec2.RouteTableAssociationArgs(
+                    subnet_id=subnet.id, route_table_id=public_routes.id
+                ),
                 opts=child,
             )
 
@@ -137,9 +152,11 @@ class Network(pulumi.ComponentResource):
                 f"{name}-private-rt-{zone}",
                 aws.ec2.RouteTableArgs(
                     vpc_id=vpc.id,
-                    routes=[aws.ec2.RouteTableRouteArgs(
-                        cidr_block="0.0.0.0/0",
-                        nat_gateway_id=nat_gateways[zone % nat_count].id)],
+                    routes=[
+                        aws.ec2.RouteTableRouteArgs(
+                            cidr_block="0.0.0.0/0", nat_gateway_id=nat_gateways[zone % nat_count].id
+                        )
+                    ],
                     tags=tags(settings, tier="private"),
                 ),
                 opts=child,
@@ -149,7 +166,8 @@ class Network(pulumi.ComponentResource):
                 aws.ec2.RouteTableAssociation(
                     f"{name}-{tier}-rta-{zone}",
                     aws.ec2.RouteTableAssociationArgs(
-                        subnet_id=subnets[tier][zone].id, route_table_id=table.id),
+                        subnet_id=subnets[tier][zone].id, route_table_id=table.id
+                    ),
                     opts=child,
                 )
 
@@ -161,19 +179,24 @@ class Network(pulumi.ComponentResource):
                 kms_key_id=args.log_key_arn,
                 tags=tags(settings),
             ),
-            opts=child,
+            # protect: flow logs are the audit trail of who talked to what.
+            opts=pulumi.ResourceOptions(parent=self, protect=settings.is_production),
         )
         flow_log_role = aws.iam.Role(
             f"{name}-flow-logs-role",
             aws.iam.RoleArgs(
-                assume_role_policy=json.dumps({
-                    "Version": "2012-10-17",
-                    "Statement": [{
-                        "Effect": "Allow",
-                        "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }],
-                }),
+                assume_role_policy=json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+                                "Action": "sts:AssumeRole",
+                            }
+                        ],
+                    }
+                ),
                 tags=tags(settings),
             ),
             opts=child,
@@ -183,15 +206,24 @@ class Network(pulumi.ComponentResource):
             aws.iam.RolePolicyArgs(
                 role=flow_log_role.id,
                 # Write access to this one log group only.
-                policy=flow_log_group.arn.apply(lambda arn: json.dumps({
-                    "Version": "2012-10-17",
-                    "Statement": [{
-                        "Effect": "Allow",
-                        "Action": ["logs:CreateLogStream", "logs:PutLogEvents",
-                                   "logs:DescribeLogStreams"],
-                        "Resource": [arn, f"{arn}:*"],
-                    }],
-                })),
+                policy=flow_log_group.arn.apply(
+                    lambda arn: json.dumps(
+                        {
+                            "Version": "2012-10-17",
+                            "Statement": [
+                                {
+                                    "Effect": "Allow",
+                                    "Action": [
+                                        "logs:CreateLogStream",
+                                        "logs:PutLogEvents",
+                                        "logs:DescribeLogStreams",
+                                    ],
+                                    "Resource": [arn, f"{arn}:*"],
+                                }
+                            ],
+                        }
+                    )
+                ),
             ),
             opts=child,
         )
@@ -209,17 +241,68 @@ class Network(pulumi.ComponentResource):
             opts=child,
         )
 
+        endpoint_group = aws.ec2.SecurityGroup(
+            f"{name}-endpoints-sg",
+            aws.ec2.SecurityGroupArgs(
+                # A prefix, not a name: a replacement is created before the old group goes.
+                name_prefix=f"billing-{settings.name}-endpoints-",
+                description="VPC interface endpoints: HTTPS from the app subnets",
+                vpc_id=vpc.id,
+                ingress=[
+                    aws.ec2.SecurityGroupIngressArgs(
+                        description="HTTPS from the app subnets",
+                        protocol="tcp",
+                        from_port=443,
+                        to_port=443,
+                        cidr_blocks=cidrs["app"],
+                    )
+                ],
+                egress=[],
+                tags=tags(settings, Name=f"billing-{settings.name}-endpoints"),
+            ),
+            opts=child,
+        )
+        region = aws_settings.region
+        # S3 is a gateway endpoint: free, and ECR image layers come from S3.
+        aws.ec2.VpcEndpoint(
+            f"{name}-endpoint-s3",
+            aws.ec2.VpcEndpointArgs(
+                vpc_id=vpc.id,
+                service_name=f"com.amazonaws.{region}.s3",
+                vpc_endpoint_type="Gateway",
+                route_table_ids=[t.id for t in private_route_tables],
+                tags=tags(settings, Name=f"billing-{settings.name}-s3"),
+            ),
+            opts=child,
+        )
+        for service in INTERFACE_ENDPOINTS:
+            aws.ec2.VpcEndpoint(
+                f"{name}-endpoint-{service.replace('.', '-')}",
+                aws.ec2.VpcEndpointArgs(
+                    vpc_id=vpc.id,
+                    service_name=f"com.amazonaws.{region}.{service}",
+                    vpc_endpoint_type="Interface",
+                    private_dns_enabled=True,
+                    subnet_ids=[s.id for s in subnets["app"]],
+                    security_group_ids=[endpoint_group.id],
+                    tags=tags(settings, Name=f"billing-{settings.name}-{service}"),
+                ),
+                opts=child,
+            )
+
         self.vpc_id = vpc.id
         self.vpc_cidr = vpc.cidr_block
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in subnets["public"]])
         self.app_subnet_ids = pulumi.Output.all(*[s.id for s in subnets["app"]])
         self.data_subnet_ids = pulumi.Output.all(*[s.id for s in subnets["data"]])
         self.app_route_table_ids = pulumi.Output.all(*[t.id for t in private_route_tables])
-        self.register_outputs({
-            "vpc_id": self.vpc_id,
-            "vpc_cidr": self.vpc_cidr,
-            "public_subnet_ids": self.public_subnet_ids,
-            "app_subnet_ids": self.app_subnet_ids,
-            "data_subnet_ids": self.data_subnet_ids,
-            "app_route_table_ids": self.app_route_table_ids,
-        })
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc_id,
+                "vpc_cidr": self.vpc_cidr,
+                "public_subnet_ids": self.public_subnet_ids,
+                "app_subnet_ids": self.app_subnet_ids,
+                "data_subnet_ids": self.data_subnet_ids,
+                "app_route_table_ids": self.app_route_table_ids,
+            }
+        )

@@ -1,0 +1,558 @@
+"""AWS compute: ECR repositories, the ECS Fargate cluster, services, scaling and migrations.
+
+Ports, health paths, environment variable names and secret names come from each service's
+manifest (services/<name>/manifest.toml): one source for the service-infrastructure contract.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.aws.security import DATABASE_SECRET_KEY, POSTGRES_PORT, REDIS_PORT
+from infra.manifests import SecretName, ServiceManifest, ValueSource
+from infra.settings import EnvironmentSettings
+from infra.tagging import tags
+
+CPU_TARGET = 70.0
+MEMORY_TARGET = 80.0
+SCALE_OUT_COOLDOWN = 60
+SCALE_IN_COOLDOWN = 300
+# Untagged layers kept this many days; tagged images this many, newest first.
+UNTAGGED_DAYS = 7
+TAGGED_IMAGES = 30
+PAYMENT_GATEWAY = "stripe"
+MIGRATION = "migrate"
+
+
+def _assume(service: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": service},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+    )
+
+
+def lifecycle_policy() -> str:
+    """Expire untagged images quickly and keep a bounded history of tagged ones."""
+    return json.dumps(
+        {
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "description": f"Expire untagged images after {UNTAGGED_DAYS} days",
+                    "selection": {
+                        "tagStatus": "untagged",
+                        "countType": "sinceImagePushed",
+                        "countUnit": "days",
+                        "countNumber": UNTAGGED_DAYS,
+                    },
+                    "action": {"type": "expire"},
+                },
+                {
+                    "rulePriority": 2,
+                    "description": f"Keep the newest {TAGGED_IMAGES} tagged images",
+                    "selection": {
+                        "tagStatus": "any",
+                        "countType": "imageCountMoreThan",
+                        "countNumber": TAGGED_IMAGES,
+                    },
+                    "action": {"type": "expire"},
+                },
+            ]
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """What the services connect to; the manifests' value sources resolve against it."""
+
+    database_host: str
+    database_name: str
+    database_username: str
+    cache_host: str
+    secret_arns: Mapping[SecretName, str]
+
+
+def plain_value(
+    source: ValueSource,
+    manifest: ServiceManifest,
+    settings: EnvironmentSettings,
+    endpoints: Endpoints,
+) -> str:
+    """The plain environment value a manifest's source names."""
+    values = {
+        ValueSource.ENVIRONMENT: settings.name,
+        ValueSource.SERVICE_PORT: str(manifest.port or ""),
+        ValueSource.DATABASE_HOST: endpoints.database_host,
+        ValueSource.DATABASE_PORT: str(POSTGRES_PORT),
+        ValueSource.DATABASE_NAME: endpoints.database_name,
+        ValueSource.DATABASE_USERNAME: endpoints.database_username,
+        ValueSource.CACHE_HOST: endpoints.cache_host,
+        ValueSource.CACHE_PORT: str(REDIS_PORT),
+        # Transit encryption is always on: clients must speak TLS.
+        ValueSource.CACHE_TLS: "true",
+        ValueSource.PAYMENT_GATEWAY: PAYMENT_GATEWAY,
+    }
+    return values[source]
+
+
+def secret_reference(name: SecretName, arns: Mapping[SecretName, str]) -> str:
+    """The valueFrom of a secret: its ARN, with the JSON key for the database credentials."""
+    if name is SecretName.DATABASE_PASSWORD:
+        return f"{arns[name]}:{DATABASE_SECRET_KEY}::"
+    return arns[name]
+
+
+def container_definitions(
+    *,
+    manifest: ServiceManifest,
+    settings: EnvironmentSettings,
+    endpoints: Endpoints,
+    image: str,
+    command: list[str],
+    log_group: str,
+    stream_prefix: str,
+    serve: bool,
+) -> str:
+    """The task's one container, from the manifest: port, health check, environment, secrets."""
+    assert settings.aws is not None  # noqa: S101 - AWS components run only for AWS stacks
+    container: dict[str, Any] = {
+        "name": manifest.name,
+        "image": image,
+        "essential": True,
+        "command": command,
+        "environment": [
+            {"name": key, "value": plain_value(source, manifest, settings, endpoints)}
+            for key, source in sorted(manifest.environment.items())
+        ],
+        # Secrets reach the container from Secrets Manager at start, never as plain values.
+        "secrets": [
+            {"name": key, "valueFrom": secret_reference(secret, endpoints.secret_arns)}
+            for key, secret in sorted(manifest.secrets.items())
+        ],
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": log_group,
+                "awslogs-region": settings.aws.region,
+                "awslogs-stream-prefix": stream_prefix,
+            },
+        },
+        "readonlyRootFilesystem": False,
+        "stopTimeout": 30,
+    }
+    if serve and manifest.port is not None:
+        container["portMappings"] = [{"containerPort": manifest.port, "protocol": "tcp"}]
+    if serve and manifest.port is not None and manifest.health_path is not None:
+        # The image is Python; urllib avoids depending on curl being installed.
+        probe = (
+            "import sys, urllib.request; "
+            f"sys.exit(urllib.request.urlopen('http://127.0.0.1:{manifest.port}"
+            f"{manifest.health_path}', timeout=4).status != 200)"
+        )
+        container["healthCheck"] = {
+            "command": ["CMD", "python", "-c", probe],
+            "interval": 30,
+            "timeout": 5,
+            "retries": 3,
+            "startPeriod": 30,
+        }
+    return json.dumps([container])
+
+
+@dataclass(frozen=True)
+class ComputeArgs:
+    settings: EnvironmentSettings
+    services: dict[str, ServiceManifest]
+    subnet_ids: pulumi.Input[list[str]]
+    security_group_ids: dict[str, pulumi.Output[str]]
+    target_group_arns: dict[str, pulumi.Output[str]]
+    # The listener that attaches the target groups to the ALB; services wait for it.
+    listener: pulumi.Resource
+    secret_arns: dict[SecretName, pulumi.Output[str]]
+    data_key_arn: pulumi.Input[str]
+    logs_key_arn: pulumi.Input[str]
+    database_host: pulumi.Input[str]
+    database_name: str
+    database_username: str
+    cache_host: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class _Task:
+    """What a task definition of one service's image needs."""
+
+    manifest: ServiceManifest
+    image: str
+    cpu: int
+    memory: int
+    execution_role_arn: pulumi.Output[str]
+    task_role_arn: pulumi.Output[str]
+    log_group_name: pulumi.Output[str]
+
+
+class Compute(pulumi.ComponentResource):
+    """Fargate tasks for every service, scaled on CPU and memory, plus the migration task."""
+
+    cluster_name: pulumi.Output[str]
+    cluster_arn: pulumi.Output[str]
+    service_names: dict[str, pulumi.Output[str]]
+    repository_urls: dict[str, pulumi.Output[str]]
+    migration_task_definition_arn: pulumi.Output[str]
+    log_group_names: dict[str, pulumi.Output[str]]
+
+    def __init__(
+        self, name: str, args: ComputeArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("billing:aws:Compute", name, None, opts)
+        self._name = name
+        self._args = args
+        settings = args.settings
+        production = settings.is_production
+        child = pulumi.ResourceOptions(parent=self)
+        prefix = f"billing-{settings.name}"
+
+        self.repository_urls = {}
+        for service in sorted(args.services):
+            repository = aws.ecr.Repository(
+                f"{name}-{service}-repository",
+                aws.ecr.RepositoryArgs(
+                    name=f"billing/{settings.name}/{service}",
+                    # A pushed tag never moves: the image an environment pins is the one it runs.
+                    image_tag_mutability="IMMUTABLE",
+                    image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
+                        scan_on_push=True
+                    ),
+                    encryption_configurations=[
+                        aws.ecr.RepositoryEncryptionConfigurationArgs(
+                            encryption_type="KMS", kms_key=args.data_key_arn
+                        )
+                    ],
+                    force_delete=not production,
+                    tags=tags(settings, service),
+                ),
+                # protect: the released images a rollback needs.
+                opts=pulumi.ResourceOptions(parent=self, protect=production),
+            )
+            aws.ecr.LifecyclePolicy(
+                f"{name}-{service}-lifecycle",
+                aws.ecr.LifecyclePolicyArgs(repository=repository.name, policy=lifecycle_policy()),
+                opts=child,
+            )
+            self.repository_urls[service] = repository.repository_url
+
+        cluster = aws.ecs.Cluster(
+            f"{name}-cluster",
+            aws.ecs.ClusterArgs(
+                name=prefix,
+                settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")],
+                tags=tags(settings),
+            ),
+            opts=child,
+        )
+        aws.ecs.ClusterCapacityProviders(
+            f"{name}-capacity",
+            aws.ecs.ClusterCapacityProvidersArgs(
+                cluster_name=cluster.name,
+                capacity_providers=["FARGATE"],
+                default_capacity_provider_strategies=[
+                    aws.ecs.ClusterCapacityProvidersDefaultCapacityProviderStrategyArgs(
+                        capacity_provider="FARGATE", weight=1, base=0
+                    )
+                ],
+            ),
+            opts=child,
+        )
+
+        self.service_names = {}
+        self.log_group_names = {}
+        migration_task: _Task | None = None
+        for service, manifest in sorted(args.services.items()):
+            task = self._roles_and_logs(service, manifest)
+            self.log_group_names[service] = task.log_group_name
+            definition = self._task_definition(
+                service, f"{prefix}-{service}", task, manifest.command, serve=True
+            )
+            self.service_names[service] = self._service(service, manifest, cluster, definition).name
+            if manifest.migrations is not None:
+                migration_task = task
+
+        if migration_task is None or migration_task.manifest.migrations is None:
+            raise ValueError("no service manifest names [migrations]")
+        # The one-off task a release runs before the new services (Alembic upgrade head).
+        migration = self._task_definition(
+            MIGRATION,
+            f"{prefix}-{MIGRATION}",
+            migration_task,
+            migration_task.manifest.migrations.command,
+            serve=False,
+        )
+
+        self.cluster_name = cluster.name
+        self.cluster_arn = cluster.arn
+        self.migration_task_definition_arn = migration.arn
+        self.register_outputs(
+            {
+                "cluster_name": self.cluster_name,
+                "cluster_arn": self.cluster_arn,
+                "service_names": self.service_names,
+                "repository_urls": self.repository_urls,
+                "migration_task_definition_arn": self.migration_task_definition_arn,
+                "log_group_names": self.log_group_names,
+            }
+        )
+
+    def _roles_and_logs(self, service: str, manifest: ServiceManifest) -> _Task:
+        """The service's log group, execution role (its secrets only) and empty task role."""
+        name, args = self._name, self._args
+        settings = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-{service}-logs",
+            aws.cloudwatch.LogGroupArgs(
+                name=f"/ecs/billing-{settings.name}/{service}",
+                retention_in_days=settings.logs.retention_days,
+                kms_key_id=args.logs_key_arn,
+                tags=tags(settings, service),
+            ),
+            # protect: the service's record of what it did to customers' money.
+            opts=pulumi.ResourceOptions(parent=self, protect=settings.is_production),
+        )
+        execution_role = aws.iam.Role(
+            f"{name}-{service}-execution-role",
+            aws.iam.RoleArgs(
+                description=f"ECS agent for {service}: pull, log, read its secrets",
+                assume_role_policy=_assume("ecs-tasks.amazonaws.com"),
+                tags=tags(settings, service),
+            ),
+            opts=child,
+        )
+        own_secrets = [args.secret_arns[s] for s in manifest.secret_names]
+        aws.iam.RolePolicy(
+            f"{name}-{service}-execution-policy",
+            aws.iam.RolePolicyArgs(
+                role=execution_role.id,
+                policy=pulumi.Output.all(log_group.arn, args.data_key_arn, *own_secrets).apply(
+                    lambda values: execution_policy(values[0], values[1], values[2:])
+                ),
+            ),
+            opts=child,
+        )
+        # The application calls no AWS API: its task role grants nothing.
+        task_role = aws.iam.Role(
+            f"{name}-{service}-task-role",
+            aws.iam.RoleArgs(
+                description=f"{service} application: no AWS permissions",
+                assume_role_policy=_assume("ecs-tasks.amazonaws.com"),
+                tags=tags(settings, service),
+            ),
+            opts=child,
+        )
+        scaling = settings.services[service]
+        return _Task(
+            manifest=manifest,
+            image=settings.pins.images[service],
+            cpu=scaling.cpu or manifest.cpu,
+            memory=scaling.memory or manifest.memory,
+            execution_role_arn=execution_role.arn,
+            task_role_arn=task_role.arn,
+            log_group_name=log_group.name,
+        )
+
+    def _task_definition(
+        self, role: str, family: str, task: _Task, command: list[str], *, serve: bool
+    ) -> aws.ecs.TaskDefinition:
+        args = self._args
+        settings = args.settings
+
+        def definitions(values: list[Any]) -> str:
+            database_host, cache_host, log_group_name, *arns = values
+            endpoints = Endpoints(
+                database_host=database_host,
+                database_name=args.database_name,
+                database_username=args.database_username,
+                cache_host=cache_host,
+                secret_arns=dict(zip(list(SecretName), arns, strict=True)),
+            )
+            return container_definitions(
+                manifest=task.manifest,
+                settings=settings,
+                endpoints=endpoints,
+                image=task.image,
+                command=command,
+                log_group=log_group_name,
+                stream_prefix=role,
+                serve=serve,
+            )
+
+        resolved = pulumi.Output.all(
+            args.database_host,
+            args.cache_host,
+            task.log_group_name,
+            *[args.secret_arns[s] for s in SecretName],
+        )
+        return aws.ecs.TaskDefinition(
+            f"{self._name}-{role}-task",
+            aws.ecs.TaskDefinitionArgs(
+                family=family,
+                requires_compatibilities=["FARGATE"],
+                network_mode="awsvpc",
+                cpu=str(task.cpu),
+                memory=str(task.memory),
+                runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
+                    operating_system_family="LINUX", cpu_architecture="X86_64"
+                ),
+                execution_role_arn=task.execution_role_arn,
+                task_role_arn=task.task_role_arn,
+                container_definitions=resolved.apply(definitions),
+                tags=tags(settings, task.manifest.name),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _service(
+        self,
+        service: str,
+        manifest: ServiceManifest,
+        cluster: aws.ecs.Cluster,
+        definition: aws.ecs.TaskDefinition,
+    ) -> aws.ecs.Service:
+        """The long-running service and its CPU and memory target tracking."""
+        name, args = self._name, self._args
+        settings = args.settings
+        scaling = settings.services[service]
+        target_group = args.target_group_arns.get(service)
+        load_balancers = (
+            [
+                aws.ecs.ServiceLoadBalancerArgs(
+                    target_group_arn=target_group,
+                    container_name=manifest.name,
+                    container_port=manifest.port,
+                )
+            ]
+            if target_group is not None and manifest.port is not None
+            else None
+        )
+        ecs_service = aws.ecs.Service(
+            f"{name}-{service}-service",
+            aws.ecs.ServiceArgs(
+                name=service,
+                cluster=cluster.arn,
+                task_definition=definition.arn,
+                desired_count=scaling.min_tasks,
+                launch_type="FARGATE",
+                platform_version="LATEST",
+                network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
+                    subnets=args.subnet_ids,
+                    security_groups=[args.security_group_ids[service]],
+                    assign_public_ip=False,
+                ),
+                load_balancers=load_balancers,
+                health_check_grace_period_seconds=60 if load_balancers else None,
+                deployment_minimum_healthy_percent=100,
+                deployment_maximum_percent=200,
+                # A release that never turns healthy rolls itself back.
+                deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
+                    enable=True, rollback=True
+                ),
+                propagate_tags="SERVICE",
+                enable_ecs_managed_tags=True,
+                tags=tags(settings, service),
+            ),
+            # desiredCount belongs to the auto-scaler once the service exists; a target group
+            # takes traffic only once the listener attaches it to the load balancer.
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                ignore_changes=["desiredCount"],
+                depends_on=[args.listener] if load_balancers else [],
+            ),
+        )
+        target = aws.appautoscaling.Target(
+            f"{name}-{service}-scaling",
+            aws.appautoscaling.TargetArgs(
+                service_namespace="ecs",
+                scalable_dimension="ecs:service:DesiredCount",
+                resource_id=pulumi.Output.concat("service/", cluster.name, "/", ecs_service.name),
+                min_capacity=scaling.min_tasks,
+                max_capacity=scaling.max_tasks,
+                tags=tags(settings, service),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        tracking = aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs
+        predefined = aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs  # noqa: E501
+        for metric, value in (("CPU", CPU_TARGET), ("Memory", MEMORY_TARGET)):
+            aws.appautoscaling.Policy(
+                f"{name}-{service}-{metric.lower()}-scaling",
+                aws.appautoscaling.PolicyArgs(
+                    name=f"billing-{settings.name}-{service}-{metric.lower()}",
+                    policy_type="TargetTrackingScaling",
+                    service_namespace=target.service_namespace,
+                    scalable_dimension=target.scalable_dimension,
+                    resource_id=target.resource_id,
+                    target_tracking_scaling_policy_configuration=tracking(
+                        target_value=value,
+                        predefined_metric_specification=predefined(
+                            predefined_metric_type=f"ECSServiceAverage{metric}Utilization"
+                        ),
+                        scale_out_cooldown=SCALE_OUT_COOLDOWN,
+                        scale_in_cooldown=SCALE_IN_COOLDOWN,
+                    ),
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        return ecs_service
+
+
+def execution_policy(log_group_arn: str, key_arn: str, secret_arns: list[str]) -> str:
+    """The ECS agent's policy: pull images, write one log group, read the service's secrets."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "PullImages",
+                    "Effect": "Allow",
+                    "Action": [
+                        "ecr:GetAuthorizationToken",
+                        "ecr:BatchCheckLayerAvailability",
+                        "ecr:GetDownloadUrlForLayer",
+                        "ecr:BatchGetImage",
+                    ],
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "WriteLogs",
+                    "Effect": "Allow",
+                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                    "Resource": f"{log_group_arn}:*",
+                },
+                {
+                    "Sid": "ReadOwnSecrets",
+                    "Effect": "Allow",
+                    "Action": "secretsmanager:GetSecretValue",
+                    "Resource": sorted(secret_arns),
+                },
+                {
+                    "Sid": "DecryptOwnSecrets",
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": key_arn,
+                },
+            ],
+        }
+    )
