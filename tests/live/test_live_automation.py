@@ -335,9 +335,11 @@ def test_cli_live_preview_saves_a_plan_per_stack(standin: Standin, tmp_path: Pat
         str(saved),
         cwd=REPO_ROOT,
     )
-    assert result.returncode == 0, result.stderr
+    # The fixture's resources are not compliant: the live preview's report fails the policy pack.
+    assert result.returncode == 1, result.stderr
     assert result.stdout.startswith("Live preview")
     assert (out / "dev-aws.json").exists()
+    assert "## Policy" in (out / "report.md").read_text()
     [call] = standin.calls_of("preview")
     assert call.value("--save-plan") == str(saved / "dev-aws.plan.json")
     assert call.value("--stack") == "dev"

@@ -1,0 +1,83 @@
+"""The price file (infra/cost/prices.toml): loaded and validated; errors name file and key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PRICES_FILE = Path(__file__).resolve().parent / "prices.toml"
+
+Price = Annotated[float, Field(ge=0)]
+
+
+class PricesError(Exception):
+    """A price file that cannot be used, named by file and key."""
+
+    def __init__(self, file: Path, key: str | None, message: str) -> None:
+        where = f"{file}: key '{key}'" if key else str(file)
+        super().__init__(f"{where}: {message}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Assumptions(_Model):
+    log_ingestion_gb_per_group: Price
+    s3_storage_gb_per_bucket: Price
+    cloudfront_transfer_gb: Price
+    alb_lcu: Price
+    gcs_storage_gb_per_bucket: Price
+    cloud_nat_vms: Price
+    secret_versions: Price
+    registry_storage_gb: Price
+
+
+class RegionPrices(_Model):
+    cloud: Annotated[str, Field(pattern=r"^(aws|gcp)$")]
+    sources: Annotated[list[str], Field(min_length=1)]
+    unit: dict[str, Price]
+    rds_instance_hour: dict[str, Price] = {}
+    cache_node_hour: dict[str, Price] = {}
+    cloud_sql_shared_core_hour: dict[str, Price] = {}
+    memorystore_gb_hour: dict[str, Price] = {}
+
+
+class Free(_Model):
+    types: list[str]
+
+
+class Prices(_Model):
+    currency: str
+    hours_per_month: Annotated[float, Field(gt=0)]
+    as_of: dt.date
+    assumptions: Assumptions
+    regions: dict[str, RegionPrices]
+    free: Free
+
+
+def load_prices(path: Path = PRICES_FILE) -> Prices:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise PricesError(path, None, "file is missing") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PricesError(path, None, f"invalid TOML: {exc}") from None
+    try:
+        return Prices.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        key = ".".join(str(part) for part in error["loc"])
+        raise PricesError(path, key or None, str(error["msg"])) from None
+
+
+@cache
+def prices() -> Prices:
+    """The shipped price file, read once."""
+    return load_prices()

@@ -1,0 +1,190 @@
+"""Destructive-change guard: no stateful resource is deleted or replaced in staging or production
+unless the run names its URN with ``--allow-replace``.
+
+It reads an offline diff (``preview --against REF``) or the steps of a live
+``pulumi preview --json``. An offline diff sees only inputs, so an update to an input that the
+provider can only apply by replacing the resource counts as a replacement here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.plans.diff import Change, StackDiff
+from infra.plans.model import PlanError
+from infra.plans.report import Verdict
+
+GUARDED_ENVIRONMENTS = frozenset({"staging", "production"})
+
+# Inputs whose change forces a replacement (the providers' ForceNew arguments), per stateful type.
+REPLACE_KEYS: dict[str, frozenset[str]] = {
+    "aws:rds/instance:Instance": frozenset({
+        "identifier", "identifierPrefix", "engine", "storageEncrypted", "kmsKeyId", "username",
+        "dbName", "availabilityZone", "characterSetName", "snapshotIdentifier", "timezone",
+    }),
+    "aws:rds/cluster:Cluster": frozenset({
+        "clusterIdentifier", "engine", "storageEncrypted", "kmsKeyId", "masterUsername",
+        "databaseName", "availabilityZones",
+    }),
+    "aws:elasticache/replicationGroup:ReplicationGroup": frozenset({
+        "replicationGroupId", "atRestEncryptionEnabled", "kmsKeyId", "subnetGroupName", "engine",
+        "snapshotArns", "snapshotName",
+    }),
+    "aws:s3/bucket:Bucket": frozenset({"bucket", "bucketPrefix", "objectLockEnabled"}),
+    "aws:s3/bucketV2:BucketV2": frozenset({"bucket", "bucketPrefix", "objectLockEnabled"}),
+    "aws:kms/key:Key": frozenset({
+        "customerMasterKeySpec", "keyUsage", "multiRegion", "customKeyStoreId",
+    }),
+    "aws:secretsmanager/secret:Secret": frozenset({"name", "namePrefix"}),
+    "aws:cloudwatch/logGroup:LogGroup": frozenset({"name", "namePrefix"}),
+    "aws:ecr/repository:Repository": frozenset({"name"}),
+    "aws:dynamodb/table:Table": frozenset({"name", "hashKey", "rangeKey"}),
+    "gcp:sql/databaseInstance:DatabaseInstance": frozenset({
+        "name", "region", "project", "databaseVersion", "masterInstanceName", "encryptionKeyName",
+    }),
+    "gcp:sql/database:Database": frozenset({"name", "instance", "project"}),
+    "gcp:redis/instance:Instance": frozenset({
+        "name", "region", "project", "tier", "locationId", "authorizedNetwork", "connectMode",
+        "transitEncryptionMode", "reservedIpRange", "customerManagedKey",
+    }),
+    "gcp:storage/bucket:Bucket": frozenset({"name", "location", "project"}),
+    "gcp:kms/cryptoKey:CryptoKey": frozenset({"name", "keyRing", "purpose"}),
+    "gcp:kms/keyRing:KeyRing": frozenset({"name", "location", "project"}),
+    "gcp:secretmanager/secret:Secret": frozenset({"secretId", "replication", "project"}),
+    "gcp:artifactregistry/repository:Repository": frozenset({"repositoryId", "location", "format"}),
+}  # fmt: skip
+
+
+def as_replacement(change: Change) -> Change:
+    """An update to a replace-triggering input of a stateful type, seen as the replace it is."""
+    forcing = [k for k in change.keys if k in REPLACE_KEYS.get(change.type, frozenset())]
+    if change.op == "update" and forcing:
+        return Change(change.urn, change.type, "replace", forcing)
+    return change
+
+
+def environment_of(stack: str) -> str:
+    """The environment of a stack key ``<env>-<cloud>``."""
+    return stack.rsplit("-", 1)[0]
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    blocked: list[tuple[str, Change]] = field(default_factory=list)
+    allowed: list[tuple[str, Change]] = field(default_factory=list)
+    unused_allowances: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.blocked
+
+
+def guard(diffs: Sequence[StackDiff], allow: Collection[str] = (), source: str = "") -> GuardResult:
+    """Fail every destructive change to a stateful resource in a guarded environment."""
+    result = GuardResult(source=source)
+    used: set[str] = set()
+    for diff in diffs:
+        if environment_of(diff.stack) not in GUARDED_ENVIRONMENTS:
+            continue
+        result.checked.append(diff.stack)
+        for change in map(as_replacement, diff.changes):
+            if not (change.destructive and change.stateful):
+                continue
+            if change.urn in allow:
+                used.add(change.urn)
+                result.allowed.append((diff.stack, change))
+            else:
+                result.blocked.append((diff.stack, change))
+    result.unused_allowances.extend(sorted(set(allow) - used))
+    return result
+
+
+# -- live: `pulumi preview --json` ---------------------------------------------------------------
+
+
+def _type_of_urn(urn: str) -> str:
+    parts = urn.split("::")
+    return parts[2].split("$")[-1] if len(parts) >= 4 else ""
+
+
+def _stack_key(urn: str) -> str:
+    # urn:pulumi:<stack>::<project>::...; projects are billing-aws and billing-gcp.
+    parts = urn.removeprefix("urn:pulumi:").split("::")
+    project = parts[1] if len(parts) > 1 else ""
+    return f"{parts[0]}-{project.removeprefix('billing-')}"
+
+
+def diff_from_preview(data: object, source: Path | str) -> StackDiff:
+    """The changes in one stack's `pulumi preview --json` output, from its steps."""
+    if not isinstance(data, dict):
+        raise PlanError(source, None, "a preview is a JSON object")
+    steps = data.get("steps", [])
+    if not isinstance(steps, list):
+        raise PlanError(source, "steps", "not a list")
+    changes: list[Change] = []
+    stack = ""
+    for index, step in enumerate(steps):
+        if not isinstance(step, dict):
+            raise PlanError(source, f"steps[{index}]", "not an object")
+        urn, op = step.get("urn"), step.get("op")
+        if not isinstance(urn, str) or not isinstance(op, str):
+            raise PlanError(source, f"steps[{index}]", "needs string 'urn' and 'op'")
+        stack = stack or _stack_key(urn)
+        if op == "same":
+            continue
+        state = step.get("newState") or step.get("oldState") or {}
+        type_ = state.get("type") if isinstance(state, dict) else None
+        reasons = step.get("replaceReasons") or step.get("diffReasons") or []
+        keys = [str(k) for k in reasons] if isinstance(reasons, list) else []
+        changes.append(
+            Change(urn, type_ if isinstance(type_, str) else _type_of_urn(urn), op, keys)
+        )
+    return StackDiff(stack, changes)
+
+
+def load_preview(path: Path) -> StackDiff:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(path, None, "file not found") from None
+    except json.JSONDecodeError as exc:
+        raise PlanError(path, None, f"malformed JSON: {exc}") from None
+    return diff_from_preview(data, path)
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def _line(stack: str, change: Change) -> str:
+    keys = f" ({', '.join(change.keys)})" if change.keys else ""
+    return f"- {stack}: `{change.op}` `{change.urn}`{keys}"
+
+
+def verdict(result: GuardResult | None) -> Verdict:
+    title = "Destructive-change guard"
+    if result is None:
+        return Verdict(title, ok=True, markdown=(
+            "No baseline: run with `--against REF` (offline) or from a live preview to check "
+            "for deletions and replacements of stateful resources."
+        ))  # fmt: skip
+    checked = ", ".join(result.checked) or "no guarded stacks"
+    guarded = ", ".join(sorted(GUARDED_ENVIRONMENTS))
+    lines = [f"Checked {checked} against {result.source} (guarded: {guarded})."]
+    if result.blocked:
+        lines += ["", "**Would delete or replace a resource that holds data:**"]
+        lines += [_line(s, c) for s, c in result.blocked]
+        lines += ["", "If this is intended, re-run with `--allow-replace URN` for each resource."]
+    if result.allowed:
+        lines += ["", "Allowed by `--allow-replace`:"]
+        lines += [_line(s, c) for s, c in result.allowed]
+    if result.unused_allowances:
+        lines += ["", "`--allow-replace` URNs that matched no destructive change:"]
+        lines += [f"- `{urn}`" for urn in result.unused_allowances]
+    if not (result.blocked or result.allowed):
+        lines += ["", "No stateful resource is deleted or replaced."]
+    return Verdict(title, result.ok, "\n".join(lines))

@@ -1,0 +1,1 @@
+"""Policy pack: rules over plan resources, an offline runner, and a pulumi-policy entry point."""

@@ -1,0 +1,1 @@
+"""The pulumi-policy pack directory (PulumiPolicy.yaml and its entry point)."""
