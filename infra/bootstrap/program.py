@@ -1,0 +1,77 @@
+"""The bootstrap programs, one per cloud, and their offline render (like the platform stacks).
+
+They run once per environment, by a person with administrator credentials, before CI can
+deploy; everything after that goes through the roles they create.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_gcp as gcp
+from pulumi.runtime import mocks, settings, stack
+from pulumi.runtime.sync_await import _sync_await
+
+from infra.bootstrap.aws import AwsBootstrap, AwsBootstrapArgs
+from infra.bootstrap.gcp import GcpBootstrap, GcpBootstrapArgs
+from infra.plans.mocks import RecordingMonitor
+from infra.plans.model import Plan
+from infra.plans.offline import RenderError, target_of
+from infra.settings import Cloud, EnvironmentSettings, environment
+from infra.tagging import labels, tags
+
+PROJECTS = {Cloud.AWS: "billing-bootstrap-aws", Cloud.GCP: "billing-bootstrap-gcp"}
+
+
+def aws_main() -> None:
+    """Declare the AWS bootstrap of the environment named by the stack."""
+    env = environment(pulumi.get_stack())
+    assert env.aws is not None  # noqa: S101 - the stack exists only where clouds lists aws
+    provider = aws.Provider("aws", aws.ProviderArgs(
+        region=env.aws.region,
+        allowed_account_ids=env.aws.allowed_account_ids,
+        default_tags=aws.ProviderDefaultTagsArgs(tags=tags(env)),
+    ))  # fmt: skip
+    bootstrap = AwsBootstrap("bootstrap", AwsBootstrapArgs(settings=env),
+                             opts=pulumi.ResourceOptions(providers=[provider]))  # fmt: skip
+    pulumi.export("state_bucket", bootstrap.state_bucket)
+    pulumi.export("preview_role_arn", bootstrap.preview_role_arn)
+    pulumi.export("deploy_role_arn", bootstrap.deploy_role_arn)
+
+
+def gcp_main() -> None:
+    """Declare the GCP bootstrap of the environment named by the stack."""
+    env = environment(pulumi.get_stack())
+    assert env.gcp is not None  # noqa: S101 - the stack exists only where clouds lists gcp
+    provider = gcp.Provider("gcp", gcp.ProviderArgs(
+        project=env.gcp.project, region=env.gcp.region, default_labels=labels(env),
+    ))  # fmt: skip
+    bootstrap = GcpBootstrap("bootstrap", GcpBootstrapArgs(settings=env),
+                             opts=pulumi.ResourceOptions(providers=[provider]))  # fmt: skip
+    pulumi.export("workload_identity_provider", bootstrap.provider_name)
+    pulumi.export("preview_service_account", bootstrap.preview_service_account)
+    pulumi.export("deploy_service_account", bootstrap.deploy_service_account)
+
+
+PROGRAMS: dict[Cloud, Callable[[], None]] = {Cloud.AWS: aws_main, Cloud.GCP: gcp_main}
+
+
+def render(env: EnvironmentSettings, cloud: Cloud) -> Plan:
+    """Render one environment's bootstrap offline, as infra.plans.offline renders the stacks."""
+    monitor = RecordingMonitor(target_of(env, cloud))
+    project = PROJECTS[cloud]
+    settings.ROOT.set(None)
+    mocks.set_mocks(
+        monitor.offline_mocks, project=project, stack=env.name, preview=True, monitor=monitor
+    )
+    try:
+        _sync_await(stack.run_pulumi_func(PROGRAMS[cloud]))
+    except Exception as exc:
+        raise RenderError(f"bootstrap {env.name}-{cloud.value}: {exc}") from exc
+    finally:
+        settings.ROOT.set(None)
+    resources = sorted(monitor.recorded, key=lambda r: r.urn)
+    return Plan(environment=env.name, cloud=cloud.value, stack=f"{project}/{env.name}",
+                mode="offline", resources=resources)  # fmt: skip

@@ -1,0 +1,1 @@
+"""Delivery: promotion between environment branches, change freezes and change detection."""

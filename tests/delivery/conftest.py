@@ -1,0 +1,115 @@
+"""Real git repositories for the promotion flow: a bare remote, clones, environment branches."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from infra.settings import ENVIRONMENTS_DIR, PROMOTION_ORDER, REPO_ROOT
+
+
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    return result.stdout.strip()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a refusal must leave as it was."""
+
+    head: str
+    symbolic: str
+    status: str
+    refs: str
+    worktrees: str
+
+
+def snapshot(repo: Path) -> Snapshot:
+    return Snapshot(
+        head=git(repo, "rev-parse", "HEAD"),
+        symbolic=git(repo, "symbolic-ref", "--short", "HEAD"),
+        status=git(repo, "status", "--porcelain", "--untracked-files=all"),
+        refs=git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
+        worktrees=git(repo, "worktree", "list", "--porcelain"),
+    )
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A bare remote with dev, staging and production branches, and a way to clone it."""
+
+    bare: Path
+    root: Path
+
+    def clone(self, name: str, branch: str = "dev") -> Path:
+        path = self.root / name
+        subprocess.run(["git", "clone", "--quiet", "--branch", branch, str(self.bare), str(path)],
+                       check=True, capture_output=True)  # fmt: skip
+        git(path, "config", "user.email", "ci@example.com")
+        git(path, "config", "user.name", "CI")
+        return path
+
+    def commit_to(self, branch: str, files: dict[str, str], message: str) -> str:
+        """Commit ``files`` (path -> text) on ``branch`` of the remote, as a person would."""
+        work = self.root / f"work-{branch}-{abs(hash(message)) % 10**8}"
+        if work.exists():
+            shutil.rmtree(work)
+        clone = self.clone(work.name, branch)
+        for path, text in files.items():
+            target = clone / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        git(clone, "add", "-A")
+        git(clone, "commit", "--quiet", "-m", message)
+        git(clone, "push", "--quiet", "origin", branch)
+        sha = git(clone, "rev-parse", "HEAD")
+        shutil.rmtree(clone)
+        return sha
+
+    def read(self, ref: str, path: str) -> str:
+        return git(self.bare, "show", f"{ref}:{path}")
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Remote:
+    """environments/ and a minimal tree on dev, staging and production of a bare remote."""
+    return make_remote(tmp_path, with_code=False)
+
+
+@pytest.fixture
+def remote_with_code(tmp_path: Path) -> Remote:
+    """As ``remote``, with this project's infra/ code and service manifests, so stacks render."""
+    return make_remote(tmp_path, with_code=True)
+
+
+def make_remote(tmp_path: Path, *, with_code: bool) -> Remote:
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=dev", str(bare)],
+                   check=True)  # fmt: skip
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    shutil.copytree(ENVIRONMENTS_DIR, seed / "environments")
+    (seed / "README.md").write_text("# billing platform\n\nShared text.\n", encoding="utf-8")
+    (seed / ".gitignore").write_text("build/\n__pycache__/\n", encoding="utf-8")
+    if with_code:
+        shutil.copytree(REPO_ROOT / "infra", seed / "infra",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        for manifest in REPO_ROOT.glob("services/*/manifest.toml"):
+            target = seed / manifest.relative_to(REPO_ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(manifest, target)
+    git(seed, "init", "--quiet", "--initial-branch=dev")
+    git(seed, "config", "user.email", "ci@example.com")
+    git(seed, "config", "user.name", "CI")
+    git(seed, "add", "-A")
+    git(seed, "commit", "--quiet", "-m", "initial")
+    git(seed, "remote", "add", "origin", str(bare))
+    for branch in PROMOTION_ORDER:
+        git(seed, "push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")
+    shutil.rmtree(seed)
+    return Remote(bare, tmp_path)

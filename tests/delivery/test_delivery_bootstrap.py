@@ -1,0 +1,111 @@
+"""The bootstrap programs, rendered offline: state, secrets key, OIDC trust per environment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra.bootstrap.program import render
+from infra.plans.model import Plan, Resource
+from infra.settings import Cloud, environment
+
+REPOSITORY = "example-org/billing-platform"
+# pulumi_aws warns, when its s3 module first loads, about the V2 classes this code never uses.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pulumi_aws.s3")
+
+
+@pytest.fixture(scope="module")
+def aws_plan() -> Plan:
+    return render(environment("production"), Cloud.AWS)
+
+
+@pytest.fixture(scope="module")
+def gcp_plan() -> Plan:
+    return render(environment("production"), Cloud.GCP)
+
+
+def one(plan: Plan, type_: str, name: str) -> Resource:
+    found = [r for r in plan.resources if r.type == type_ and r.name == name]
+    assert len(found) == 1, f"{type_} {name}"
+    return found[0]
+
+
+def test_state_bucket_and_key_match_the_environment_settings(aws_plan: Plan) -> None:
+    bucket = one(aws_plan, "aws:s3/bucket:Bucket", "bootstrap-state")
+    # As environments/production/settings.toml names them in [pulumi].
+    assert bucket.inputs["bucket"] == "example-billing-pulumi-state-production"
+    assert bucket.protect
+    key = one(aws_plan, "aws:kms/key:Key", "bootstrap-secrets-key")
+    assert key.protect
+    assert key.inputs["enableKeyRotation"] is True
+    alias = one(aws_plan, "aws:kms/alias:Alias", "bootstrap-secrets-alias")
+    assert alias.inputs["name"] == "alias/billing-pulumi-production"
+    block = one(aws_plan, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+                "bootstrap-state-public-access")  # fmt: skip
+    flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    assert all(block.inputs[k] is True for k in flags)
+
+
+@pytest.mark.parametrize(
+    ("role", "github_environment", "policy"),
+    [
+        ("preview", "preview-production", "arn:aws:iam::aws:policy/ReadOnlyAccess"),
+        ("deploy", "production", "arn:aws:iam::aws:policy/AdministratorAccess"),
+    ],
+)
+def test_roles_trust_only_the_repository_and_github_environment(
+    aws_plan: Plan, role: str, github_environment: str, policy: str
+) -> None:
+    created = one(aws_plan, "aws:iam/role:Role", f"bootstrap-{role}-role")
+    assert created.inputs["name"] == f"billing-production-{role}"
+    trust = json.loads(created.inputs["assumeRolePolicy"])
+    (statement,) = trust["Statement"]
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert ":openidconnectprovider/bootstrap-github-oidc" in statement["Principal"]["Federated"]
+    assert statement["Condition"] == {"StringEquals": {
+        "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+        "token.actions.githubusercontent.com:sub":
+            f"repo:{REPOSITORY}:environment:{github_environment}",
+    }}  # fmt: skip
+    attached = one(aws_plan, "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+                   f"bootstrap-{role}-policy")  # fmt: skip
+    assert attached.inputs["policyArn"] == policy
+
+
+def test_only_the_deploy_role_writes_state(aws_plan: Plan) -> None:
+    preview = json.loads(one(aws_plan, "aws:iam/rolePolicy:RolePolicy",
+                             "bootstrap-preview-state").inputs["policy"])  # fmt: skip
+    deploy = json.loads(one(aws_plan, "aws:iam/rolePolicy:RolePolicy",
+                            "bootstrap-deploy-state").inputs["policy"])  # fmt: skip
+    assert "s3:PutObject" not in preview["Statement"][0]["Action"]
+    assert preview["Statement"][1]["Action"] == ["kms:Decrypt"]
+    assert "s3:PutObject" in deploy["Statement"][0]["Action"]
+    oidc = one(aws_plan, "aws:iam/openIdConnectProvider:OpenIdConnectProvider",
+               "bootstrap-github-oidc")  # fmt: skip
+    assert oidc.inputs["url"] == "https://token.actions.githubusercontent.com"
+    assert oidc.inputs["clientIdLists"] == ["sts.amazonaws.com"]
+
+
+def test_gcp_federation_pins_repository_and_environment(gcp_plan: Plan) -> None:
+    provider = one(gcp_plan, "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider",
+                   "bootstrap-github-provider")  # fmt: skip
+    assert provider.inputs["attributeCondition"] == f"assertion.repository == '{REPOSITORY}'"
+    assert provider.inputs["oidc"]["issuerUri"] == "https://token.actions.githubusercontent.com"
+    members = {r.name: r.inputs for r in gcp_plan.resources
+               if r.type == "gcp:serviceaccount/iAMMember:IAMMember"}  # fmt: skip
+    assert members["bootstrap-preview-federation"]["member"].endswith(
+        "/attribute.environment/preview-production"
+    )
+    assert members["bootstrap-deploy-federation"]["member"].endswith(
+        "/attribute.environment/production"
+    )
+    assert all(m["role"] == "roles/iam.workloadIdentityUser" for m in members.values())
+    bindings = [
+        r.inputs for r in gcp_plan.resources if r.type == "gcp:projects/iAMMember:IAMMember"
+    ]
+    granted = sorted((b["member"].split("@")[0], b["role"]) for b in bindings)
+    assert ("serviceAccount:billing-production-preview", "roles/viewer") in granted
+    assert not [g for g in granted if g[0].endswith("preview") and g[1] == "roles/editor"]
+    # State lives in S3 here (backend_url is s3://), so GCP creates no bucket or key of its own.
+    assert not [r for r in gcp_plan.resources if r.type.startswith(("gcp:storage", "gcp:kms"))]

@@ -1,0 +1,108 @@
+"""The GitHub workflows: every action pinned by commit SHA, and the hardening rules kept."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.settings import REPO_ROOT
+
+WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.y*ml"))
+PINNED = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-/]+@[0-9a-f]{40}$")
+# PyYAML comes with the Pulumi SDK; it ships no type stubs.
+yaml: Any = importlib.import_module("yaml")
+EXPECTED = {"ci", "preview", "deploy", "promote", "drift", "services"}
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return data
+
+
+def triggers(workflow: dict[Any, Any]) -> dict[str, Any]:
+    # YAML 1.1 reads the bare key `on` as the boolean true.
+    found = workflow.get("on", workflow.get(True))
+    return found if isinstance(found, dict) else {str(found): None}
+
+
+def steps(workflow: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(job_id, step) for job_id, job in workflow["jobs"].items()
+            for step in job.get("steps", [])]  # fmt: skip
+
+
+def all_uses(workflow: dict[str, Any]) -> list[str]:
+    found = [step["uses"] for _, step in steps(workflow) if "uses" in step]
+    return found + [job["uses"] for job in workflow["jobs"].values() if "uses" in job]
+
+
+def test_every_workflow_is_there() -> None:
+    assert {p.stem for p in WORKFLOWS} == EXPECTED
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_actions_are_pinned_by_full_commit_sha(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    uses = all_uses(load(path))
+    assert uses
+    for ref in uses:
+        if ref.startswith("./"):
+            continue  # a workflow of this repository, at this commit
+        assert PINNED.fullmatch(ref), f"{path.name}: {ref} is not pinned by a 40-hex commit SHA"
+        # The tag the SHA stands for is written beside it.
+        assert re.search(re.escape(ref) + r" # v\d+(\.\d+)*\s*$", text, re.MULTILINE), ref
+
+
+def test_the_pin_check_catches_a_tag() -> None:
+    assert not PINNED.fullmatch("actions/checkout@v4")
+    assert not PINNED.fullmatch("actions/checkout@11bd719")
+    assert PINNED.fullmatch("actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683")
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_hardening(path: Path) -> None:
+    workflow = load(path)
+    text = path.read_text(encoding="utf-8")
+    assert workflow["permissions"] == {}, "no default token permissions"
+    assert "pull_request_target" not in triggers(workflow)
+    assert "pull_request_target" not in text
+    for job_id, job in workflow["jobs"].items():
+        if "uses" not in job:  # a reusable workflow's call sets its own timeouts
+            assert isinstance(job.get("timeout-minutes"), int), f"{job_id} has no timeout"
+        assert "permissions" in job, f"{job_id} grants no explicit permissions"
+    for job_id, step in steps(workflow):
+        if str(step.get("uses", "")).startswith("actions/checkout@"):
+            assert step["with"]["persist-credentials"] is False, job_id
+        # Values reach scripts only through env:, never by ${{ }} expansion inside run:.
+        assert "${{" not in step.get("run", ""), f"{job_id}: expression inside run:"
+    # Every permission granted to a job says why.
+    for line in text.splitlines():
+        if re.fullmatch(r"\s+[a-z-]+: (read|write)\s*(#.*)?", line):
+            assert re.search(r"# \S", line), f"{path.name}: no reason for `{line.strip()}`"
+    # OIDC only: no long-lived cloud keys.
+    for word in ("aws-access-key-id", "aws-secret-access-key", "credentials_json"):
+        assert word not in text
+
+
+def test_deploy_applies_the_reviewed_plan_and_never_cancels_up() -> None:
+    deploy = load(REPO_ROOT / ".github" / "workflows" / "deploy.yml")
+    up = deploy["jobs"]["up"]
+    assert up["concurrency"]["cancel-in-progress"] is False
+    assert "matrix.cloud" in up["concurrency"]["group"]
+    assert up["environment"] == "${{ github.ref_name }}"
+    assert up["needs"] == "plan"
+    runs = "\n".join(step.get("run", "") for step in up["steps"])
+    assert "nox -s up" in runs
+    assert "--plan" in runs
+    plan_runs = "\n".join(step.get("run", "") for step in deploy["jobs"]["plan"]["steps"])
+    assert "--save-plan" in plan_runs
+    assert up["permissions"]["id-token"] == "write"
+
+
+def test_ci_needs_no_secrets() -> None:
+    text = (REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text(encoding="utf-8")
+    assert "secrets." not in text
+    assert "id-token" not in text
