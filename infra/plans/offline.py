@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import Callable
 
@@ -47,6 +48,15 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _cancel_pending() -> None:
+    loop = asyncio.get_event_loop()
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
 def render(env: EnvironmentSettings, cloud: Cloud) -> Plan:
     """Render one stack's resources to a plan without the CLI, credentials or network."""
     monitor = RecordingMonitor(target_of(env, cloud))
@@ -56,6 +66,8 @@ def render(env: EnvironmentSettings, cloud: Cloud) -> Plan:
     mocks.set_mocks(
         monitor.offline_mocks, project=project, stack=env.name, preview=True, monitor=monitor
     )
+    # As pulumi.runtime.test does: outstanding outputs of an earlier (failed) stack are dropped.
+    settings.SETTINGS.outputs.clear()
     program = program_for(cloud)
     try:
         _sync_await(stack.run_pulumi_func(program))
@@ -71,6 +83,8 @@ def render(env: EnvironmentSettings, cloud: Cloud) -> Plan:
         raise RenderError(f"{env.name}-{cloud.value}: {type(cause).__name__}: {cause}") from exc
     finally:
         settings.ROOT.set(None)
+        # Nothing a failed program left pending may run inside the next stack.
+        _cancel_pending()
     return Plan(
         environment=env.name,
         cloud=cloud.value,

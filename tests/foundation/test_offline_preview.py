@@ -132,6 +132,8 @@ def test_an_unanswered_invoke_fails_loudly_with_its_token() -> None:
     finally:
         offline.program_for = original
     assert "aws:ec2/getAmi:getAmi" not in mocks.INVOKES
+    # Nothing the failed program left pending leaks into the next stack rendered in-process.
+    assert render(environment("dev"), Cloud.GCP).resources
 
 
 def test_bad_environment_stops_the_cli_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
@@ -204,7 +206,9 @@ def test_against_ref_reports_deleted_stateful_resources_first(
     assert section.index(deleted) < section.index("<details>")
     assert "## Destructive-change guard: FAIL" in report
 
-    urn = next(line for line in report.splitlines() if "network-flow-logs" in line and "urn:" in line)
+    urn = next(
+        line for line in report.splitlines() if "network-flow-logs" in line and "urn:" in line
+    )
     allowed = urn[urn.index("urn:pulumi:") :].split("`")[0].strip()
     result = run_cli(*args, "--allow-replace", allowed, cwd=repo, pythonpath=repo)
     assert result.returncode == 0, result.stdout + result.stderr
