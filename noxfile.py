@@ -205,7 +205,7 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (starts PostgreSQL and Redis on 127.0.0.1 where tests need them)."""
     _ensure_servers(session)
     _sync(session, "test")
-    session.run("pytest", *(session.posargs or ["-q"]))
+    session.run("pytest", *(session.posargs or ["-q", "-n", "auto"]))
 
 
 @nox.session(default=False)
