@@ -264,10 +264,28 @@ def cost(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
-def benchmark(session: nox.Session) -> None:
-    """Measure offline preview wall time, cold and warm, on this machine."""
+def services(session: nox.Session) -> None:
+    """Run the billing services' tests against real PostgreSQL and Redis."""
+    _ensure_servers(session)
+    _sync(session, "test")
+    session.run("pytest", *(session.posargs or ["-q", "-n", "auto", "services/tests"]))
+
+
+@nox.session(default=False)
+def local(session: nox.Session) -> None:
+    """Start PostgreSQL, Redis, the API and the worker on 127.0.0.1 as dev configures them."""
+    _ensure_servers(session)
     _sync(session)
-    session.run("python", "-m", "infra.bench", *session.posargs)
+    session.run("python", "-m", "services.local", *session.posargs)
+
+
+@nox.session(default=False)
+def benchmark(session: nox.Session) -> None:
+    """Measure offline preview time, API latency and throughput, worker renewals per second."""
+    _ensure_servers(session)
+    _sync(session)
+    session.run("python", "-m", "infra.bench")
+    session.run("python", "-m", "services.bench", *session.posargs)
 
 
 def _ensure_tools() -> None:

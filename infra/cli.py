@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from infra.plans.diff import StackDiff
+from infra.plans.model import Plan
 from infra.settings import (
     Cloud,
     EnvironmentSettings,
@@ -59,10 +61,23 @@ def pulumi_cli() -> str | None:
     return shutil.which("pulumi")
 
 
+def _preview_stack(
+    env: EnvironmentSettings, cloud: Cloud, *, offline: bool, save_plan: str | None
+) -> tuple[Plan, StackDiff | None]:
+    """One stack's plan, and for a live preview its steps as changes against the deployed stack."""
+    if offline:
+        from infra.plans.offline import render  # noqa: PLC0415 - SDK import only when rendering
+
+        return render(env, cloud), None
+    from infra.plans import live  # noqa: PLC0415
+
+    saved = Path(save_plan) / f"{env.name}-{cloud.value}.plan.json" if save_plan else None
+    return live.preview_with_changes(env, cloud, save_plan=saved)
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from infra.plans import report  # noqa: PLC0415 - keeps `--help` free of SDK imports
     from infra.plans.diff import diff_plan_sets, render_ref  # noqa: PLC0415
-    from infra.plans.model import Plan  # noqa: PLC0415
 
     stacks = select_stacks(args.env, args.cloud)
     offline = args.offline or pulumi_cli() is None
@@ -75,23 +90,15 @@ def cmd_preview(args: argparse.Namespace) -> int:
         _log("Live preview: Pulumi Automation API against each environment's backend.", quiet=quiet)
 
     plans: list[Plan] = []
+    # A live preview's steps are the changes against the deployed stack.
+    live_changes: list[StackDiff] = []
     started = time.perf_counter()
     for env, cloud in stacks:
         began = time.perf_counter()
         _log(f"[{len(plans) + 1}/{len(stacks)}] {env.name}-{cloud.value} ...", quiet=quiet)
-        if offline:
-            from infra.plans.offline import render  # noqa: PLC0415
-
-            plan = render(env, cloud)
-        else:
-            from infra.plans import live  # noqa: PLC0415
-
-            saved = (
-                Path(args.save_plan) / f"{env.name}-{cloud.value}.plan.json"
-                if args.save_plan
-                else None
-            )
-            plan = live.preview(env, cloud, save_plan=saved)
+        plan, changes = _preview_stack(env, cloud, offline=offline, save_plan=args.save_plan)
+        if changes is not None:
+            live_changes.append(changes)
         plans.append(plan)
         _log(report.summary(plan) + f"\n    ({time.perf_counter() - began:.2f} s)", quiet=quiet)
 
@@ -103,6 +110,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
             args.against, [e.name for e, _ in stacks], sorted({c.value for _, c in stacks})
         )
         diffs = diff_plan_sets(before, {p.key: p for p in plans})
+    elif live_changes:
+        diffs, args.against = live_changes, "the deployed stacks (live preview)"
 
     # Policy, destructive-change guard and cost; quiet renders (a ref for --against) skip them.
     verdicts: list[report.Verdict] = []

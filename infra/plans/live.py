@@ -17,6 +17,7 @@ from typing import Any
 from pulumi import automation as auto
 
 from infra.plans import drift as drift_report
+from infra.plans.diff import StackDiff
 from infra.plans.model import SECRET, UNKNOWN, Plan, PlanError, Resource
 from infra.plans.offline import PROJECTS
 from infra.settings import (
@@ -191,6 +192,15 @@ def _run_preview(
 
 def preview(env: EnvironmentSettings, cloud: Cloud, *, save_plan: Path | None = None) -> Plan:
     """Preview one stack live; ``save_plan`` keeps Pulumi's update plan for ``up`` to apply."""
+    return preview_with_changes(env, cloud, save_plan=save_plan)[0]
+
+
+def preview_with_changes(
+    env: EnvironmentSettings, cloud: Cloud, *, save_plan: Path | None = None
+) -> tuple[Plan, StackDiff]:
+    """Preview one stack live: its plan, and its steps as changes against the deployed state."""
+    from infra.plans.guard import diff_from_preview  # noqa: PLC0415 - guard imports this module's peers
+
     stack = open_stack(env, cloud, create=True)
     source = f"pulumi preview --json ({env.name}-{cloud.value})"
     if save_plan is not None:
@@ -198,7 +208,11 @@ def preview(env: EnvironmentSettings, cloud: Cloud, *, save_plan: Path | None = 
     stdout, stderr, ok = _run_preview(stack, source, refresh=False, save_plan=save_plan)
     if not ok:
         raise LiveError(source, None, stderr)
-    return plan_from_preview(drift_report.decode(stdout, source), env, cloud, source)
+    data = drift_report.decode(stdout, source)
+    changes = diff_from_preview(data, source).changes
+    return plan_from_preview(data, env, cloud, source), StackDiff(
+        f"{env.name}-{cloud.value}", changes
+    )
 
 
 def up(env: EnvironmentSettings, cloud: Cloud, plan_file: Path | None = None) -> str:

@@ -1,1 +1,1 @@
-"""Billing domain shared by the API and the worker: configuration, models, gateway, billing rules."""
+"""The billing domain the API and the worker share: configuration, models, gateway, rules."""

@@ -6,18 +6,21 @@ programs fill exactly these variables, so a rename here is a rename there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import URL
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 class ConfigError(ValueError):
     """A required variable is missing or holds a value the services cannot use."""
 
 
-class GatewayKind(str, Enum):
+class GatewayKind(StrEnum):
     """Which payment gateway the services charge through."""
 
     SIMULATOR = "simulator"
@@ -55,6 +58,18 @@ class DatabaseSettings:
     name: str
     user: str
     password: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> DatabaseSettings:
+        """Only the DATABASE_* variables: all the one-off migration task needs."""
+        reader = _Reader(environ)
+        return cls(
+            host=reader.required("DATABASE_HOST"),
+            port=reader.port("DATABASE_PORT"),
+            name=reader.required("DATABASE_NAME"),
+            user=reader.required("DATABASE_USER"),
+            password=reader.required("DATABASE_PASSWORD"),
+        )
 
     def url(self) -> URL:
         """The SQLAlchemy URL (psycopg 3 driver); URL.create escapes the password."""
@@ -110,13 +125,7 @@ class Settings:
         gateway_kind = reader.choice("PAYMENT_GATEWAY", GatewayKind)
         settings = cls(
             environment=reader.required("BILLING_ENVIRONMENT"),
-            database=DatabaseSettings(
-                host=reader.required("DATABASE_HOST"),
-                port=reader.port("DATABASE_PORT"),
-                name=reader.required("DATABASE_NAME"),
-                user=reader.required("DATABASE_USER"),
-                password=reader.required("DATABASE_PASSWORD"),
-            ),
+            database=DatabaseSettings.from_env(environ),
             cache=CacheSettings(
                 host=reader.required("REDIS_HOST"),
                 port=reader.port("REDIS_PORT"),

@@ -164,7 +164,9 @@ def _ensure_database(server: PostgresServer) -> None:
         ).fetchone()
         if exists is None:
             connection.execute(
-                psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(server.database))
+                psycopg.sql.SQL("CREATE DATABASE {}").format(
+                    psycopg.sql.Identifier(server.database)
+                )
             )
 
 

@@ -1,10 +1,9 @@
 """The billing ledger's tables. Money is BIGINT minor units (cents); never a float."""
 
-from __future__ import annotations
-
 import uuid
 from datetime import datetime
-from enum import Enum
+from enum import Enum, StrEnum
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -21,13 +20,13 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import Enum as SqlEnum
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from services.billing.ids import new_id
 from services.billing.periods import BillingInterval
 
 
-class SubscriptionStatus(str, Enum):
+class SubscriptionStatus(StrEnum):
     TRIALING = "trialing"
     ACTIVE = "active"
     PAST_DUE = "past_due"
@@ -35,20 +34,20 @@ class SubscriptionStatus(str, Enum):
     CANCELED = "canceled"
 
 
-class InvoiceKind(str, Enum):
+class InvoiceKind(StrEnum):
     # One per subscription and period; the unique index below holds the worker to that.
     CYCLE = "cycle"
     PRORATION = "proration"
 
 
-class InvoiceStatus(str, Enum):
+class InvoiceStatus(StrEnum):
     OPEN = "open"
     PAID = "paid"
     VOID = "void"
     UNCOLLECTIBLE = "uncollectible"
 
 
-class PaymentStatus(str, Enum):
+class PaymentStatus(StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -78,7 +77,7 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
-    type_annotation_map = {datetime: DateTime(timezone=True)}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True)}
 
 
 class Customer(Base):
@@ -120,13 +119,12 @@ class Plan(Base):
 class Subscription(Base):
     __tablename__ = "subscriptions"
     __table_args__ = (
-        CheckConstraint(
-            "current_period_end > current_period_start", name="period_has_length"
-        ),
+        CheckConstraint("current_period_end > current_period_start", name="period_has_length"),
         # The renewal scan: due subscriptions in the states that renew.
         Index(
             "ix_subscriptions_renewal_due",
             "current_period_end",
+            "id",
             postgresql_where=text("status IN ('trialing', 'active', 'past_due')"),
         ),
     )
@@ -166,6 +164,7 @@ class Invoice(Base):
         Index(
             "ix_invoices_collection_due",
             "next_attempt_at",
+            "id",
             postgresql_where=text("status = 'open'"),
         ),
     )
@@ -190,6 +189,9 @@ class Invoice(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     paid_at: Mapped[datetime | None]
     voided_at: Mapped[datetime | None]
+
+    # Loaded on access; API listings ask for them up front (selectinload), the worker never.
+    lines: Mapped[list["InvoiceLine"]] = relationship(order_by="InvoiceLine.id")
 
 
 class InvoiceLine(Base):

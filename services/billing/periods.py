@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import calendar
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 
 
-class BillingInterval(str, Enum):
+class BillingInterval(StrEnum):
     DAY = "day"
     WEEK = "week"
     MONTH = "month"

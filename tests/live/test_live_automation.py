@@ -343,3 +343,23 @@ def test_cli_live_preview_saves_a_plan_per_stack(standin: Standin, tmp_path: Pat
     [call] = standin.calls_of("preview")
     assert call.value("--save-plan") == str(saved / "dev-aws.plan.json")
     assert call.value("--stack") == "dev"
+
+
+def test_live_preview_steps_go_through_the_destructive_change_guard(
+    standin: Standin, tmp_path: Path
+) -> None:
+    standin.set(preview=str(DRIFTED))  # replaces the production database
+    out = tmp_path / "plans"
+    args = ["preview", "--env", "production", "--cloud", "aws", "--out", str(out)]
+    result = _cli(*args, cwd=REPO_ROOT)
+    assert result.returncode == 1, result.stderr
+    report = (out / "report.md").read_text()
+    assert "## Changes against `the deployed stacks (live preview)`" in report
+    assert "## Destructive-change guard: FAIL" in report
+    assert "database-instance" in report
+    urn = (
+        "urn:pulumi:production::billing-aws::"
+        "billing:aws:Database$aws:rds/instance:Instance::database-instance"
+    )
+    _cli(*args, "--allow-replace", urn, cwd=REPO_ROOT)
+    assert "## Destructive-change guard: pass" in (out / "report.md").read_text()

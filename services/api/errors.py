@@ -1,0 +1,89 @@
+"""Every error the API answers is {"error": {"code": ..., "message": ...}} with a stable code."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+from services.billing.errors import BillingError
+from services.billing.gateway import GatewayUnavailableError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from fastapi import FastAPI
+    from starlette.requests import Request
+
+logger = logging.getLogger(__name__)
+
+# Codes for errors Starlette raises itself (unknown route, wrong method).
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(BillingError, _billing_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(GatewayUnavailableError, _gateway_unavailable)
+    # Starlette gives the handler for Exception to its outermost middleware: the last resort.
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+async def _billing_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, BillingError)  # noqa: S101 - registered for this type only
+    return error_response(error.status, error.code, error.message)
+
+
+async def _validation_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)  # noqa: S101 - registered for this type only
+    problems = list(error.errors())
+    if any(problem.get("type") == "json_invalid" for problem in problems):
+        return error_response(400, "invalid_json", "The request body is not valid JSON")
+    details = [
+        {"field": ".".join(str(part) for part in problem["loc"]), "message": problem["msg"]}
+        for problem in problems
+    ]
+    summary = "; ".join(f"{detail['field']}: {detail['message']}" for detail in details)
+    return error_response(422, "validation_error", summary, details=details)
+
+
+async def _http_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)  # noqa: S101 - registered for this type only
+    code = _HTTP_CODES.get(error.status_code, f"http_{error.status_code}")
+    return error_response(error.status_code, code, str(error.detail), headers=error.headers)
+
+
+async def _gateway_unavailable(_: Request, error: Exception) -> JSONResponse:
+    logger.warning("payment gateway unavailable", extra={"error": str(error)})
+    return error_response(
+        503, "gateway_unavailable", "The payment gateway did not answer; retry with the same key"
+    )
+
+
+async def _unexpected_error(_: Request, error: Exception) -> JSONResponse:
+    logger.error("unhandled error", exc_info=error)
+    return error_response(500, "internal_error", "Something went wrong on our side")

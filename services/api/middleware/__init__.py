@@ -1,0 +1,1 @@
+"""ASGI middleware, outermost first: request context, authentication, rate limit, idempotency."""

@@ -1,0 +1,72 @@
+"""Customers and their saved payment method."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+from sqlalchemy import select
+
+from services.api import schemas
+from services.api.dependencies import CurrentRuntime, DatabaseSession, Principal, idempotency_key
+from services.api.pagination import Cursor, Limit, paginate
+from services.api.routes import error_responses
+from services.billing import customers
+from services.billing.models import Customer
+
+router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=error_responses())
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_customer(
+    body: schemas.CustomerCreate,
+    session: DatabaseSession,
+    runtime: CurrentRuntime,
+    principal: Principal,
+    request_key: Annotated[str, Depends(idempotency_key)],
+) -> schemas.Customer:
+    customer = customers.create_customer(
+        session,
+        runtime.gateway,
+        email=body.email,
+        name=body.name,
+        payment_method=body.payment_method,
+        request_key=f"{principal}:{request_key}",
+    )
+    session.commit()
+    return schemas.Customer.model_validate(customer)
+
+
+@router.get("")
+def list_customers(
+    session: DatabaseSession, _: Principal, limit: Limit = 20, cursor: Cursor = None
+) -> schemas.Page[schemas.Customer]:
+    return paginate(
+        session, select(Customer), Customer.id, schemas.Customer, limit=limit, cursor=cursor
+    )
+
+
+@router.get("/{customer_id}")
+def get_customer(
+    customer_id: uuid.UUID, session: DatabaseSession, _: Principal
+) -> schemas.Customer:
+    return schemas.Customer.model_validate(customers.get_customer(session, customer_id))
+
+
+@router.patch("/{customer_id}")
+def update_customer(
+    customer_id: uuid.UUID,
+    body: schemas.CustomerUpdate,
+    session: DatabaseSession,
+    runtime: CurrentRuntime,
+    _: Principal,
+) -> schemas.Customer:
+    customer = customers.update_customer(
+        session,
+        runtime.gateway,
+        customer_id,
+        email=body.email,
+        name=body.name,
+        payment_method=body.payment_method,
+    )
+    session.commit()
+    return schemas.Customer.model_validate(customer)

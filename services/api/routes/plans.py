@@ -1,0 +1,41 @@
+"""Plans: immutable prices; a new price is a new plan."""
+
+import uuid
+
+from fastapi import APIRouter, status
+from sqlalchemy import select
+
+from services.api import schemas
+from services.api.dependencies import DatabaseSession, Principal
+from services.api.pagination import Cursor, Limit, paginate
+from services.api.routes import error_responses
+from services.billing import catalog
+from services.billing.models import Plan
+
+router = APIRouter(prefix="/v1/plans", tags=["plans"], responses=error_responses())
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_plan(body: schemas.PlanCreate, session: DatabaseSession, _: Principal) -> schemas.Plan:
+    plan = catalog.create_plan(
+        session,
+        name=body.name,
+        amount=body.amount,
+        currency=body.currency,
+        interval=body.interval,
+        trial_days=body.trial_days,
+    )
+    session.commit()
+    return schemas.Plan.model_validate(plan)
+
+
+@router.get("")
+def list_plans(
+    session: DatabaseSession, _: Principal, limit: Limit = 20, cursor: Cursor = None
+) -> schemas.Page[schemas.Plan]:
+    return paginate(session, select(Plan), Plan.id, schemas.Plan, limit=limit, cursor=cursor)
+
+
+@router.get("/{plan_id}")
+def get_plan(plan_id: uuid.UUID, session: DatabaseSession, _: Principal) -> schemas.Plan:
+    return schemas.Plan.model_validate(catalog.get_plan(session, plan_id))

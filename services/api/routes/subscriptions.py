@@ -1,0 +1,107 @@
+"""Subscriptions: start, change plan with proration, cancel, pause and resume."""
+
+import uuid
+
+from fastapi import APIRouter, status
+from sqlalchemy import select
+
+from services.api import schemas
+from services.api.dependencies import CurrentRuntime, DatabaseSession, Principal
+from services.api.pagination import Cursor, Limit, paginate
+from services.api.routes import error_responses
+from services.billing import subscriptions
+from services.billing.models import Subscription, SubscriptionStatus
+
+router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"], responses=error_responses())
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_subscription(
+    body: schemas.SubscriptionCreate,
+    session: DatabaseSession,
+    runtime: CurrentRuntime,
+    _: Principal,
+) -> schemas.Subscription:
+    subscription = subscriptions.start_subscription(
+        session, customer_id=body.customer_id, plan_id=body.plan_id, now=runtime.clock()
+    )
+    session.commit()
+    return schemas.Subscription.model_validate(subscription)
+
+
+@router.get("")
+def list_subscriptions(
+    session: DatabaseSession,
+    _: Principal,
+    customer_id: uuid.UUID | None = None,
+    status: SubscriptionStatus | None = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> schemas.Page[schemas.Subscription]:
+    query = select(Subscription)
+    if customer_id is not None:
+        query = query.where(Subscription.customer_id == customer_id)
+    if status is not None:
+        query = query.where(Subscription.status == status)
+    return paginate(
+        session, query, Subscription.id, schemas.Subscription, limit=limit, cursor=cursor
+    )
+
+
+@router.get("/{subscription_id}")
+def get_subscription(
+    subscription_id: uuid.UUID, session: DatabaseSession, _: Principal
+) -> schemas.Subscription:
+    subscription = subscriptions.get_subscription(session, subscription_id)
+    return schemas.Subscription.model_validate(subscription)
+
+
+@router.post("/{subscription_id}/change-plan")
+def change_plan(
+    subscription_id: uuid.UUID,
+    body: schemas.PlanChange,
+    session: DatabaseSession,
+    runtime: CurrentRuntime,
+    _: Principal,
+) -> schemas.PlanChangeResult:
+    subscription, invoice = subscriptions.change_plan(
+        session, subscription_id, plan_id=body.plan_id, now=runtime.clock()
+    )
+    session.commit()
+    return schemas.PlanChangeResult(
+        subscription=schemas.Subscription.model_validate(subscription),
+        invoice=schemas.Invoice.model_validate(invoice) if invoice is not None else None,
+    )
+
+
+@router.post("/{subscription_id}/cancel")
+def cancel_subscription(
+    subscription_id: uuid.UUID,
+    body: schemas.Cancellation,
+    session: DatabaseSession,
+    runtime: CurrentRuntime,
+    _: Principal,
+) -> schemas.Subscription:
+    subscription = subscriptions.cancel(
+        session, subscription_id, at_period_end=body.at_period_end, now=runtime.clock()
+    )
+    session.commit()
+    return schemas.Subscription.model_validate(subscription)
+
+
+@router.post("/{subscription_id}/pause")
+def pause_subscription(
+    subscription_id: uuid.UUID, session: DatabaseSession, runtime: CurrentRuntime, _: Principal
+) -> schemas.Subscription:
+    subscription = subscriptions.pause(session, subscription_id, now=runtime.clock())
+    session.commit()
+    return schemas.Subscription.model_validate(subscription)
+
+
+@router.post("/{subscription_id}/resume")
+def resume_subscription(
+    subscription_id: uuid.UUID, session: DatabaseSession, runtime: CurrentRuntime, _: Principal
+) -> schemas.Subscription:
+    subscription = subscriptions.resume(session, subscription_id, now=runtime.clock())
+    session.commit()
+    return schemas.Subscription.model_validate(subscription)

@@ -1,0 +1,64 @@
+"""Gateway webhooks: signature-checked, deduplicated by event id, then applied.
+
+No bearer token and no Idempotency-Key here: the gateway signs its requests and redelivers
+the same event id, which serves as the idempotency key.
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+from sqlalchemy.dialects.postgresql import insert
+
+from services.api import schemas
+from services.api.dependencies import CurrentRuntime, DatabaseSession
+from services.api.routes import error_responses
+from services.billing.collection import settle_from_gateway
+from services.billing.errors import BillingError
+from services.billing.gateway.webhooks import (
+    PAYMENT_FAILED,
+    PAYMENT_SUCCEEDED,
+    WebhookSignatureError,
+    verify_event,
+)
+from services.billing.models import WebhookEvent
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=error_responses(400, 503))
+
+
+async def raw_body(request: Request) -> bytes:
+    # The signature covers the exact bytes sent, so the body is read unparsed.
+    return await request.body()
+
+
+@router.post("/stripe")
+def stripe_webhook(
+    payload: Annotated[bytes, Depends(raw_body)],
+    session: DatabaseSession,
+    runtime: CurrentRuntime,
+    stripe_signature: Annotated[str | None, Header()] = None,
+) -> schemas.WebhookReceipt:
+    if not runtime.webhook_secret:
+        raise BillingError("webhook_not_configured", "STRIPE_WEBHOOK_SECRET is not set", status=503)
+    try:
+        event = verify_event(payload, stripe_signature, runtime.webhook_secret)
+    except WebhookSignatureError as error:
+        raise BillingError("webhook_signature_invalid", str(error)) from error
+    first_delivery = session.scalar(
+        insert(WebhookEvent)
+        .values(id=event.id, type=event.type)
+        .on_conflict_do_nothing(index_elements=[WebhookEvent.id])
+        .returning(WebhookEvent.id)
+    )
+    if first_delivery is None:
+        return schemas.WebhookReceipt(received=True, duplicate=True)
+    if event.type in {PAYMENT_SUCCEEDED, PAYMENT_FAILED} and event.payment_reference:
+        settle_from_gateway(
+            session,
+            payment_reference=event.payment_reference,
+            succeeded=event.type == PAYMENT_SUCCEEDED,
+            failure_code=event.failure_code,
+            failure_message=event.failure_message,
+            now=runtime.clock(),
+        )
+    session.commit()
+    return schemas.WebhookReceipt(received=True, duplicate=False)

@@ -1,0 +1,73 @@
+"""What the billing rules need from a payment gateway, and nothing more."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from services.billing.errors import BillingError
+
+
+class ChargeOutcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    DECLINED = "declined"
+    # Accepted but not settled (bank debits, Stripe "processing"); a webhook settles it.
+    PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    amount: int
+    currency: str
+    payment_method: str
+    customer_reference: str | None
+    description: str
+    invoice_id: str
+    # Same key, same charge: a retry after a crash or a timeout cannot charge twice.
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    outcome: ChargeOutcome
+    reference: str | None
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+
+class GatewayUnavailableError(Exception):
+    """The gateway did not answer; the charge may or may not exist, so retry with the same key."""
+
+
+class GatewayIdempotencyConflictError(Exception):
+    """The attempt's key was first sent with other parameters (the card changed after a crash).
+
+    Whether that first request charged is unknown here, so the invoice waits for a person.
+    """
+
+
+class PaymentMethodRejectedError(BillingError):
+    """The gateway refused the payment method itself (unknown token, wrong customer)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("payment_method_rejected", message, status=422)
+
+
+class PaymentGateway(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def create_customer(
+        self, *, email: str, name: str, payment_method: str | None, idempotency_key: str
+    ) -> str:
+        """Register the customer and their saved payment method; returns the gateway's id."""
+        ...
+
+    def attach_payment_method(self, *, customer_reference: str, payment_method: str) -> None:
+        """Make payment_method the customer's default for off-session charges."""
+        ...
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        """Charge off-session; raises GatewayUnavailableError when the outcome is unknown."""
+        ...

@@ -1,0 +1,60 @@
+"""Starting the services as the containers do (`python -m ...`) and waiting on them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_service(
+    module: str, env: dict[str, str], *arguments: str, log: Path
+) -> subprocess.Popen[bytes]:
+    """Run `python -m module` from the repository root, its output going to a log file.
+
+    A file rather than a pipe: a pipe nobody reads fills up and stalls the service.
+    """
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *arguments],
+            cwd=REPOSITORY_ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Poll until the condition holds; a deadline only so a broken build fails, not hangs."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_until_serving(
+    url: str, process: subprocess.Popen[bytes], log: Path, *, timeout: float = 30
+) -> None:
+    def serving() -> bool:
+        if process.poll() is not None:
+            output = log.read_text(encoding="utf-8", errors="replace")
+            raise AssertionError(f"the service exited with {process.returncode}: {output}")
+        try:
+            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(serving, timeout=timeout, what=f"{url}/health")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()

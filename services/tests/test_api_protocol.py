@@ -1,0 +1,185 @@
+"""What every request goes through: authentication, idempotency, rate limits, errors, ids."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import httpx
+import redis
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from services.api.middleware.ratelimit import window_key
+from services.billing.models import Customer
+from services.tests.conftest import TEST_RATE_LIMIT, BillingClient, bearer_token
+
+CUSTOMER = {"email": "ada@example.com", "name": "Ada", "payment_method": "pm_card_visa"}
+
+
+def customer_count(db: Session) -> int:
+    db.rollback()  # A fresh snapshot: the API committed in another session.
+    return db.scalar(select(func.count()).select_from(Customer)) or 0
+
+
+def test_requests_without_a_valid_token_are_refused(client: BillingClient) -> None:
+    cases = {
+        None: "unauthenticated",
+        "Basic dXNlcjpwYXNz": "unauthenticated",
+        "Bearer not-a-jwt": "token_invalid",
+        f"Bearer {bearer_token(lifetime=timedelta(seconds=-5))}": "token_expired",
+    }
+    for authorization, code in cases.items():
+        headers = {"Authorization": authorization} if authorization else {}
+        response = httpx.get(f"{client.base_url}/v1/customers", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == code
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_a_token_signed_with_another_secret_is_refused(client: BillingClient) -> None:
+    import jwt
+
+    forged = jwt.encode(
+        {"sub": "merchant-1", "exp": int(time.time()) + 60},
+        "another-secret-0123456789abcdef0123456789",
+        algorithm="HS256",
+    )
+    response = httpx.get(
+        f"{client.base_url}/v1/customers", headers={"Authorization": f"Bearer {forged}"}
+    )
+    assert response.json()["error"]["code"] == "token_invalid"
+
+
+def test_a_retried_post_is_replayed_not_repeated(client: BillingClient, db: Session) -> None:
+    headers = {"Idempotency-Key": "create-ada"}
+    first = client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    second = client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert second.json() == first.json()
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert customer_count(db) == 1
+
+
+def test_reusing_a_key_for_another_request_is_rejected(client: BillingClient, db: Session) -> None:
+    headers = {"Idempotency-Key": "create-once"}
+    client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    response = client.post("/v1/customers", json={**CUSTOMER, "name": "Eve"}, headers=headers)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "idempotency_key_reused"
+    assert customer_count(db) == 1
+
+
+def test_keys_belong_to_their_principal(client: BillingClient, db: Session) -> None:
+    headers = {"Idempotency-Key": "shared-key"}
+    client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    other = {"Authorization": f"Bearer {bearer_token('merchant-2')}", **headers}
+    response = httpx.post(f"{client.base_url}/v1/customers", json=CUSTOMER, headers=other)
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response.headers
+    assert customer_count(db) == 2
+
+
+def test_posts_need_a_well_formed_idempotency_key(client: BillingClient, db: Session) -> None:
+    missing = client.post("/v1/customers", json=CUSTOMER)
+    assert missing.status_code == 400
+    assert missing.json()["error"]["code"] == "idempotency_key_missing"
+    spaced = client.post("/v1/customers", json=CUSTOMER, headers={"Idempotency-Key": "a b"})
+    assert spaced.json()["error"]["code"] == "idempotency_key_invalid"
+    assert customer_count(db) == 0
+
+
+def test_a_rejected_request_does_not_burn_its_key(client: BillingClient, db: Session) -> None:
+    headers = {"Idempotency-Key": "fix-and-retry"}
+    bad = client.post("/v1/customers", json={**CUSTOMER, "email": "nope"}, headers=headers)
+    assert bad.status_code == 422
+    good = client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    assert good.status_code == 201
+    assert customer_count(db) == 1
+
+
+def test_a_key_in_use_answers_409(client: BillingClient, cache: redis.Redis) -> None:
+    # A claim left by a request still running (the same one a crashed process leaves behind).
+    from services.api.middleware import idempotency
+
+    body = httpx.Request("POST", "/", json=CUSTOMER).content
+    key = "billing:idempotency:" + idempotency._digest(b"merchant-1", b"busy-key")
+    fingerprint = idempotency._digest(b"POST", b"/v1/customers", b"", body)
+    cache.set(key, f'{{"state": "in_progress", "fingerprint": "{fingerprint}"}}')
+    response = client.post(
+        "/v1/customers",
+        content=body,
+        headers={"Idempotency-Key": "busy-key", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_request_in_progress"
+
+
+def test_rate_limit_answers_429_with_retry_after(client: BillingClient, cache: redis.Redis) -> None:
+    # Fill this window's counter as if the principal had already sent its quota.
+    key = window_key("merchant-1", TEST_RATE_LIMIT.window_seconds, time.time())
+    cache.set(key, TEST_RATE_LIMIT.requests, ex=TEST_RATE_LIMIT.window_seconds)
+    response = client.get("/v1/customers")
+    if response.status_code != 429:  # The window turned over in between; fill the new one.
+        key = window_key("merchant-1", TEST_RATE_LIMIT.window_seconds, time.time())
+        cache.set(key, TEST_RATE_LIMIT.requests, ex=TEST_RATE_LIMIT.window_seconds)
+        response = client.get("/v1/customers")
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "rate_limited"
+    assert int(response.headers["Retry-After"]) >= 1
+    other = httpx.get(
+        f"{client.base_url}/v1/customers",
+        headers={"Authorization": f"Bearer {bearer_token('merchant-2')}"},
+    )
+    assert other.status_code == 200
+    assert int(other.headers["X-RateLimit-Remaining"]) == TEST_RATE_LIMIT.requests - 1
+
+
+def test_unknown_routes_and_methods_answer_json_errors(client: BillingClient) -> None:
+    missing = client.get("/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    wrong_method = client.delete("/v1/customers")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_request_ids_are_echoed_or_made(client: BillingClient) -> None:
+    echoed = client.get("/health", headers={"X-Request-ID": "req-123"})
+    assert echoed.headers["X-Request-ID"] == "req-123"
+    made = client.get("/health", headers={"X-Request-ID": 'not"acceptable {}'})
+    assert len(made.headers["X-Request-ID"]) == 32
+
+
+def test_health_ready_and_metrics(client: BillingClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
+    client.get("/v1/customers")
+    metrics = client.get("/metrics").text
+    assert 'billing_http_requests_total{method="GET",route="/v1/customers",status="200"}' in metrics
+    assert "billing_http_request_duration_seconds_bucket" in metrics
+
+
+def test_openapi_documents_every_resource_and_the_bearer_scheme(client: BillingClient) -> None:
+    schema = client.get("/openapi.json").json()
+    paths = set(schema["paths"])
+    for path in (
+        "/v1/customers",
+        "/v1/plans",
+        "/v1/subscriptions/{subscription_id}/change-plan",
+        "/v1/subscriptions/{subscription_id}/cancel",
+        "/v1/subscriptions/{subscription_id}/pause",
+        "/v1/invoices/{invoice_id}/pay",
+        "/v1/invoices/{invoice_id}/void",
+        "/v1/payments",
+        "/v1/webhooks/stripe",
+        "/health",
+        "/ready",
+    ):
+        assert path in paths
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    amount = schema["components"]["schemas"]["PlanCreate"]["properties"]["amount"]
+    assert amount["type"] == "integer"

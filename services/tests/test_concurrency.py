@@ -1,0 +1,87 @@
+"""Many workers at once, one killed mid-run: every subscription is billed exactly once."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from services.billing.gateway import SimulatorGateway
+from services.billing.models import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentStatus
+from services.tests.conftest import subprocess_env
+from services.tests.factories import seed_due_subscriptions
+from services.tests.processes import start_service, stop, wait_for
+
+SUBSCRIPTIONS = 1000
+WORKERS = 4
+
+
+def invoices_issued(db: Session) -> int:
+    db.rollback()
+    return db.scalar(select(func.count()).select_from(Invoice)) or 0
+
+
+@pytest.mark.slow
+def test_parallel_workers_with_one_killed_invoice_and_charge_each_period_once(
+    db: Session, service_env: dict[str, str], simulator: SimulatorGateway, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    subscriptions = seed_due_subscriptions(db, SUBSCRIPTIONS, now=now)
+    ended = {subscription.id: subscription.current_period_end for subscription in subscriptions}
+    env = subprocess_env(service_env)
+    workers = [
+        start_service(
+            "services.worker",
+            env,
+            "--until-idle",
+            "--poll-interval=0.1",
+            "--batch-size=20",
+            f"--heartbeat-file={tmp_path / f'worker-{index}.heartbeat'}",
+            log=tmp_path / f"worker-{index}.log",
+        )
+        for index in range(WORKERS)
+    ]
+    try:
+        victim = workers[0]
+        wait_for(
+            lambda: (tmp_path / "worker-0.heartbeat").exists() and invoices_issued(db) >= 100,
+            timeout=120,
+            what="the workers to get going",
+        )
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        charged_when_killed = len(simulator.charges())
+        for index, worker in enumerate(workers[1:], start=1):
+            worker.wait(timeout=180)
+            assert worker.returncode == 0, (tmp_path / f"worker-{index}.log").read_text()
+    finally:
+        for worker in workers:
+            stop(worker)
+    assert victim.returncode == -signal.SIGKILL
+    assert charged_when_killed < SUBSCRIPTIONS, "the kill came after the run, not during it"
+
+    db.rollback()
+    invoices = db.scalars(select(Invoice).where(Invoice.kind == InvoiceKind.CYCLE)).all()
+    per_subscription = Counter(invoice.subscription_id for invoice in invoices)
+    assert set(per_subscription) == set(ended)
+    assert set(per_subscription.values()) == {1}
+    for invoice in invoices:
+        assert invoice.subscription_id is not None
+        assert invoice.period_start == ended[invoice.subscription_id]
+        assert invoice.status is InvoiceStatus.PAID
+    successes = Counter(
+        db.scalars(
+            select(Payment.invoice_id).where(Payment.status == PaymentStatus.SUCCEEDED)
+        ).all()
+    )
+    assert len(successes) == SUBSCRIPTIONS
+    assert set(successes.values()) == {1}
+    # The gateway's own ledger: one charge per invoice, whatever the killed worker had sent.
+    charged = Counter(charge["invoice_id"] for charge in simulator.charges())
+    assert set(charged) == {str(invoice.id) for invoice in invoices}
+    assert set(charged.values()) == {1}

@@ -1,0 +1,151 @@
+"""The services as their containers run them: `python -m ...`, configured by environment only."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.billing import devservers
+from services.billing.gateway import SimulatorGateway
+from services.billing.gateway.simulator import SLOW_CARD
+from services.billing.models import Invoice, InvoiceStatus
+from services.tests.conftest import bearer_token, subprocess_env
+from services.tests.factories import seed_due_subscriptions
+from services.tests.processes import REPOSITORY_ROOT, start_service, wait_for, wait_until_serving
+
+pytestmark = pytest.mark.slow
+
+
+def test_api_finishes_in_flight_requests_on_sigterm(
+    service_env: dict[str, str], simulator: SimulatorGateway, db: Session, tmp_path: Path
+) -> None:
+    del db  # For the clean slate.
+    port = devservers.free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "api.log"
+    env = subprocess_env(service_env, BILLING_PORT=str(port), BILLING_HOST="127.0.0.1")
+    api = start_service("services.api", env, log=log)
+    try:
+        wait_until_serving(url, api, log)
+        assert httpx.get(f"{url}/ready").status_code == 200
+        headers = {"Authorization": f"Bearer {bearer_token()}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+
+            def post(path: str, body: object = None) -> dict[str, object]:
+                key = {"Idempotency-Key": f"{path}-{datetime.now(UTC).timestamp()}"}
+                response = client.post(path, json=body, headers=key)
+                assert response.status_code < 300, response.text
+                return dict(response.json())
+
+            customer = post(
+                "/v1/customers",
+                {"email": "slow@example.com", "name": "Slow", "payment_method": SLOW_CARD},
+            )
+            plan = post(
+                "/v1/plans", {"name": "P", "amount": 500, "currency": "USD", "interval": "month"}
+            )
+            subscription = post(
+                "/v1/subscriptions", {"customer_id": customer["id"], "plan_id": plan["id"]}
+            )
+            invoice = client.get(
+                "/v1/invoices", params={"subscription_id": str(subscription["id"])}
+            ).json()["data"][0]
+            outcome: list[httpx.Response] = []
+            paying = threading.Thread(
+                target=lambda: outcome.append(
+                    client.post(
+                        f"/v1/invoices/{invoice['id']}/pay", headers={"Idempotency-Key": "pay-slow"}
+                    )
+                )
+            )
+            paying.start()
+            wait_for(
+                lambda: simulator.charges_in_flight() == 1, timeout=30, what="the charge to start"
+            )
+            api.send_signal(signal.SIGTERM)
+            paying.join(timeout=30)
+        # uvicorn drains, shuts the app down, then re-raises the signal it caught.
+        assert api.wait(timeout=30) in {0, -signal.SIGTERM}
+    finally:
+        if api.poll() is None:
+            api.kill()
+            api.wait()
+    [response] = outcome
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "paid"
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line["message"] == "request"]
+    assert any(line["path"].endswith("/pay") and line["status"] == 200 for line in requests)
+    assert all(line.get("request_id") for line in requests)
+    messages = [line["message"] for line in lines]
+    assert "Application shutdown complete." in messages
+    # The paid request's log line comes before the shutdown finished.
+    assert messages.index("Application shutdown complete.") > max(
+        index for index, line in enumerate(lines) if line.get("path", "").endswith("/pay")
+    )
+
+
+def test_worker_finishes_the_charge_in_hand_on_sigterm(
+    service_env: dict[str, str], simulator: SimulatorGateway, db: Session, tmp_path: Path
+) -> None:
+    seed_due_subscriptions(db, 3, now=datetime.now(UTC), payment_method=SLOW_CARD)
+    log = tmp_path / "worker.log"
+    worker = start_service(
+        "services.worker",
+        subprocess_env(service_env),
+        f"--heartbeat-file={tmp_path / 'heartbeat'}",
+        log=log,
+    )
+    try:
+        wait_for(lambda: simulator.charges_in_flight() == 1, timeout=60, what="a charge to start")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    db.rollback()
+    statuses = sorted(invoice.status for invoice in db.scalars(select(Invoice)))
+    # All three renewed; the charge under way finished; no new one was started.
+    assert statuses == [InvoiceStatus.OPEN, InvoiceStatus.OPEN, InvoiceStatus.PAID]
+    assert len(simulator.charges()) == 1
+    health = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.worker.healthcheck",
+            f"--heartbeat-file={tmp_path / 'heartbeat'}",
+        ],
+        cwd=REPOSITORY_ROOT,
+        check=False,
+    )
+    assert health.returncode == 0
+
+
+@pytest.mark.parametrize("module", ["services.api", "services.worker"])
+def test_a_missing_variable_stops_startup_with_its_name(
+    module: str, service_env: dict[str, str]
+) -> None:
+    env = subprocess_env(service_env)
+    del env["DATABASE_HOST"]
+    result = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=REPOSITORY_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "DATABASE_HOST is required" in result.stderr

@@ -1,0 +1,195 @@
+"""The Stripe gateway against a loopback stand-in for Stripe's API, in Stripe's wire format."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from services.billing.gateway import (
+    ChargeOutcome,
+    ChargeRequest,
+    GatewayUnavailableError,
+    PaymentMethodRejectedError,
+    StripeGateway,
+)
+from services.billing.gateway.webhooks import WebhookSignatureError, verify_event
+from services.tests.webhook_signing import signed_event
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    form: dict[str, str]
+
+
+@dataclass
+class FakeStripe:
+    """Answers each request with the next scripted (status, body) and records what it got."""
+
+    url: str = ""
+    replies: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
+
+
+@pytest.fixture
+def fake_stripe() -> Iterator[FakeStripe]:
+    fake = FakeStripe()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+            fake.requests.append(
+                RecordedRequest("POST", self.path, dict(self.headers.items()), form)
+            )
+            status, body = fake.replies.pop(0) if fake.replies else (500, {})
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+            del format, args
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+def charge_request(key: str = "billing-invoice-1-attempt-1") -> ChargeRequest:
+    return ChargeRequest(
+        amount=2500,
+        currency="EUR",
+        payment_method="pm_card_visa",
+        customer_reference="cus_123",
+        description="Invoice 1",
+        invoice_id="inv-1",
+        idempotency_key=key,
+    )
+
+
+def intent(status: str, identifier: str = "pi_123") -> dict[str, Any]:
+    return {"id": identifier, "object": "payment_intent", "status": status}
+
+
+def test_charge_confirms_off_session_and_passes_the_idempotency_key(
+    fake_stripe: FakeStripe,
+) -> None:
+    fake_stripe.replies.append((200, intent("succeeded")))
+    gateway = StripeGateway("sk_test_fake", api_base=fake_stripe.url)
+    result = gateway.charge(charge_request())
+    assert (result.outcome, result.reference) == (ChargeOutcome.SUCCEEDED, "pi_123")
+    [sent] = fake_stripe.requests
+    assert sent.path == "/v1/payment_intents"
+    assert sent.headers["Idempotency-Key"] == "billing-invoice-1-attempt-1"
+    assert sent.headers["Authorization"] == "Bearer sk_test_fake"
+    assert sent.form["amount"] == "2500"
+    assert sent.form["currency"] == "eur"
+    assert sent.form["customer"] == "cus_123"
+    assert sent.form["payment_method"] == "pm_card_visa"
+    assert sent.form["confirm"] == "true"
+    assert sent.form["off_session"] == "true"
+    assert sent.form["metadata[invoice_id]"] == "inv-1"
+
+
+def test_card_errors_are_declines_with_stripes_code(fake_stripe: FakeStripe) -> None:
+    fake_stripe.replies.append(
+        (
+            402,
+            {
+                "error": {
+                    "type": "card_error",
+                    "code": "card_declined",
+                    "decline_code": "insufficient_funds",
+                    "message": "Your card has insufficient funds.",
+                    "payment_intent": intent("requires_payment_method", "pi_456"),
+                }
+            },
+        )
+    )
+    result = StripeGateway("sk_test_fake", api_base=fake_stripe.url).charge(charge_request())
+    assert result.outcome is ChargeOutcome.DECLINED
+    assert result.failure_code == "insufficient_funds"
+    assert result.reference == "pi_456"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("processing", ChargeOutcome.PENDING),
+        ("requires_action", ChargeOutcome.DECLINED),
+    ],
+)
+def test_intent_statuses_map_to_outcomes(
+    fake_stripe: FakeStripe, status: str, expected: ChargeOutcome
+) -> None:
+    fake_stripe.replies.append((200, intent(status)))
+    result = StripeGateway("sk_test_fake", api_base=fake_stripe.url).charge(charge_request())
+    assert result.outcome is expected
+
+
+def test_server_errors_mean_unknown_outcome_and_retries_keep_the_key(
+    fake_stripe: FakeStripe,
+) -> None:
+    fake_stripe.replies.extend([(500, {"error": {"type": "api_error", "message": "down"}})] * 3)
+    with pytest.raises(GatewayUnavailableError):
+        StripeGateway("sk_test_fake", api_base=fake_stripe.url).charge(charge_request("key-9"))
+    assert {request.headers["Idempotency-Key"] for request in fake_stripe.requests} == {"key-9"}
+
+
+def test_customer_creation_saves_the_default_payment_method(fake_stripe: FakeStripe) -> None:
+    fake_stripe.replies.append((200, {"id": "cus_789", "object": "customer"}))
+    gateway = StripeGateway("sk_test_fake", api_base=fake_stripe.url)
+    reference = gateway.create_customer(
+        email="ada@example.com", name="Ada", payment_method="pm_card_visa", idempotency_key="c-1"
+    )
+    assert reference == "cus_789"
+    [sent] = fake_stripe.requests
+    assert sent.path == "/v1/customers"
+    assert sent.headers["Idempotency-Key"] == "c-1"
+    assert sent.form["invoice_settings[default_payment_method]"] == "pm_card_visa"
+
+
+def test_a_rejected_payment_method_is_a_client_error(fake_stripe: FakeStripe) -> None:
+    fake_stripe.replies.append(
+        (400, {"error": {"type": "invalid_request_error", "message": "No such PaymentMethod"}})
+    )
+    gateway = StripeGateway("sk_test_fake", api_base=fake_stripe.url)
+    with pytest.raises(PaymentMethodRejectedError) as raised:
+        gateway.create_customer(
+            email="a@example.com", name="A", payment_method="pm_nope", idempotency_key="c-2"
+        )
+    assert raised.value.status == 422
+
+
+def test_webhook_verification_accepts_only_our_signature() -> None:
+    secret = "whsec_test_fake"
+    payload, signature = signed_event(secret, "evt_1", "payment_intent.succeeded", {"id": "pi_123"})
+    event = verify_event(payload, signature, secret)
+    assert (event.id, event.type, event.payment_reference) == (
+        "evt_1",
+        "payment_intent.succeeded",
+        "pi_123",
+    )
+    with pytest.raises(WebhookSignatureError):
+        verify_event(payload, signature, "whsec_other")
+    with pytest.raises(WebhookSignatureError):
+        verify_event(payload + b" ", signature, secret)
+    stale = signature.replace("t=", "t=1", 1)
+    with pytest.raises(WebhookSignatureError):
+        verify_event(payload, stale, secret)

@@ -1,0 +1,1 @@
+"""The billing worker: renews subscriptions, charges invoices, runs dunning."""
