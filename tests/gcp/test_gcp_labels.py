@@ -13,10 +13,6 @@ from infra.plans.offline import render
 from infra.settings import Cloud, environment
 from infra.tagging import REQUIRED_LABELS
 
-# pulumi_gcp warns while importing its modules, for deprecated aliases this project never uses.
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:gcp\.\w+\.\w+ has been deprecated in favor of:DeprecationWarning"
-)
 # The input that holds a type's resource labels, preferred in this order. NotificationChannel's
 # `labels` are its channel settings (the e-mail address); its resource labels are user_labels.
 LABEL_INPUTS = (("user_labels", "userLabels"), ("resource_labels", "resourceLabels"),

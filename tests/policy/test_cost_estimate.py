@@ -16,10 +16,6 @@ from infra.plans.offline import render
 from infra.settings import Cloud, environment
 
 ENVIRONMENTS = ("dev", "staging", "production")
-# pulumi_gcp warns while importing its modules, for deprecated aliases this project never uses.
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:gcp\.\w+\.\w+ has been deprecated in favor of:DeprecationWarning"
-)
 
 
 @pytest.fixture(scope="module")

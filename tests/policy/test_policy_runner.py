@@ -34,10 +34,6 @@ from infra.settings import (
 
 ENVIRONMENTS = ("dev", "staging", "production")
 TODAY = dt.date(2026, 11, 22)
-# pulumi_gcp warns while importing its modules, for deprecated aliases this project never uses.
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:gcp\.\w+\.\w+ has been deprecated in favor of:DeprecationWarning"
-)
 
 
 @pytest.fixture(scope="module")
