@@ -27,7 +27,7 @@ from services.local import load_manifest, local_stack, start_service
 if TYPE_CHECKING:
     from services.local import LocalStack
 
-# Each virtual client has its own principal, as separate merchants would, so the per-principal
+# Each virtual client is its own principal (one tenant, many API clients), so the per-principal
 # rate limit measures nothing here.
 PRINCIPALS = 64
 CUSTOMERS = 100
@@ -57,7 +57,7 @@ class WorkerResult:
 
 
 async def measure_api(stack: LocalStack, *, concurrency: int, seconds: float) -> ApiResult:
-    tokens = [stack.token(f"bench-merchant-{index}") for index in range(PRINCIPALS)]
+    tokens = [stack.token(f"bench-client-{index}") for index in range(PRINCIPALS)]
     keys = itertools.count()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=stack.url, limits=limits, timeout=30) as client:

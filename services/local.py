@@ -20,14 +20,15 @@ import time
 import tomllib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import httpx
-import jwt
 
+from services.api.middleware.auth import mint_token
 from services.billing import devservers
+from services.billing.config import JwtSettings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -51,9 +52,16 @@ class LocalStack:
     worker_env: dict[str, str]
     services: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def token(self, subject: str, lifetime: timedelta = timedelta(hours=12)) -> str:
-        claims = {"sub": subject, "exp": datetime.now(UTC) + lifetime}
-        return jwt.encode(claims, self.secrets["jwt-secret"], algorithm="HS256")
+    def token(
+        self, subject: str, *, tenant: str = "local", lifetime: timedelta = timedelta(hours=12)
+    ) -> str:
+        """An admin token for the tenant, signed with the stack's secret and default issuer."""
+        return mint_token(
+            JwtSettings(secret=self.secrets["jwt-secret"]),
+            tenant=tenant,
+            subject=subject,
+            lifetime=lifetime,
+        )
 
 
 @contextmanager

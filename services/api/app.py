@@ -73,6 +73,6 @@ def create_app(
     # add_middleware wraps: the last added runs first.
     app.add_middleware(IdempotencyMiddleware, cache=cache)
     app.add_middleware(RateLimitMiddleware, cache=cache, limit=rate_limit or RateLimit())
-    app.add_middleware(AuthenticationMiddleware, secret=settings.jwt_secret)
+    app.add_middleware(AuthenticationMiddleware, settings=settings.jwt)
     app.add_middleware(RequestContextMiddleware)
     return app

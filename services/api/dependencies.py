@@ -1,4 +1,4 @@
-"""What route handlers get injected: a database session, the gateway, the clock, the caller."""
+"""What handlers get injected: a tenant's database session, the gateway, the clock, the caller."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -8,7 +8,10 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.api.middleware.auth import Principal, TokenScope
 from services.billing.clock import Clock
+from services.billing.db import tenant_session
+from services.billing.errors import BillingError
 from services.billing.gateway import PaymentGateway
 
 
@@ -23,7 +26,22 @@ class Runtime:
 
 
 # Documents the scheme in OpenAPI; AuthenticationMiddleware has already checked the token.
-_bearer = HTTPBearer(auto_error=False, description="HS256 JWT with `sub` and `exp` claims")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description=(
+        "HS256 JWT with claims iss, aud, sub, iat, exp (at most 24 h after iat), tenant and "
+        "scope (space-separated: read, write, admin; each includes the ones before it)"
+    ),
+)
+# Methods that only read; everything else needs the write scope.
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class InsufficientScopeError(BillingError):
+    def __init__(self, scope: TokenScope) -> None:
+        super().__init__(
+            "insufficient_scope", f"This operation needs a token with the {scope} scope", status=403
+        )
 
 
 def runtime(request: Request) -> Runtime:
@@ -31,18 +49,40 @@ def runtime(request: Request) -> Runtime:
     return value
 
 
-def database_session(request: Request) -> Iterator[Session]:
-    # Handlers commit what they mean to keep; anything left uncommitted is rolled back here.
-    with runtime(request).sessions() as session:
-        yield session
-
-
 def principal(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> str:
-    value: str = request.state.principal
+) -> Principal:
+    value: Principal = request.state.principal
     return value
+
+
+def authorize(request: Request, caller: Annotated[Principal, Depends(principal)]) -> Principal:
+    """Router-wide: reads need the read scope, anything else the write scope."""
+    needed = TokenScope.READ if request.method in _READ_METHODS else TokenScope.WRITE
+    if not caller.allows(needed):
+        raise InsufficientScopeError(needed)
+    return caller
+
+
+def require_admin(caller: Annotated[Principal, Depends(principal)]) -> None:
+    if not caller.allows(TokenScope.ADMIN):
+        raise InsufficientScopeError(TokenScope.ADMIN)
+
+
+def database_session(
+    request: Request, caller: Annotated[Principal, Depends(principal)]
+) -> Iterator[Session]:
+    """A session that sees only the caller's tenant (queries scoped, row-level security set)."""
+    # Handlers commit what they mean to keep; anything left uncommitted is rolled back here.
+    with tenant_session(runtime(request).sessions, caller.tenant_id) as session:
+        yield session
+
+
+def system_session(request: Request) -> Iterator[Session]:
+    """A session over every tenant, for the gateway's webhooks (no bearer token there)."""
+    with runtime(request).sessions() as session:
+        yield session
 
 
 def idempotency_key(request: Request) -> str:
@@ -51,5 +91,9 @@ def idempotency_key(request: Request) -> str:
 
 
 DatabaseSession = Annotated[Session, Depends(database_session)]
+SystemSession = Annotated[Session, Depends(system_session)]
 CurrentRuntime = Annotated[Runtime, Depends(runtime)]
-Principal = Annotated[str, Depends(principal)]
+CurrentPrincipal = Annotated[Principal, Depends(principal)]
+# Router-level dependencies: every route of a /v1 resource router is authorized by method.
+AUTHORIZED = [Depends(authorize)]
+ADMIN_ONLY = [Depends(require_admin)]

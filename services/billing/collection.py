@@ -143,6 +143,7 @@ def attempt_collection(
             return CollectionOutcome.NEEDS_REVIEW
     payment = Payment(
         id=new_id(),
+        tenant_id=invoice.tenant_id,
         invoice_id=invoice.id,
         attempt_number=attempt,
         amount=invoice.amount_due,

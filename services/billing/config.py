@@ -47,6 +47,15 @@ API_VARIABLES = ("BILLING_PORT", "JWT_SECRET", "STRIPE_WEBHOOK_SECRET")
 # A local override for the API's bind address; deliberately in neither manifest.
 BIND_HOST_VARIABLE = "BILLING_HOST"
 DEFAULT_BIND_HOST = "0.0.0.0"  # noqa: S104 - the API listens on all interfaces in its container.
+# Optional API variables with safe defaults, in neither manifest: the token's expected issuer
+# and audience.
+JWT_ISSUER_VARIABLE = "JWT_ISSUER"
+JWT_AUDIENCE_VARIABLE = "JWT_AUDIENCE"
+OPTIONAL_API_VARIABLES = (BIND_HOST_VARIABLE, JWT_ISSUER_VARIABLE, JWT_AUDIENCE_VARIABLE)
+DEFAULT_JWT_ISSUER = "billing"
+DEFAULT_JWT_AUDIENCE = "billing-api"
+# RFC 7518 section 3.2: an HS256 key must be at least as long as the hash output (32 bytes).
+MIN_JWT_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,15 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class JwtSettings:
+    """How bearer tokens are checked: HS256 with this secret, issuer and audience."""
+
+    secret: str
+    issuer: str = DEFAULT_JWT_ISSUER
+    audience: str = DEFAULT_JWT_AUDIENCE
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a billing service needs; API-only values are None in the worker."""
 
@@ -117,6 +135,8 @@ class Settings:
     port: int | None
     jwt_secret: str | None
     bind_host: str = DEFAULT_BIND_HOST
+    jwt_issuer: str = DEFAULT_JWT_ISSUER
+    jwt_audience: str = DEFAULT_JWT_AUDIENCE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -141,6 +161,8 @@ class Settings:
             port=reader.port("BILLING_PORT") if "BILLING_PORT" in environ else None,
             jwt_secret=environ.get("JWT_SECRET") or None,
             bind_host=environ.get(BIND_HOST_VARIABLE) or DEFAULT_BIND_HOST,
+            jwt_issuer=environ.get(JWT_ISSUER_VARIABLE) or DEFAULT_JWT_ISSUER,
+            jwt_audience=environ.get(JWT_AUDIENCE_VARIABLE) or DEFAULT_JWT_AUDIENCE,
         )
         if gateway_kind is GatewayKind.STRIPE and not settings.gateway.stripe_api_key:
             raise ConfigError("STRIPE_API_KEY is required when PAYMENT_GATEWAY is 'stripe'")
@@ -152,7 +174,19 @@ class Settings:
             raise ConfigError("BILLING_PORT is required by the API")
         if not self.jwt_secret:
             raise ConfigError("JWT_SECRET is required by the API")
-        return ApiSettings(settings=self, port=self.port, jwt_secret=self.jwt_secret)
+        if len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ConfigError(
+                f"JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes "
+                f"(HS256 keys shorter than the hash are guessable), got "
+                f"{len(self.jwt_secret.encode())}"
+            )
+        return ApiSettings(
+            settings=self,
+            port=self.port,
+            jwt=JwtSettings(
+                secret=self.jwt_secret, issuer=self.jwt_issuer, audience=self.jwt_audience
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -161,7 +195,7 @@ class ApiSettings:
 
     settings: Settings
     port: int
-    jwt_secret: str
+    jwt: JwtSettings
 
 
 class _Reader:

@@ -1,14 +1,37 @@
-"""Engine and sessions for the billing database."""
+"""Engine and sessions for the billing database, each session scoped to a tenant or to all.
+
+A tenant's session (the API's, per request) adds `tenant_id = <tenant>` to every ORM query and
+bulk UPDATE/DELETE on a tenant-owned table, stamps the tenant on the rows it creates, and sets
+`billing.tenant_id` in each transaction for row-level security. A system session (the worker,
+the gateway's webhooks, readiness) sets `billing.all_tenants` instead. A session made without
+either sees no tenant's rows at all: the database's policy fails closed.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.orm import (
+    ORMExecuteState,
+    Session,
+    SessionTransaction,
+    sessionmaker,
+    with_loader_criteria,
+)
+
+from services.billing.models import TenantOwned
 
 if TYPE_CHECKING:
     from services.billing.config import DatabaseSettings
+
+# Keys of Session.info.
+TENANT = "tenant_id"
+ALL_TENANTS = "all_tenants"
+
+
+class TenantMismatchError(RuntimeError):
+    """A tenant's session was about to write a row of another tenant."""
 
 
 def create_database_engine(database: DatabaseSettings, *, pool_size: int = 10) -> Engine:
@@ -23,5 +46,58 @@ def create_database_engine(database: DatabaseSettings, *, pool_size: int = 10) -
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """System sessions, which see every tenant; tenant_session() narrows one to a tenant."""
     # Objects stay readable after commit: handlers serialize them after the transaction ends.
-    return sessionmaker(engine, expire_on_commit=False)
+    return sessionmaker(engine, expire_on_commit=False, info={ALL_TENANTS: True})
+
+
+def tenant_session(sessions: sessionmaker[Session], tenant_id: str) -> Session:
+    """A session that reads and writes only this tenant's rows."""
+    return sessions(info={TENANT: tenant_id, ALL_TENANTS: False})
+
+
+@event.listens_for(Session, "after_begin")
+def _set_row_security(session: Session, _: SessionTransaction, connection: Connection) -> None:
+    # set_config(..., true) is SET LOCAL: it ends with the transaction, so a pooled
+    # connection never carries one request's tenant into the next.
+    tenant = session.info.get(TENANT)
+    if tenant is not None:
+        connection.execute(
+            text("SELECT set_config('billing.tenant_id', :tenant, true)"), {"tenant": tenant}
+        )
+    elif session.info.get(ALL_TENANTS):
+        connection.execute(text("SELECT set_config('billing.all_tenants', 'on', true)"))
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _scope_to_tenant(state: ORMExecuteState) -> None:
+    # SQLAlchemy's documented pattern for global criteria:
+    # https://docs.sqlalchemy.org/en/20/orm/session_events.html#adding-global-where-on-criteria
+    tenant = state.session.info.get(TENANT)
+    if tenant is None or state.is_column_load or state.is_relationship_load:
+        return
+    if state.is_select or state.is_update or state.is_delete:
+        state.statement = state.statement.options(
+            with_loader_criteria(
+                TenantOwned, lambda owned: owned.tenant_id == tenant, include_aliases=True
+            )
+        )
+
+
+@event.listens_for(Session, "before_flush")
+def _stamp_tenant(session: Session, _: Any, __: Any) -> None:
+    tenant = session.info.get(TENANT)
+    if tenant is None:
+        return
+    for row in (*session.new, *session.dirty):
+        if not isinstance(row, TenantOwned):
+            continue
+        # None until stamped: the column is NOT NULL, the attribute is not yet.
+        current: str | None = row.tenant_id
+        if current is None:
+            row.tenant_id = tenant
+        elif current != tenant:
+            raise TenantMismatchError(
+                f"a session of tenant {tenant!r} may not write a {type(row).__name__} "
+                f"of tenant {current!r}"
+            )

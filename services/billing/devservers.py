@@ -52,21 +52,27 @@ def free_port() -> int:
 
 @dataclass
 class PostgresServer:
-    """A running cluster with one database owned by a password-authenticated superuser."""
+    """A running cluster with one database owned by an ordinary role, as in RDS and Cloud SQL.
+
+    The services connect as `user`, which owns the database but is no superuser: superusers
+    bypass row-level security, so tests as one would prove nothing about it. `admin_user` is
+    the cluster's superuser (same password), for tests that need to look past the policies.
+    """
 
     data_dir: Path
     port: int
     user: str
     password: str
     database: str
+    admin_user: str
     host: str = LOOPBACK
     _run_as: str | None = field(default=None, repr=False)
 
-    def conninfo(self, database: str | None = None) -> str:
+    def conninfo(self, database: str | None = None, *, admin: bool = False) -> str:
         return psycopg.conninfo.make_conninfo(
             host=self.host,
             port=self.port,
-            user=self.user,
+            user=self.admin_user if admin else self.user,
             password=self.password,
             dbname=database or self.database,
         )
@@ -87,6 +93,7 @@ def start_postgres(
 ) -> PostgresServer:
     """Create a cluster under base_dir (reusing one already there) and start it on a free port."""
     initdb, pg_ctl = find_binary("initdb"), find_binary("pg_ctl")
+    admin_user = f"{user}_admin"
     run_as = POSTGRES_SYSTEM_USER if os.geteuid() == 0 else None
     base_dir.mkdir(parents=True, exist_ok=True)
     if run_as is not None:
@@ -106,7 +113,7 @@ def start_postgres(
                 "--pgdata",
                 str(data_dir),
                 "--username",
-                user,
+                admin_user,
                 f"--pwfile={password_file}",
                 "--auth-host=scram-sha-256",
                 "--auth-local=scram-sha-256",
@@ -151,6 +158,7 @@ def start_postgres(
         user=user,
         password=password,
         database=database,
+        admin_user=admin_user,
         _run_as=run_as,
     )
     _ensure_database(server)
@@ -158,14 +166,25 @@ def start_postgres(
 
 
 def _ensure_database(server: PostgresServer) -> None:
-    with psycopg.connect(server.conninfo("postgres"), autocommit=True) as connection:
+    sql = psycopg.sql
+    with psycopg.connect(server.conninfo("postgres", admin=True), autocommit=True) as connection:
+        role = connection.execute(
+            "SELECT 1 FROM pg_roles WHERE rolname = %s", (server.user,)
+        ).fetchone()
+        if role is None:
+            # CREATEDB: the migration tests make scratch databases of their own.
+            connection.execute(
+                sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                    sql.Identifier(server.user), sql.Literal(server.password)
+                )
+            )
         exists = connection.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (server.database,)
         ).fetchone()
         if exists is None:
             connection.execute(
-                psycopg.sql.SQL("CREATE DATABASE {}").format(
-                    psycopg.sql.Identifier(server.database)
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(server.database), sql.Identifier(server.user)
                 )
             )
 

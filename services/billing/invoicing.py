@@ -47,6 +47,7 @@ class LineItem:
 def issue_invoice(
     session: Session,
     *,
+    tenant_id: str,
     customer_id: uuid.UUID,
     subscription_id: uuid.UUID,
     kind: InvoiceKind,
@@ -67,6 +68,7 @@ def issue_invoice(
     amount_due = max(subtotal - credit_applied, 0)
     invoice = Invoice(
         id=new_id(),
+        tenant_id=tenant_id,
         customer_id=customer_id,
         subscription_id=subscription_id,
         kind=kind,
@@ -83,6 +85,7 @@ def issue_invoice(
         lines=[
             InvoiceLine(
                 id=new_id(),
+                tenant_id=tenant_id,
                 description=line.description,
                 amount=line.amount,
                 plan_id=line.plan_id,
@@ -104,6 +107,7 @@ def issue_cycle_invoice(
     """The invoice for the subscription's current period at the plan's full price."""
     return issue_invoice(
         session,
+        tenant_id=subscription.tenant_id,
         customer_id=subscription.customer_id,
         subscription_id=subscription.id,
         kind=InvoiceKind.CYCLE,

@@ -9,7 +9,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
-    ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -80,9 +80,35 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True)}
 
 
-class Customer(Base):
+# Tenant ids are the `tenant` claim of the bearer token: short, plain, safe in logs and keys.
+TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class TenantOwned:
+    """A row that belongs to one tenant (a merchant).
+
+    Every table below carries tenant_id, and every reference between them includes it, so a
+    row can only point at rows of its own tenant: the database refuses anything else. The API
+    scopes each query to the caller's tenant, and row-level security (migration 0002) filters
+    what a forgotten WHERE would otherwise show.
+    """
+
+    tenant_id: Mapped[str] = mapped_column(String(64))
+
+
+def _tenant_key() -> UniqueConstraint:
+    # The target of the composite foreign keys, and the index tenant-scoped listings use.
+    return UniqueConstraint("tenant_id", "id")
+
+
+def _tenant_reference(column: str, table: str) -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(["tenant_id", column], [f"{table}.tenant_id", f"{table}.id"])
+
+
+class Customer(TenantOwned, Base):
     __tablename__ = "customers"
     __table_args__ = (
+        _tenant_key(),
         CheckConstraint("credit_balance >= 0", name="credit_balance_not_negative"),
         CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_iso"),
     )
@@ -99,9 +125,10 @@ class Customer(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
-class Plan(Base):
+class Plan(TenantOwned, Base):
     __tablename__ = "plans"
     __table_args__ = (
+        _tenant_key(),
         CheckConstraint("amount >= 0", name="amount_not_negative"),
         CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_iso"),
         CheckConstraint("trial_days BETWEEN 0 AND 730", name="trial_days_range"),
@@ -116,9 +143,12 @@ class Plan(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
-class Subscription(Base):
+class Subscription(TenantOwned, Base):
     __tablename__ = "subscriptions"
     __table_args__ = (
+        _tenant_key(),
+        _tenant_reference("customer_id", "customers"),
+        _tenant_reference("plan_id", "plans"),
         CheckConstraint("current_period_end > current_period_start", name="period_has_length"),
         # The renewal scan: due subscriptions in the states that renew.
         Index(
@@ -130,8 +160,8 @@ class Subscription(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"), index=True)
-    plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("plans.id"))
+    customer_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    plan_id: Mapped[uuid.UUID]
     status: Mapped[SubscriptionStatus] = mapped_column(
         _enum_column(SubscriptionStatus, "subscription_status")
     )
@@ -146,9 +176,12 @@ class Subscription(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
-class Invoice(Base):
+class Invoice(TenantOwned, Base):
     __tablename__ = "invoices"
     __table_args__ = (
+        _tenant_key(),
+        _tenant_reference("customer_id", "customers"),
+        _tenant_reference("subscription_id", "subscriptions"),
         CheckConstraint("credit_applied >= 0", name="credit_applied_not_negative"),
         CheckConstraint("amount_due >= 0", name="amount_due_not_negative"),
         CheckConstraint("attempt_count >= 0", name="attempt_count_not_negative"),
@@ -170,10 +203,8 @@ class Invoice(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"), index=True)
-    subscription_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("subscriptions.id"), index=True
-    )
+    customer_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    subscription_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     kind: Mapped[InvoiceKind] = mapped_column(_enum_column(InvoiceKind, "invoice_kind"))
     status: Mapped[InvoiceStatus] = mapped_column(_enum_column(InvoiceStatus, "invoice_status"))
     currency: Mapped[str] = mapped_column(String(3))
@@ -194,22 +225,27 @@ class Invoice(Base):
     lines: Mapped[list["InvoiceLine"]] = relationship(order_by="InvoiceLine.id")
 
 
-class InvoiceLine(Base):
+class InvoiceLine(TenantOwned, Base):
     __tablename__ = "invoice_lines"
+    __table_args__ = (
+        _tenant_reference("invoice_id", "invoices"),
+        _tenant_reference("plan_id", "plans"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    invoice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invoices.id"), index=True)
+    invoice_id: Mapped[uuid.UUID] = mapped_column(index=True)
     description: Mapped[str] = mapped_column(String(300))
     # Negative for credits (unused time on the plan being left).
     amount: Mapped[int] = mapped_column(BigInteger)
-    plan_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("plans.id"))
+    plan_id: Mapped[uuid.UUID | None]
     period_start: Mapped[datetime]
     period_end: Mapped[datetime]
 
 
-class Payment(Base):
+class Payment(TenantOwned, Base):
     __tablename__ = "payments"
     __table_args__ = (
+        _tenant_reference("invoice_id", "invoices"),
         # One gateway call per attempt; a replayed attempt reuses its row and idempotency key.
         UniqueConstraint("invoice_id", "attempt_number"),
         UniqueConstraint("idempotency_key"),
@@ -224,7 +260,7 @@ class Payment(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    invoice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invoices.id"))
+    invoice_id: Mapped[uuid.UUID]
     attempt_number: Mapped[int] = mapped_column(Integer)
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))

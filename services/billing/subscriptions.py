@@ -53,6 +53,7 @@ def start_subscription(
         period_end = next_period_end(anchor, plan.interval, now)
     subscription = Subscription(
         id=new_id(),
+        tenant_id=customer.tenant_id,
         customer_id=customer.id,
         plan_id=plan.id,
         status=status,
@@ -100,6 +101,7 @@ def change_plan(
         if credit or charge:
             invoice = issue_invoice(
                 session,
+                tenant_id=subscription.tenant_id,
                 customer_id=subscription.customer_id,
                 subscription_id=subscription.id,
                 kind=InvoiceKind.PRORATION,

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import jwt
 import pytest
 import redis
 import uvicorn
@@ -24,9 +23,10 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.app import create_app
+from services.api.middleware.auth import mint_token
 from services.api.middleware.ratelimit import RateLimit
 from services.billing import devservers
-from services.billing.config import Settings
+from services.billing.config import JwtSettings, Settings
 from services.billing.db import create_database_engine, session_factory
 from services.billing.gateway import SimulatorGateway
 from services.billing.models import Base
@@ -196,9 +196,18 @@ def api_url(settings: Settings, engine: Engine) -> Iterator[str]:
         yield url
 
 
-def bearer_token(subject: str = "merchant-1", *, lifetime: timedelta = timedelta(hours=1)) -> str:
-    claims = {"sub": subject, "exp": datetime.now(UTC) + lifetime}
-    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+TEST_JWT = JwtSettings(secret=JWT_SECRET)
+
+
+def bearer_token(
+    tenant: str = "merchant-1",
+    *,
+    scopes: str = "admin",
+    lifetime: timedelta = timedelta(hours=1),
+    subject: str = "tester",
+) -> str:
+    """A token for the test API; each tenant is a separate merchant."""
+    return mint_token(TEST_JWT, tenant=tenant, subject=subject, scopes=scopes, lifetime=lifetime)
 
 
 class BillingClient(httpx.Client):

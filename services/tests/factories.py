@@ -64,6 +64,10 @@ def subscribe(
     return dict(response.json())
 
 
+# The tenant rows seeded straight into the database belong to: the test client's.
+SEEDED_TENANT = "merchant-1"
+
+
 def seed_due_subscriptions(
     session: Session,
     count: int,
@@ -75,6 +79,7 @@ def seed_due_subscriptions(
     """Active monthly subscriptions whose period ended a minute before `now`."""
     plan = Plan(
         id=new_id(),
+        tenant_id=SEEDED_TENANT,
         name="Seeded",
         amount=amount,
         currency="USD",
@@ -87,6 +92,7 @@ def seed_due_subscriptions(
     for index in range(count):
         customer = Customer(
             id=new_id(),
+            tenant_id=SEEDED_TENANT,
             email=f"seeded-{index}@example.com",
             name=f"Seeded {index}",
             payment_method=payment_method,
@@ -96,6 +102,7 @@ def seed_due_subscriptions(
         )
         subscription = Subscription(
             id=new_id(),
+            tenant_id=SEEDED_TENANT,
             customer_id=customer.id,
             plan_id=plan.id,
             status=SubscriptionStatus.ACTIVE,

@@ -27,7 +27,7 @@ def test_requests_without_a_valid_token_are_refused(client: BillingClient) -> No
         None: "unauthenticated",
         "Basic dXNlcjpwYXNz": "unauthenticated",
         "Bearer not-a-jwt": "token_invalid",
-        f"Bearer {bearer_token(lifetime=timedelta(seconds=-5))}": "token_expired",
+        f"Bearer {bearer_token(lifetime=-timedelta(minutes=2))}": "token_expired",
     }
     for authorization, code in cases.items():
         headers = {"Authorization": authorization} if authorization else {}
@@ -118,11 +118,11 @@ def test_a_key_in_use_answers_409(client: BillingClient, cache: redis.Redis) -> 
 
 def test_rate_limit_answers_429_with_retry_after(client: BillingClient, cache: redis.Redis) -> None:
     # Fill this window's counter as if the principal had already sent its quota.
-    key = window_key("merchant-1", TEST_RATE_LIMIT.window_seconds, time.time())
+    key = window_key("merchant-1/tester", TEST_RATE_LIMIT.window_seconds, time.time())
     cache.set(key, TEST_RATE_LIMIT.requests, ex=TEST_RATE_LIMIT.window_seconds)
     response = client.get("/v1/customers")
     if response.status_code != 429:  # The window turned over in between; fill the new one.
-        key = window_key("merchant-1", TEST_RATE_LIMIT.window_seconds, time.time())
+        key = window_key("merchant-1/tester", TEST_RATE_LIMIT.window_seconds, time.time())
         cache.set(key, TEST_RATE_LIMIT.requests, ex=TEST_RATE_LIMIT.window_seconds)
         response = client.get("/v1/customers")
     assert response.status_code == 429

@@ -11,6 +11,7 @@ import pytest
 
 from services.billing.config import (
     BIND_HOST_VARIABLE,
+    OPTIONAL_API_VARIABLES,
     ConfigError,
     GatewayKind,
     Settings,
@@ -31,6 +32,10 @@ FAKE_VALUES = {
 }
 
 
+# 32 bytes, the shortest HS256 key the API accepts.
+FAKE_JWT_SECRET = "fake-jwt-secret-0123456789abcdef"
+
+
 def manifest(service: str) -> dict[str, Any]:
     with (SERVICES / service / "manifest.toml").open("rb") as handle:
         return tomllib.load(handle)
@@ -41,6 +46,8 @@ def environment_for(service: str) -> dict[str, str]:
     declared = manifest(service)
     values = {name: FAKE_VALUES[source] for name, source in declared["environment"].items()}
     values.update({name: f"fake-{secret}" for name, secret in declared["secrets"].items()})
+    if "JWT_SECRET" in values:
+        values["JWT_SECRET"] = FAKE_JWT_SECRET
     return values
 
 
@@ -75,7 +82,7 @@ def test_settings_read_only_what_the_manifest_declares(service: str) -> None:
     environment = RecordingEnvironment(environment_for(service))
     settings = Settings.from_env(environment)
     declared = set(manifest(service)["environment"]) | set(manifest(service)["secrets"])
-    assert environment.read - declared <= {BIND_HOST_VARIABLE, *_api_only(service)}
+    assert environment.read - declared <= {*OPTIONAL_API_VARIABLES, *_api_only(service)}
     assert settings.environment == "dev"
     assert settings.cache.tls is True
     assert settings.gateway.kind is GatewayKind.SIMULATOR
@@ -90,10 +97,17 @@ def _api_only(service: str) -> set[str]:
 def test_api_settings_need_port_and_jwt_secret() -> None:
     api = Settings.from_env(environment_for("api")).for_api()
     assert api.port == 8000
-    assert api.jwt_secret == "fake-jwt-secret"
+    assert api.jwt.secret == FAKE_JWT_SECRET
+    assert (api.jwt.issuer, api.jwt.audience) == ("billing", "billing-api")
     assert api.settings.bind_host == "0.0.0.0"  # noqa: S104 - the container default
     with pytest.raises(ConfigError, match="BILLING_PORT"):
         Settings.from_env(environment_for("worker")).for_api()
+
+
+def test_a_short_jwt_secret_is_refused() -> None:
+    environment = {**environment_for("api"), "JWT_SECRET": FAKE_JWT_SECRET[:31]}
+    with pytest.raises(ConfigError, match="JWT_SECRET must be at least 32 bytes"):
+        Settings.from_env(environment).for_api()
 
 
 def test_bind_host_can_be_overridden_locally() -> None:

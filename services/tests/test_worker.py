@@ -36,7 +36,7 @@ from services.billing.models import (
 )
 from services.billing.periods import BillingInterval
 from services.tests.conftest import ManualClock
-from services.tests.factories import seed_due_subscriptions
+from services.tests.factories import SEEDED_TENANT, seed_due_subscriptions
 from services.worker.runner import Worker, WorkerOptions
 
 
@@ -274,6 +274,7 @@ def test_the_database_refuses_a_second_successful_payment(db: Session, clock: Ma
         db.add(
             Payment(
                 id=new_id(),
+                tenant_id=invoice.tenant_id,
                 invoice_id=invoice.id,
                 attempt_number=attempt,
                 amount=invoice.amount_due,
@@ -321,6 +322,7 @@ def test_the_simulator_replays_a_key_and_rejects_its_reuse(
 def test_interval_enum_matches_the_database_check(db: Session) -> None:
     plan = Plan(
         id=new_id(),
+        tenant_id=SEEDED_TENANT,
         name="Weekly",
         amount=100,
         currency="USD",

@@ -65,6 +65,7 @@ class RequestContextMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             http_requests.labels(scope["method"], template, str(status)).inc()
             http_latency.labels(scope["method"], template).observe(elapsed)
+            principal = scope["state"].get("principal")
             logger.info(
                 "request",
                 extra={
@@ -72,7 +73,8 @@ class RequestContextMiddleware:
                     "path": scope["path"],
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
-                    "principal": scope["state"].get("principal"),
+                    "tenant": principal.tenant_id if principal else None,
+                    "subject": principal.subject if principal else None,
                 },
             )
             logs.request_id.reset(token)

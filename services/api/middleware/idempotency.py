@@ -2,7 +2,7 @@
 
 The first request with a key claims it in Redis, runs, and stores its response; a retry with
 the same key and body gets that response again (with Idempotent-Replayed: true) instead of a
-second execution. Keys are scoped to the authenticated principal and kept for 24 hours.
+second execution. Keys are scoped to the caller's tenant and kept for 24 hours.
 """
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ class IdempotencyMiddleware:
                 413, "payload_too_large", f"Request bodies are limited to {MAX_BODY_BYTES} bytes"
             )(scope, receive, send)
             return
-        principal = scope["state"]["principal"]
-        storage_key = "billing:idempotency:" + _digest(principal.encode(), key.encode())
+        # Keys belong to a tenant, as Stripe's belong to an account.
+        tenant = scope["state"]["principal"].tenant_id
+        storage_key = "billing:idempotency:" + _digest(tenant.encode(), key.encode())
         fingerprint = _digest(
             scope["method"].encode(), scope["path"].encode(), scope["query_string"], body
         )

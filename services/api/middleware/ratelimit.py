@@ -42,7 +42,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         now = time.time()
-        key = window_key(principal, self._limit.window_seconds, now)
+        key = window_key(principal.key, self._limit.window_seconds, now)
         try:
             async with self._cache.pipeline(transaction=True) as pipeline:
                 pipeline.incr(key)

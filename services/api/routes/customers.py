@@ -7,13 +7,24 @@ from fastapi import APIRouter, Depends, status
 from sqlalchemy import select
 
 from services.api import schemas
-from services.api.dependencies import CurrentRuntime, DatabaseSession, Principal, idempotency_key
+from services.api.dependencies import (
+    AUTHORIZED,
+    CurrentPrincipal,
+    CurrentRuntime,
+    DatabaseSession,
+    idempotency_key,
+)
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import error_responses
 from services.billing import customers
 from services.billing.models import Customer
 
-router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=error_responses())
+router = APIRouter(
+    prefix="/v1/customers",
+    tags=["customers"],
+    dependencies=AUTHORIZED,
+    responses=error_responses(),
+)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -21,7 +32,7 @@ def create_customer(
     body: schemas.CustomerCreate,
     session: DatabaseSession,
     runtime: CurrentRuntime,
-    principal: Principal,
+    principal: CurrentPrincipal,
     request_key: Annotated[str, Depends(idempotency_key)],
 ) -> schemas.Customer:
     customer = customers.create_customer(
@@ -30,7 +41,7 @@ def create_customer(
         email=body.email,
         name=body.name,
         payment_method=body.payment_method,
-        request_key=f"{principal}:{request_key}",
+        request_key=f"{principal.tenant_id}:{request_key}",
     )
     session.commit()
     return schemas.Customer.model_validate(customer)
@@ -38,7 +49,7 @@ def create_customer(
 
 @router.get("")
 def list_customers(
-    session: DatabaseSession, _: Principal, limit: Limit = 20, cursor: Cursor = None
+    session: DatabaseSession, limit: Limit = 20, cursor: Cursor = None
 ) -> schemas.Page[schemas.Customer]:
     return paginate(
         session, select(Customer), Customer.id, schemas.Customer, limit=limit, cursor=cursor
@@ -46,9 +57,7 @@ def list_customers(
 
 
 @router.get("/{customer_id}")
-def get_customer(
-    customer_id: uuid.UUID, session: DatabaseSession, _: Principal
-) -> schemas.Customer:
+def get_customer(customer_id: uuid.UUID, session: DatabaseSession) -> schemas.Customer:
     return schemas.Customer.model_validate(customers.get_customer(session, customer_id))
 
 
@@ -58,7 +67,6 @@ def update_customer(
     body: schemas.CustomerUpdate,
     session: DatabaseSession,
     runtime: CurrentRuntime,
-    _: Principal,
 ) -> schemas.Customer:
     customer = customers.update_customer(
         session,

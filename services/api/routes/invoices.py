@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from services.api import schemas
-from services.api.dependencies import CurrentRuntime, DatabaseSession, Principal
+from services.api.dependencies import ADMIN_ONLY, AUTHORIZED, CurrentRuntime, DatabaseSession
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import error_responses
 from services.billing import invoices
@@ -16,13 +16,17 @@ from services.billing.errors import ConflictError, PaymentDeclinedError
 from services.billing.gateway import GatewayUnavailableError
 from services.billing.models import Invoice, InvoiceStatus, Payment
 
-router = APIRouter(prefix="/v1/invoices", tags=["invoices"], responses=error_responses())
+router = APIRouter(
+    prefix="/v1/invoices",
+    tags=["invoices"],
+    dependencies=AUTHORIZED,
+    responses=error_responses(),
+)
 
 
 @router.get("")
 def list_invoices(
     session: DatabaseSession,
-    _: Principal,
     customer_id: uuid.UUID | None = None,
     subscription_id: uuid.UUID | None = None,
     status: InvoiceStatus | None = None,
@@ -40,7 +44,7 @@ def list_invoices(
 
 
 @router.get("/{invoice_id}")
-def get_invoice(invoice_id: uuid.UUID, session: DatabaseSession, _: Principal) -> schemas.Invoice:
+def get_invoice(invoice_id: uuid.UUID, session: DatabaseSession) -> schemas.Invoice:
     return schemas.Invoice.model_validate(invoices.get_invoice(session, invoice_id))
 
 
@@ -56,7 +60,6 @@ def pay_invoice(
     session: DatabaseSession,
     runtime: CurrentRuntime,
     response: Response,
-    _: Principal,
 ) -> schemas.PaymentAttempt:
     """Charge the invoice now; a decline counts toward the dunning schedule."""
     invoice, outcome = invoices.pay_invoice(
@@ -83,9 +86,9 @@ def pay_invoice(
     return schemas.PaymentAttempt(invoice=schemas.Invoice.model_validate(invoice), outcome=outcome)
 
 
-@router.post("/{invoice_id}/void")
+@router.post("/{invoice_id}/void", dependencies=ADMIN_ONLY)
 def void_invoice(
-    invoice_id: uuid.UUID, session: DatabaseSession, runtime: CurrentRuntime, _: Principal
+    invoice_id: uuid.UUID, session: DatabaseSession, runtime: CurrentRuntime
 ) -> schemas.Invoice:
     invoice = invoices.void_invoice(session, invoice_id, now=runtime.clock())
     session.commit()

@@ -6,19 +6,23 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from services.api import schemas
-from services.api.dependencies import DatabaseSession, Principal
+from services.api.dependencies import AUTHORIZED, DatabaseSession
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import error_responses
 from services.billing.errors import NotFoundError
 from services.billing.models import Invoice, Payment
 
-router = APIRouter(prefix="/v1/payments", tags=["payments"], responses=error_responses())
+router = APIRouter(
+    prefix="/v1/payments",
+    tags=["payments"],
+    dependencies=AUTHORIZED,
+    responses=error_responses(),
+)
 
 
 @router.get("")
 def list_payments(
     session: DatabaseSession,
-    _: Principal,
     invoice_id: uuid.UUID | None = None,
     customer_id: uuid.UUID | None = None,
     limit: Limit = 20,
@@ -35,7 +39,7 @@ def list_payments(
 
 
 @router.get("/{payment_id}")
-def get_payment(payment_id: uuid.UUID, session: DatabaseSession, _: Principal) -> schemas.Payment:
+def get_payment(payment_id: uuid.UUID, session: DatabaseSession) -> schemas.Payment:
     payment = session.get(Payment, payment_id)
     if payment is None:
         raise NotFoundError("payment", payment_id)

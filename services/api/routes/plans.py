@@ -6,17 +6,22 @@ from fastapi import APIRouter, status
 from sqlalchemy import select
 
 from services.api import schemas
-from services.api.dependencies import DatabaseSession, Principal
+from services.api.dependencies import ADMIN_ONLY, AUTHORIZED, DatabaseSession
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import error_responses
 from services.billing import catalog
 from services.billing.models import Plan
 
-router = APIRouter(prefix="/v1/plans", tags=["plans"], responses=error_responses())
+router = APIRouter(
+    prefix="/v1/plans",
+    tags=["plans"],
+    dependencies=AUTHORIZED,
+    responses=error_responses(),
+)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-def create_plan(body: schemas.PlanCreate, session: DatabaseSession, _: Principal) -> schemas.Plan:
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=ADMIN_ONLY)
+def create_plan(body: schemas.PlanCreate, session: DatabaseSession) -> schemas.Plan:
     plan = catalog.create_plan(
         session,
         name=body.name,
@@ -31,11 +36,11 @@ def create_plan(body: schemas.PlanCreate, session: DatabaseSession, _: Principal
 
 @router.get("")
 def list_plans(
-    session: DatabaseSession, _: Principal, limit: Limit = 20, cursor: Cursor = None
+    session: DatabaseSession, limit: Limit = 20, cursor: Cursor = None
 ) -> schemas.Page[schemas.Plan]:
     return paginate(session, select(Plan), Plan.id, schemas.Plan, limit=limit, cursor=cursor)
 
 
 @router.get("/{plan_id}")
-def get_plan(plan_id: uuid.UUID, session: DatabaseSession, _: Principal) -> schemas.Plan:
+def get_plan(plan_id: uuid.UUID, session: DatabaseSession) -> schemas.Plan:
     return schemas.Plan.model_validate(catalog.get_plan(session, plan_id))

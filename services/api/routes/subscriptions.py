@@ -6,13 +6,18 @@ from fastapi import APIRouter, status
 from sqlalchemy import select
 
 from services.api import schemas
-from services.api.dependencies import CurrentRuntime, DatabaseSession, Principal
+from services.api.dependencies import AUTHORIZED, CurrentRuntime, DatabaseSession
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import error_responses
 from services.billing import subscriptions
 from services.billing.models import Subscription, SubscriptionStatus
 
-router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"], responses=error_responses())
+router = APIRouter(
+    prefix="/v1/subscriptions",
+    tags=["subscriptions"],
+    dependencies=AUTHORIZED,
+    responses=error_responses(),
+)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -20,7 +25,6 @@ def create_subscription(
     body: schemas.SubscriptionCreate,
     session: DatabaseSession,
     runtime: CurrentRuntime,
-    _: Principal,
 ) -> schemas.Subscription:
     subscription = subscriptions.start_subscription(
         session, customer_id=body.customer_id, plan_id=body.plan_id, now=runtime.clock()
@@ -32,7 +36,6 @@ def create_subscription(
 @router.get("")
 def list_subscriptions(
     session: DatabaseSession,
-    _: Principal,
     customer_id: uuid.UUID | None = None,
     status: SubscriptionStatus | None = None,
     limit: Limit = 20,
@@ -49,9 +52,7 @@ def list_subscriptions(
 
 
 @router.get("/{subscription_id}")
-def get_subscription(
-    subscription_id: uuid.UUID, session: DatabaseSession, _: Principal
-) -> schemas.Subscription:
+def get_subscription(subscription_id: uuid.UUID, session: DatabaseSession) -> schemas.Subscription:
     subscription = subscriptions.get_subscription(session, subscription_id)
     return schemas.Subscription.model_validate(subscription)
 
@@ -62,7 +63,6 @@ def change_plan(
     body: schemas.PlanChange,
     session: DatabaseSession,
     runtime: CurrentRuntime,
-    _: Principal,
 ) -> schemas.PlanChangeResult:
     subscription, invoice = subscriptions.change_plan(
         session, subscription_id, plan_id=body.plan_id, now=runtime.clock()
@@ -80,7 +80,6 @@ def cancel_subscription(
     body: schemas.Cancellation,
     session: DatabaseSession,
     runtime: CurrentRuntime,
-    _: Principal,
 ) -> schemas.Subscription:
     subscription = subscriptions.cancel(
         session, subscription_id, at_period_end=body.at_period_end, now=runtime.clock()
@@ -91,7 +90,7 @@ def cancel_subscription(
 
 @router.post("/{subscription_id}/pause")
 def pause_subscription(
-    subscription_id: uuid.UUID, session: DatabaseSession, runtime: CurrentRuntime, _: Principal
+    subscription_id: uuid.UUID, session: DatabaseSession, runtime: CurrentRuntime
 ) -> schemas.Subscription:
     subscription = subscriptions.pause(session, subscription_id, now=runtime.clock())
     session.commit()
@@ -100,7 +99,7 @@ def pause_subscription(
 
 @router.post("/{subscription_id}/resume")
 def resume_subscription(
-    subscription_id: uuid.UUID, session: DatabaseSession, runtime: CurrentRuntime, _: Principal
+    subscription_id: uuid.UUID, session: DatabaseSession, runtime: CurrentRuntime
 ) -> schemas.Subscription:
     subscription = subscriptions.resume(session, subscription_id, now=runtime.clock())
     session.commit()

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from sqlalchemy.dialects.postgresql import insert
 
 from services.api import schemas
-from services.api.dependencies import CurrentRuntime, DatabaseSession
+from services.api.dependencies import CurrentRuntime, SystemSession
 from services.api.routes import error_responses
 from services.billing.collection import settle_from_gateway
 from services.billing.errors import BillingError
@@ -33,7 +33,7 @@ async def raw_body(request: Request) -> bytes:
 @router.post("/stripe")
 def stripe_webhook(
     payload: Annotated[bytes, Depends(raw_body)],
-    session: DatabaseSession,
+    session: SystemSession,
     runtime: CurrentRuntime,
     stripe_signature: Annotated[str | None, Header()] = None,
 ) -> schemas.WebhookReceipt:
