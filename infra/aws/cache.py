@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.security import REDIS_PORT
+from infra.aws.firewall import REDIS_PORT
 from infra.settings import EnvironmentSettings
 from infra.tagging import tags
 

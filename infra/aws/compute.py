@@ -14,7 +14,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.security import DATABASE_SECRET_KEY, POSTGRES_PORT, REDIS_PORT
+from infra.aws.firewall import POSTGRES_PORT, REDIS_PORT
+from infra.aws.secrets import DATABASE_SECRET_KEY
 from infra.manifests import SecretName, ServiceManifest, ValueSource
 from infra.settings import EnvironmentSettings
 from infra.tagging import tags

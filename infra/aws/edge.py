@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.security import HTTP_PORT, HTTPS_PORT
+from infra.aws.firewall import HTTP_PORT, HTTPS_PORT
 from infra.aws.storage import PrivateBucket, PrivateBucketArgs, deny_insecure_transport
 from infra.manifests import ServiceManifest
 from infra.settings import EnvironmentSettings

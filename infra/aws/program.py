@@ -7,20 +7,15 @@ import pulumi_aws as aws
 
 from infra.aws.cache import Cache, CacheArgs
 from infra.aws.compute import Compute, ComputeArgs
-from infra.aws.data import DATABASE_NAME, DATABASE_USERNAME, Database, DatabaseArgs
+from infra.aws.database import DATABASE_NAME, DATABASE_USERNAME, Database, DatabaseArgs
 from infra.aws.dns import Dns, DnsArgs
 from infra.aws.edge import Edge, EdgeArgs
+from infra.aws.encryption import Keys, KeysArgs
+from infra.aws.firewall import SecurityGroups, SecurityGroupsArgs
 from infra.aws.frontend import Frontend, FrontendArgs
 from infra.aws.network import Network, NetworkArgs, subnet_cidrs
 from infra.aws.observability import Observability, ObservabilityArgs
-from infra.aws.security import (
-    Keys,
-    KeysArgs,
-    Secrets,
-    SecretsArgs,
-    SecurityGroups,
-    SecurityGroupsArgs,
-)
+from infra.aws.secrets import Secrets, SecretsArgs
 from infra.aws.storage import PrivateBucket, PrivateBucketArgs
 from infra.manifests import SecretName, ServiceManifest, manifests
 from infra.settings import environment
