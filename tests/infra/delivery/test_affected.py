@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from delivery.conftest import git
 from infra.cli import main
 from infra.delivery.affected import AffectedError, affected, affected_stacks, github_outputs
 from infra.settings import ENVIRONMENTS_DIR, REPO_ROOT
+from tests.infra.delivery.conftest import git
 
 ALL = ["dev-aws", "dev-gcp", "staging-aws", "staging-gcp", "production-aws", "production-gcp"]
 
@@ -26,7 +26,7 @@ def repo(tmp_path: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(manifest, target)
     for path in ("infra/aws/network.py", "services/billing/models.py", "services/api/app.py",
-                 "docs/delivery.md", "README.md", "tests/foundation/test_x.py"):  # fmt: skip
+                 "docs/delivery.md", "README.md", "tests/infra/test_x.py"):  # fmt: skip
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text("# v1\n", encoding="utf-8")
     git(tmp_path, "init", "--quiet", "--initial-branch=main", str(root))
@@ -51,7 +51,7 @@ def change(repo: Path, *paths: str) -> None:
     ("paths", "expected"),
     [
         (["README.md", "docs/delivery.md"], []),
-        (["tests/foundation/test_x.py"], []),
+        (["tests/infra/test_x.py"], []),
         (["environments/staging/settings.toml"], ["staging-aws", "staging-gcp"]),
         (["environments/dev/pins.toml", "environments/production/settings.toml"],
          ["dev-aws", "dev-gcp", "production-aws", "production-gcp"]),

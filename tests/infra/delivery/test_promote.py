@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from delivery.conftest import Remote, git, snapshot
 from infra.cli import main
 from infra.delivery.promote import PromotionError, check_order, pin_changes, promote
+from tests.infra.delivery.conftest import Remote, git, snapshot
 
 DEV_PINS = "environments/dev/pins.toml"
 NEW_API = "ghcr.io/example-org/billing-api:0.2.0"

@@ -1,1 +1,1 @@
-"""Tests of the live path (Automation API against the stand-in CLI) and drift analysis."""
+"""Tests of infra.plans: offline renders, the live path against the stand-in CLI, drift, guard."""
