@@ -241,6 +241,13 @@ def affected(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def comment(session: nox.Session) -> None:
+    """Create or update the preview comment on a pull request: -- --pr N --results DIR."""
+    _sync(session)
+    _run_with_exit_code(session, "python", "-m", "infra", "comment", *session.posargs)
+
+
+@nox.session(default=False)
 def drift(session: nox.Session) -> None:
     """Check stacks for drift: exit 0 clean, 2 drift, 1 error."""
     _sync(session)

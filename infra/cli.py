@@ -11,12 +11,13 @@ import datetime as dt
 import os
 import shutil
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from infra.plans.diff import StackDiff
 from infra.plans.model import Plan
+from infra.plans.outcome import StackOutcome
+from infra.plans.report import Verdict
 from infra.settings import (
     Cloud,
     EnvironmentSettings,
@@ -75,9 +76,52 @@ def _preview_stack(
     return live.preview_with_changes(env, cloud, save_plan=saved)
 
 
+def _preview_stacks(
+    stacks: list[tuple[EnvironmentSettings, Cloud]], args: argparse.Namespace, *, offline: bool
+) -> tuple[list[Plan], dict[str, StackOutcome], list[StackDiff]]:
+    """Each stack's plan and outcome; a stack that fails is an outcome with its error."""
+    from infra.plans.model import PlanError  # noqa: PLC0415
+    from infra.plans.offline import RenderError  # noqa: PLC0415
+    from infra.plans.outcome import StackOutcome  # noqa: PLC0415
+
+    plans: list[Plan] = []
+    outcomes: dict[str, StackOutcome] = {}
+    # A live preview's steps are the changes against the deployed stack.
+    live_changes: list[StackDiff] = []
+    for env, cloud in stacks:
+        key = f"{env.name}-{cloud.value}"
+        try:
+            plan, changes = _preview_stack(env, cloud, offline=offline, save_plan=args.save_plan)
+        except (RenderError, PlanError) as exc:
+            if args.quiet:  # a baseline render (--against) is all or nothing
+                raise
+            # One failed stack is reported with its error; the others still preview.
+            outcomes[key] = StackOutcome(key, status="failed", error=str(exc))
+            continue
+        if changes is not None:
+            live_changes.append(changes)
+        plans.append(plan)
+        custom = sum(1 for r in plan.resources if r.custom)
+        outcomes[key] = StackOutcome(key, mode=plan.mode, resources=custom)
+    return plans, outcomes, live_changes
+
+
+def _print_outcomes(outcomes: list[StackOutcome], verdicts: list[Verdict], path: Path) -> None:
+    """As short as Pulumi's own summary: a line per stack and per verdict; details in the report."""
+    for outcome in outcomes:
+        _log(outcome.console_line())
+    for verdict in verdicts[:2]:  # policy and guard; cost is in each stack's line
+        _log(f"{verdict.title}: {'pass' if verdict.ok else 'FAIL'}")
+    total = sum(o.monthly_cost or 0.0 for o in outcomes)
+    priced = sum(1 for o in outcomes if o.monthly_cost is not None)
+    _log(f"Monthly cost: ${total:,.2f} for {priced} stacks (line items in the report)")
+    _log(f"Report: {path}")
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from infra.plans import report  # noqa: PLC0415 - keeps `--help` free of SDK imports
     from infra.plans.diff import diff_plan_sets, render_ref  # noqa: PLC0415
+    from infra.plans.outcome import write_results  # noqa: PLC0415
 
     stacks = select_stacks(args.env, args.cloud)
     offline = args.offline or pulumi_cli() is None
@@ -88,19 +132,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
              "mock runtime; no cloud is contacted.", quiet=quiet)  # fmt: skip
     else:
         _log("Live preview: Pulumi Automation API against each environment's backend.", quiet=quiet)
-
-    plans: list[Plan] = []
-    # A live preview's steps are the changes against the deployed stack.
-    live_changes: list[StackDiff] = []
-    started = time.perf_counter()
-    for env, cloud in stacks:
-        began = time.perf_counter()
-        _log(f"[{len(plans) + 1}/{len(stacks)}] {env.name}-{cloud.value} ...", quiet=quiet)
-        plan, changes = _preview_stack(env, cloud, offline=offline, save_plan=args.save_plan)
-        if changes is not None:
-            live_changes.append(changes)
-        plans.append(plan)
-        _log(report.summary(plan) + f"\n    ({time.perf_counter() - began:.2f} s)", quiet=quiet)
+    plans, outcomes, live_changes = _preview_stacks(stacks, args, offline=offline)
 
     diffs = None
     before: dict[str, Plan] | None = None
@@ -109,34 +141,39 @@ def cmd_preview(args: argparse.Namespace) -> int:
         before = render_ref(
             args.against, [e.name for e, _ in stacks], sorted({c.value for _, c in stacks})
         )
-        diffs = diff_plan_sets(before, {p.key: p for p in plans})
+        after = {p.key: p for p in plans}
+        # A stack that failed has no "after": it is reported as failed, not as deleted.
+        diffs = diff_plan_sets({k: v for k, v in before.items() if k in after or
+                                k not in outcomes}, after)  # fmt: skip
     elif live_changes:
         diffs, args.against = live_changes, "the deployed stacks (live preview)"
+    for diff in diffs or []:
+        if diff.stack in outcomes:
+            outcomes[diff.stack].count_changes(diff)
 
     # Policy, destructive-change guard and cost; quiet renders (a ref for --against) skip them.
-    verdicts: list[report.Verdict] = []
-    failed = False
-    if not quiet:
-        from infra.policy.checks import preview_verdicts  # noqa: PLC0415
+    verdicts: list[Verdict] = []
+    failed = any(o.status != "ok" for o in outcomes.values())
+    if not quiet and plans:
+        from infra.policy.checks import preview_checks  # noqa: PLC0415
 
-        verdicts, failed = preview_verdicts(
-            plans, diffs, before, args.against, args.allow_replace or []
-        )
+        checks = preview_checks(plans, diffs, before, args.against, args.allow_replace or [])
+        verdicts, failed = checks.verdicts, failed or checks.failed
+        for outcome in outcomes.values():
+            if outcome.status == "ok":
+                checks.annotate(outcome)
 
     # Everything rendered: only now write, so a failure leaves no half-set of plans.
     out = Path(args.out)
     for plan in plans:
         plan.write(out)
-    if not args.quiet:
-        text = report.markdown(plans, diffs, args.against, verdicts=verdicts)
-        path = out / "report.md"
-        path.write_text(text, encoding="utf-8")
-        if diffs is not None:
-            for diff in diffs:
-                print(report.diff_markdown(diff))
-        for verdict in verdicts:
-            print(f"## {verdict.title}: {'pass' if verdict.ok else 'FAIL'}\n\n{verdict.markdown}\n")
-        _log(f"Wrote {len(plans)} plan files and {path} in {time.perf_counter() - started:.2f} s.")
+    if not quiet:
+        ordered = list(outcomes.values())
+        text = report.markdown(plans, diffs, args.against, verdicts=verdicts, outcomes=ordered)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(text, encoding="utf-8")
+        write_results(ordered, out)
+        _print_outcomes(ordered, verdicts, out / "report.md")
     return EXIT_ERROR if failed else EXIT_OK
 
 
@@ -289,9 +326,11 @@ def parser() -> argparse.ArgumentParser:
     drift.add_argument("--out", default="build/drift", help="where drift reports go")
     drift.set_defaults(func=cmd_drift)
 
+    from infra.delivery.commands import add_commands as add_delivery_commands  # noqa: PLC0415
     from infra.policy.checks import add_commands  # noqa: PLC0415
 
     add_commands(commands)
+    add_delivery_commands(commands)
     return root
 
 
@@ -302,16 +341,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from infra.cost.prices import PricesError  # noqa: PLC0415
     from infra.delivery.affected import AffectedError  # noqa: PLC0415
+    from infra.delivery.commands import ERRORS as GITHUB_ERRORS  # noqa: PLC0415
     from infra.delivery.freeze import FreezeError  # noqa: PLC0415
     from infra.delivery.promote import PromotionError  # noqa: PLC0415
     from infra.plans.diff import DiffError  # noqa: PLC0415
     from infra.plans.model import PlanError  # noqa: PLC0415
     from infra.plans.offline import RenderError  # noqa: PLC0415
 
-    delivery_errors = (AffectedError, FreezeError, PromotionError, PricesError)
+    known: tuple[type[Exception], ...] = (
+        SettingsError, UsageError, PlanError, RenderError, DiffError, AffectedError, FreezeError,
+        PromotionError, PricesError, *GITHUB_ERRORS,
+    )  # fmt: skip
     try:
         code: int = args.func(args)
-    except (SettingsError, UsageError, PlanError, RenderError, DiffError, *delivery_errors) as exc:
+    except known as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return code

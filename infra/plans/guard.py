@@ -1,5 +1,6 @@
 """Destructive-change guard: no stateful resource is deleted or replaced in staging or production
-unless the run names its URN with ``--allow-replace``.
+unless its URN is allowed: reviewed in ``environments/<env>/allow-replace.toml`` (with a reason
+and an expiry date; see ``infra.plans.allowances``) or named for one run with ``--allow-replace``.
 
 It reads an offline diff (``preview --against REF``) or the steps of a live
 ``pulumi preview --json``. An offline diff sees only inputs, so an update to an input that the
@@ -8,11 +9,13 @@ provider can only apply by replacing the resource counts as a replacement here.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra.plans.allowances import Allowance
 from infra.plans.diff import Change, StackDiff
 from infra.plans.model import PlanError
 from infra.plans.report import Verdict
@@ -78,15 +81,33 @@ class GuardResult:
     unused_allowances: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
     source: str = ""
+    # Why each allowed URN may go: the reviewed entry's reason, or "--allow-replace".
+    reasons: dict[str, str] = field(default_factory=dict)
+    expired: list[Allowance] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.blocked
+        return not self.blocked and not self.expired
 
 
-def guard(diffs: Sequence[StackDiff], allow: Collection[str] = (), source: str = "") -> GuardResult:
-    """Fail every destructive change to a stateful resource in a guarded environment."""
+def guard(
+    diffs: Sequence[StackDiff],
+    allow: Collection[str] = (),
+    source: str = "",
+    reviewed: Sequence[Allowance] = (),
+    today: dt.date | None = None,
+) -> GuardResult:
+    """Fail every destructive change to a stateful resource in a guarded environment.
+
+    ``allow`` names URNs for this run (``--allow-replace``); ``reviewed`` are the entries of the
+    environments' ``allow-replace.toml``: an expired entry allows nothing and fails the guard.
+    """
+    day = today or dt.datetime.now(dt.UTC).date()
     result = GuardResult(source=source)
+    result.expired.extend(a for a in reviewed if a.expired(day))
+    reasons = dict.fromkeys(allow, "`--allow-replace`")
+    reasons.update({a.urn: a.reason for a in reviewed if not a.expired(day)})
+    result.reasons.update(reasons)
     used: set[str] = set()
     for diff in diffs:
         if environment_of(diff.stack) not in GUARDED_ENVIRONMENTS:
@@ -95,7 +116,7 @@ def guard(diffs: Sequence[StackDiff], allow: Collection[str] = (), source: str =
         for change in map(as_replacement, diff.changes):
             if not (change.destructive and change.stateful):
                 continue
-            if change.urn in allow:
+            if change.urn in reasons:
                 used.add(change.urn)
                 result.allowed.append((diff.stack, change))
             else:
@@ -175,13 +196,25 @@ def verdict(result: GuardResult | None) -> Verdict:
     checked = ", ".join(result.checked) or "no guarded stacks"
     guarded = ", ".join(sorted(GUARDED_ENVIRONMENTS))
     lines = [f"Checked {checked} against {result.source} (guarded: {guarded})."]
+    if result.expired:
+        lines += [
+            "",
+            "**Expired entries in allow-replace.toml (they allow nothing; remove or renew them):**",
+        ]
+        lines += [f"- {a.file}: `{a.urn}` expired {a.expires}: {a.reason}" for a in result.expired]
     if result.blocked:
         lines += ["", "**Would delete or replace a resource that holds data:**"]
         lines += [_line(s, c) for s, c in result.blocked]
-        lines += ["", "If this is intended, re-run with `--allow-replace URN` for each resource."]
+        lines += [
+            "",
+            (
+                "If this is intended, add each URN with a reason and an expiry date to "
+                "`environments/<env>/allow-replace.toml` in a reviewed pull request."
+            ),
+        ]
     if result.allowed:
-        lines += ["", "Allowed by `--allow-replace`:"]
-        lines += [_line(s, c) for s, c in result.allowed]
+        lines += ["", "Allowed by `--allow-replace` or `allow-replace.toml`:"]
+        lines += [f"{_line(s, c)}: {result.reasons.get(c.urn, '')}" for s, c in result.allowed]
     if result.unused_allowances:
         lines += ["", "`--allow-replace` URNs that matched no destructive change:"]
         lines += [f"- `{urn}`" for urn in result.unused_allowances]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from infra.plans.diff import Change, StackDiff
 from infra.plans.model import Plan
+from infra.plans.outcome import StackOutcome
 from infra.plans.stateful import is_stateful
 
 
@@ -71,6 +72,7 @@ def markdown(
     diffs: Sequence[StackDiff] | None = None,
     against: str | None = None,
     verdicts: Sequence[Verdict] = (),
+    outcomes: Sequence[StackOutcome] = (),
 ) -> str:
     """The combined report for every stack: the body of a PR comment."""
     modes = sorted({p.mode for p in plans})
@@ -81,6 +83,8 @@ def markdown(
             "(no Pulumi CLI, no cloud credentials). Provider-assigned values are placeholders."
         )
         lines.append("")
+    if outcomes:
+        lines += [*outcome_table(outcomes), ""]
     lines += ["| Stack | Mode | Resources | Stateful | Protected |", "|---|---|---:|---:|---:|"]
     for plan in plans:
         custom = [r for r in plan.resources if r.custom]
@@ -99,3 +103,23 @@ def markdown(
         mark = "pass" if verdict.ok else "FAIL"
         lines += [f"## {verdict.title}: {mark}", "", verdict.markdown.rstrip(), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cell(text: str, limit: int = 400) -> str:
+    flat = " ".join(text.split()).replace("|", "\\|")
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def outcome_table(outcomes: Sequence[StackOutcome]) -> list[str]:
+    """One row per stack, failed ones included with their error."""
+    lines = ["| Stack | Result | Create | Update | Replace | Delete | Checks |",
+             "|---|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    for o in outcomes:
+        if o.status != "ok":
+            lines.append(f"| {o.stack} | **preview failed** | | | | | {_cell(o.error)} |")
+            continue
+        c = o.changes or {}
+        counts = [str(c[k]) if k in c else "-" for k in ("create", "update", "replace", "delete")]
+        result = "ok" if o.ok else "**FAIL**"
+        lines.append(f"| {o.stack} | {result} | {' | '.join(counts)} | {_cell(o.verdict_text())} |")
+    return lines

@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from infra.cost import estimate as cost
 from infra.plans import guard
+from infra.plans.allowances import load_allowances
 from infra.plans.diff import StackDiff
 from infra.plans.model import PLAN_DIR, Plan, PlanError, load_plan
+from infra.plans.outcome import StackOutcome
 from infra.plans.report import Verdict
 from infra.policy import runner
 from infra.settings import EnvironmentSettings, load_environment
@@ -18,6 +22,56 @@ from infra.settings import EnvironmentSettings, load_environment
 
 def _settings(plans: Sequence[Plan]) -> list[EnvironmentSettings]:
     return [load_environment(name) for name in sorted({p.environment for p in plans})]
+
+
+@dataclass(frozen=True)
+class PreviewChecks:
+    """The three checks of a preview, kept whole so each stack's line can quote its part."""
+
+    policy: runner.PolicyResult
+    guarded: guard.GuardResult | None
+    costs: list[cost.Estimate]
+    verdicts: list[Verdict]
+
+    @property
+    def failed(self) -> bool:
+        return not self.policy.ok or (self.guarded is not None and not self.guarded.ok)
+
+    def annotate(self, outcome: StackOutcome) -> None:
+        """Copy this stack's share of the verdicts into its outcome."""
+        mine = [f for f in self.policy.findings if f.stack == outcome.stack]
+        outcome.policy_failures = sum(1 for f in mine if f.blocking)
+        outcome.policy_advisory = sum(1 for f in mine if not f.blocking and f.exemption is None)
+        if self.guarded is not None:
+            outcome.guard_blocked = sum(1 for s, _ in self.guarded.blocked if s == outcome.stack)
+            outcome.guard_allowed = sum(1 for s, _ in self.guarded.allowed if s == outcome.stack)
+        for estimate in self.costs:
+            if estimate.stack == outcome.stack:
+                outcome.monthly_cost = round(estimate.total, 2)
+
+
+def preview_checks(
+    plans: Sequence[Plan],
+    diffs: Sequence[StackDiff] | None = None,
+    before: Mapping[str, Plan] | None = None,
+    against: str | None = None,
+    allow: Sequence[str] = (),
+) -> PreviewChecks:
+    """Policy, the destructive-change guard (with each environment's allow-replace.toml), cost."""
+    policy = runner.evaluate(plans, _settings(plans))
+    reviewed = [a for env in sorted({p.environment for p in plans}) for a in load_allowances(env)]
+    guarded = None
+    # Without a baseline nothing is checked, but an expired allowance still fails the preview.
+    if diffs is not None or any(a.expired(dt.datetime.now(dt.UTC).date()) for a in reviewed):
+        guarded = guard.guard(diffs or [], allow, source=f"`{against}`", reviewed=reviewed)
+    after = [cost.estimate(p) for p in plans]
+    earlier = [cost.estimate(p) for p in before.values()] if before is not None else None
+    verdicts = [
+        runner.verdict(policy),
+        guard.verdict(guarded),
+        cost.verdict(after, earlier, against),
+    ]
+    return PreviewChecks(policy, guarded, after, verdicts)
 
 
 def preview_verdicts(
@@ -28,17 +82,8 @@ def preview_verdicts(
     allow: Sequence[str] = (),
 ) -> tuple[list[Verdict], bool]:
     """The policy, guard and cost verdicts, and whether any of them fails the preview."""
-    policy = runner.evaluate(plans, _settings(plans))
-    guarded = guard.guard(diffs, allow, source=f"`{against}`") if diffs is not None else None
-    after = [cost.estimate(p) for p in plans]
-    earlier = [cost.estimate(p) for p in before.values()] if before is not None else None
-    verdicts = [
-        runner.verdict(policy),
-        guard.verdict(guarded),
-        cost.verdict(after, earlier, against),
-    ]
-    failed = not policy.ok or (guarded is not None and not guarded.ok)
-    return verdicts, failed
+    checks = preview_checks(plans, diffs, before, against, allow)
+    return checks.verdicts, checks.failed
 
 
 def plan_files(names: Sequence[str]) -> list[Plan]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.infra.delivery.fake_github import WORKFLOW_TOKEN, FakeGitHub, serve
 from infra.settings import ENVIRONMENTS_DIR, PROMOTION_ORDER, REPO_ROOT
 
 
@@ -113,3 +115,21 @@ def make_remote(tmp_path: Path, *, with_code: bool) -> Remote:
         git(seed, "push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")
     shutil.rmtree(seed)
     return Remote(bare, tmp_path)
+
+
+@pytest.fixture
+def github(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
+    """GitHub's REST API faked on 127.0.0.1, with the runner's variables pointing at it."""
+    fake = FakeGitHub()
+    server, thread = serve(fake)
+    monkeypatch.setenv("GITHUB_API_URL", fake.url)
+    monkeypatch.setenv("GITHUB_REPOSITORY", fake.full_name)
+    monkeypatch.setenv("GITHUB_TOKEN", WORKFLOW_TOKEN)
+    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.com")
+    monkeypatch.setenv("GITHUB_RUN_ID", "4242")
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

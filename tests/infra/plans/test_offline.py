@@ -48,7 +48,7 @@ def test_preview_writes_six_plans_and_a_report_deterministically(tmp_path: Path)
     names = sorted(p.name for p in first.iterdir())
     assert names == sorted(
         [f"{e}-{c}.json" for e in ("dev", "staging", "production") for c in ("aws", "gcp")]
-        + ["report.md"]
+        + ["report.md", "results.jsonl"]
     )
     assert run_cli("preview", "--offline", "--out", str(second)).returncode == 0
     for plan_file in first.glob("*.json"):

@@ -1,0 +1,87 @@
+"""`python -m infra` commands that talk to GitHub: the PR comment, drift and failure issues,
+rollback, the freeze check, the deploy decision. Each is a Nox session the workflows run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from infra.delivery.comment import (
+    CommentError,
+    comment_body,
+    expected_stacks,
+    marker,
+    read_reports,
+    with_missing,
+)
+from infra.delivery.github import GitHubError, connection, repository, upsert_comment
+from infra.plans.outcome import RESULTS_FILE, StackOutcome, read_results
+
+ERRORS: tuple[type[Exception], ...] = (GitHubError, CommentError)
+
+
+def run_url(environ: dict[str, str] | None = None) -> str:
+    """This workflow run's page, from the variables GitHub Actions sets; empty outside Actions."""
+    env = dict(os.environ) if environ is None else environ
+    server, repo, run = (env.get(k, "") for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY",
+                                                  "GITHUB_RUN_ID"))  # fmt: skip
+    return f"{server}/{repo}/actions/runs/{run}" if server and repo and run else ""
+
+
+def _found(paths: list[str], name: str) -> list[Path]:
+    """Each path as given, or for a directory its ``name`` file or its subdirectories' ones.
+
+    A directory of downloaded artifacts holds one subdirectory per job; a job that failed before
+    uploading has none, and its stacks are reported missing rather than failing the comment.
+    """
+    found: list[Path] = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            direct = given / name
+            found += [direct] if direct.is_file() else sorted(given.glob(f"*/{name}"))
+        elif given.is_file():
+            found.append(given)
+    return found
+
+
+def cmd_comment(args: argparse.Namespace) -> int:
+    results = _found(args.results, RESULTS_FILE)
+    outcomes = with_missing(read_results(results), expected_stacks(args.expect))
+    if not outcomes and args.results and not results:
+        error = "no result: the preview job ended before reporting"
+        outcomes = [StackOutcome("(every stack)", status="failed", error=error)]
+    body = comment_body(
+        outcomes,
+        read_reports(_found(args.report, "report.md")),
+        kind=args.kind,
+        title=args.title,
+        commit=args.commit or os.environ.get("GITHUB_SHA", ""),
+        run_url=run_url(),
+        artifact=args.artifact,
+    )
+    if args.print_only:
+        print(body)
+        return 0
+    repo = repository(connection())
+    comment_id, created = upsert_comment(repo, args.pr, marker(args.kind), body)
+    print(f"{'Created' if created else 'Updated'} comment {comment_id} on #{args.pr} "
+          f"({len(body):,} characters, {len(outcomes)} stacks).")  # fmt: skip
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the GitHub-facing delivery commands on the `python -m infra` parser."""
+    comment = commands.add_parser("comment", help="create or update the preview comment on a PR")
+    add = comment.add_argument
+    add("--pr", type=int, required=True, help="pull request number")
+    add("--results", action="append", default=[], metavar="PATH",
+        help="results.jsonl (or its directory) from `preview`; repeatable")  # fmt: skip
+    add("--report", action="append", default=[], metavar="FILE", help="report.md; repeatable")
+    add("--expect", metavar="JSON", help="the affected matrix: a stack without a result is failed")
+    add("--kind", default="offline", help="which comment (its marker): offline or live")
+    add("--title", default="Preview", help="the comment's heading")
+    add("--commit", help="the commit previewed (default: $GITHUB_SHA)")
+    add("--artifact", default="preview-report", help="the artifact holding the whole report")
+    add("--print", dest="print_only", action="store_true", help="print the body, post nothing")
+    comment.set_defaults(func=cmd_comment)
