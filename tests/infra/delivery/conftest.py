@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.delivery.fake_github import WORKFLOW_TOKEN, FakeGitHub, serve
 from infra.settings import ENVIRONMENTS_DIR, PROMOTION_ORDER, REPO_ROOT
+from tests.infra.delivery.fake_github import WORKFLOW_TOKEN, FakeGitHub, serve
 
 
 def git(repo: Path, *args: str) -> str:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 import infra.plans.offline
-from tests.infra.delivery.fake_github import FakeGitHub
 from infra.cli import main
 from infra.delivery.comment import comment_body, marker
 from infra.delivery.github import GitHubError, connection, repository, upsert_comment
@@ -17,6 +16,7 @@ from infra.plans.model import Plan
 from infra.plans.offline import RenderError
 from infra.plans.outcome import StackOutcome, read_results
 from infra.settings import Cloud, EnvironmentSettings
+from tests.infra.delivery.fake_github import FakeGitHub
 
 STACKS = [("dev", "aws"), ("dev", "gcp"), ("staging", "aws")]
 MATRIX = json.dumps({"include": [{"environment": e, "cloud": c, "stack": f"{e}-{c}"}
