@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from services.billing.errors import NotFoundError
+from services.billing.currencies import currency as currency_rules
+from services.billing.errors import BillingError, NotFoundError
 from services.billing.ids import new_id
 from services.billing.models import Plan
 
@@ -29,6 +30,14 @@ def create_plan(
     interval: BillingInterval,
     trial_days: int,
 ) -> Plan:
+    rules = currency_rules(currency)
+    if not rules.representable(amount):
+        raise BillingError(
+            "amount_not_chargeable",
+            f"amount: {currency} is charged in multiples of {rules.increment} minor units; "
+            f"{amount} is not one",
+            status=422,
+        )
     plan = Plan(
         id=new_id(),
         name=name,

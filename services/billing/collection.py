@@ -1,17 +1,29 @@
-"""Charging open invoices and the dunning schedule that follows a declined charge.
+"""Charging open invoices: the payment lifecycle, and the dunning schedule after a decline.
 
-A charge attempt holds the invoice's row lock across the gateway call and commits the outcome
-with it. If the process dies in between, the lock is released, the attempt number is unchanged,
-and the next attempt sends the same gateway idempotency key: the gateway answers with the
-charge it already made instead of making another.
+A charge moves through three steps, and no lock or transaction is held across a gateway call:
+
+1. Claim (one short transaction, committed): the invoice gets a `pending` payment row carrying
+   the attempt's idempotency key and a lease (`next_check_at`). At most one payment per invoice
+   is pending (a unique index), so two workers or a worker and the API cannot both charge it.
+2. Call the gateway, holding nothing.
+3. Record the outcome (one short transaction per payment): succeeded, declined (dunning),
+   pending at the gateway (checked again later), or unknown (an outage or an error: the same key
+   is sent again later, so the gateway answers with the charge it already made, if any).
+
+The reconciliation scan (`claim_due_checks`) drives every pending payment whose check is due:
+a claim whose worker died (same key again), a charge the gateway is still processing (asked for
+its status), and a refund owed. Settlement is only ever applied to an open invoice; money that
+arrives for an invoice already paid or voided is refunded.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, exists, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
@@ -20,12 +32,13 @@ from services.billing.gateway import (
     ChargeOutcome,
     ChargeRequest,
     ChargeResult,
+    GatewayConfigurationError,
     GatewayIdempotencyConflictError,
     GatewayUnavailableError,
     PaymentGateway,
 )
 from services.billing.ids import new_id
-from services.billing.invoicing import ScanPosition
+from services.billing.invoicing import ScanPosition, void_open_invoice
 from services.billing.models import (
     Customer,
     Invoice,
@@ -36,6 +49,9 @@ from services.billing.models import (
     SubscriptionStatus,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 logger = logging.getLogger(__name__)
 
 # After the n-th declined attempt, retry DUNNING_SCHEDULE[n - 1] later; a decline after the
@@ -43,6 +59,12 @@ logger = logging.getLogger(__name__)
 DUNNING_SCHEDULE = (timedelta(days=1), timedelta(days=3), timedelta(days=5))
 # A gateway outage is not the customer's fault: retry soon, without counting an attempt.
 GATEWAY_RETRY_DELAY = timedelta(minutes=5)
+# How long a claimed attempt belongs to its worker before another sends its key again: longer
+# than a gateway call can take (StripeGateway: 15 s timeout, one retry).
+CLAIM_LEASE = timedelta(seconds=60)
+# A charge the gateway accepted but has not settled is asked about this often; its webhook
+# usually settles it first.
+PROCESSING_CHECK_INTERVAL = timedelta(minutes=5)
 
 
 class CollectionOutcome(StrEnum):
@@ -52,10 +74,44 @@ class CollectionOutcome(StrEnum):
     EXHAUSTED = "exhausted"
     PENDING = "pending"
     GATEWAY_UNAVAILABLE = "gateway_unavailable"
+    # Our credentials or permissions were refused; retried later, no attempt counted.
+    GATEWAY_MISCONFIGURED = "gateway_misconfigured"
+    # An error nobody planned for; the payment is pushed back and tried again later.
+    ERROR = "error"
     # The subscription was canceled meanwhile; nothing is owed for it any more.
     VOIDED = "voided"
     # The gateway refused to replay the attempt's key; automatic retries stop.
     NEEDS_REVIEW = "needs_review"
+    # Money arrived for an invoice already settled; it is being given back.
+    REFUNDING = "refunding"
+    REFUNDED = "refunded"
+    # A webhook recorded this payment's outcome first.
+    ALREADY_SETTLED = "already_settled"
+
+
+# Outcomes that mean something is wrong on our side or the gateway's, not the customer's.
+FAILURE_OUTCOMES = frozenset(
+    {
+        CollectionOutcome.GATEWAY_UNAVAILABLE,
+        CollectionOutcome.GATEWAY_MISCONFIGURED,
+        CollectionOutcome.ERROR,
+    }
+)
+
+
+# What invoice.last_error starts with, per failure.
+_ERROR_LABELS = {
+    CollectionOutcome.GATEWAY_UNAVAILABLE: "gateway_unavailable",
+    CollectionOutcome.GATEWAY_MISCONFIGURED: "gateway_misconfigured",
+    CollectionOutcome.ERROR: "error",
+    CollectionOutcome.NEEDS_REVIEW: "idempotency_conflict",
+}
+
+
+class Action(StrEnum):
+    CHARGE = "charge"
+    CHECK = "check"
+    REFUND = "refund"
 
 
 def idempotency_key(invoice: Invoice, attempt: int) -> str:
@@ -63,104 +119,263 @@ def idempotency_key(invoice: Invoice, attempt: int) -> str:
 
 
 @dataclass(frozen=True)
-class Collected:
-    outcome: CollectionOutcome
-    # Pass back as `after` to continue the scan past this invoice.
-    position: ScanPosition
+class Attempt:
+    """One gateway call a claim committed to making."""
+
+    action: Action
+    payment_id: uuid.UUID
+    invoice_id: uuid.UUID
+    # CHARGE: what to send; None when the customer has no payment method (a decline).
+    request: ChargeRequest | None = None
+    # CHECK and REFUND: the gateway's reference for the charge.
+    reference: str | None = None
+    amount: int = 0
 
 
-def collect_next_due_invoice(
-    session: Session, gateway: PaymentGateway, *, now: datetime, after: ScanPosition | None = None
-) -> Collected | None:
-    """Attempt the next due invoice no other worker holds; None when none is due. Commits."""
+@dataclass(frozen=True)
+class GatewayAnswer:
+    result: ChargeResult | None
+    # Set when the call did not give an answer: an outcome in FAILURE_OUTCOMES or NEEDS_REVIEW.
+    failure: CollectionOutcome | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    attempts: list[Attempt]
+    # Invoices voided because their subscription was canceled.
+    voided: int
+    handled: int
+    position: ScanPosition | None
+
+
+def claim_due_invoices(
+    session: Session,
+    *,
+    gateway_name: str,
+    now: datetime,
+    limit: int,
+    after: ScanPosition | None = None,
+    lease: timedelta = CLAIM_LEASE,
+) -> Claimed:
+    """Start a new attempt on up to `limit` due open invoices no one else holds. Commits."""
     query = select(Invoice).where(
         Invoice.status == InvoiceStatus.OPEN, Invoice.next_attempt_at <= now
     )
     if after is not None:
         query = query.where(tuple_(Invoice.next_attempt_at, Invoice.id) > after)
-    invoice = session.scalars(
+    invoices = session.scalars(
         query.order_by(Invoice.next_attempt_at, Invoice.id)
-        .limit(1)
+        .limit(limit)
         .with_for_update(skip_locked=True)
-    ).first()
-    if invoice is None or invoice.next_attempt_at is None:
+    ).all()
+    if not invoices:
         session.rollback()
-        return None
-    position = (invoice.next_attempt_at, invoice.id)
-    outcome = attempt_collection(session, gateway, invoice, now=now)
-    session.commit()
-    return Collected(outcome, position)
-
-
-def attempt_collection(
-    session: Session, gateway: PaymentGateway, invoice: Invoice, *, now: datetime
-) -> CollectionOutcome:
-    """Charge an open invoice whose row lock the caller holds; the caller commits."""
-    subscription = (
-        session.get(Subscription, invoice.subscription_id) if invoice.subscription_id else None
-    )
-    if subscription is not None and subscription.status is SubscriptionStatus.CANCELED:
-        invoice.status = InvoiceStatus.VOID
-        invoice.voided_at = now
-        invoice.next_attempt_at = None
-        return CollectionOutcome.VOIDED
-    customer = session.get_one(Customer, invoice.customer_id)
-    attempt = invoice.attempt_count + 1
-    key = idempotency_key(invoice, attempt)
-    if customer.payment_method is None:
-        result = ChargeResult(
-            ChargeOutcome.DECLINED, None, "payment_method_missing", "No saved payment method."
+        return Claimed([], 0, 0, after)
+    last = invoices[-1]
+    position = (last.next_attempt_at, last.id) if last.next_attempt_at else after
+    canceled = set(
+        session.scalars(
+            select(Subscription.id).where(
+                Subscription.id.in_({i.subscription_id for i in invoices if i.subscription_id}),
+                Subscription.status == SubscriptionStatus.CANCELED,
+            )
         )
-    else:
-        try:
-            result = gateway.charge(
-                ChargeRequest(
-                    amount=invoice.amount_due,
-                    currency=invoice.currency,
-                    payment_method=customer.payment_method,
-                    customer_reference=customer.gateway_customer_id,
-                    description=f"Invoice {invoice.id}",
-                    invoice_id=str(invoice.id),
-                    idempotency_key=key,
+    )
+    in_flight = set(
+        session.scalars(
+            select(Payment.invoice_id).where(
+                Payment.invoice_id.in_([invoice.id for invoice in invoices]),
+                Payment.status == PaymentStatus.PENDING,
+            )
+        )
+    )
+    customers = _customers(session, [invoice.customer_id for invoice in invoices])
+    attempts, voided = [], 0
+    for invoice in invoices:
+        invoice.next_attempt_at = None
+        if invoice.subscription_id in canceled:
+            void_open_invoice(session, invoice, now=now)
+            voided += 1
+            continue
+        if invoice.id in in_flight:
+            # That attempt is settled by its own check (claim_due_checks) or its webhook.
+            continue
+        payment = _new_attempt(session, invoice, gateway_name, expires=now + lease)
+        attempts.append(_charge_attempt(invoice, payment, customers[invoice.customer_id]))
+    session.commit()
+    return Claimed(attempts, voided, len(invoices), position)
+
+
+def claim_due_checks(
+    session: Session,
+    *,
+    now: datetime,
+    limit: int,
+    after: ScanPosition | None = None,
+    lease: timedelta = CLAIM_LEASE,
+) -> Claimed:
+    """Claim pending and refunding payments whose check is due (reconciliation). Commits."""
+    query = select(Payment).where(
+        Payment.status.in_((PaymentStatus.PENDING, PaymentStatus.REFUNDING)),
+        Payment.next_check_at <= now,
+    )
+    if after is not None:
+        query = query.where(tuple_(Payment.next_check_at, Payment.id) > after)
+    payments = session.scalars(
+        query.order_by(Payment.next_check_at, Payment.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not payments:
+        session.rollback()
+        return Claimed([], 0, 0, after)
+    last = payments[-1]
+    position = (last.next_check_at, last.id) if last.next_check_at else after
+    invoices = {
+        invoice.id: invoice
+        for invoice in session.scalars(
+            select(Invoice).where(Invoice.id.in_({payment.invoice_id for payment in payments}))
+        )
+    }
+    customers = _customers(session, [invoice.customer_id for invoice in invoices.values()])
+    attempts = []
+    for payment in payments:
+        payment.next_check_at = now + lease
+        invoice = invoices[payment.invoice_id]
+        if payment.status is PaymentStatus.REFUNDING and payment.gateway_reference:
+            attempts.append(
+                Attempt(
+                    Action.REFUND,
+                    payment.id,
+                    invoice.id,
+                    reference=payment.gateway_reference,
+                    amount=payment.amount,
                 )
             )
-        except GatewayUnavailableError as error:
-            logger.warning(
-                "gateway unavailable", extra={"invoice_id": str(invoice.id), "error": str(error)}
+        elif payment.gateway_reference:
+            attempts.append(
+                Attempt(Action.CHECK, payment.id, invoice.id, reference=payment.gateway_reference)
             )
-            invoice.next_attempt_at = now + GATEWAY_RETRY_DELAY
-            invoice.last_error = f"gateway_unavailable: {error}"
-            return CollectionOutcome.GATEWAY_UNAVAILABLE
-        except GatewayIdempotencyConflictError as error:
+        elif invoice.status is not InvoiceStatus.OPEN:
+            # Voided or paid while this attempt's outcome was unknown. Sending the key again
+            # would make the charge if it never happened; if it did happen, its webhook
+            # (it carries this payment's id) finds a failed payment and refunds it.
+            _fail(payment, "abandoned", "The invoice was settled before the outcome was known.")
+        else:
+            attempts.append(_charge_attempt(invoice, payment, customers[invoice.customer_id]))
+    session.commit()
+    return Claimed(attempts, 0, len(payments), position)
+
+
+def call_gateway(gateway: PaymentGateway, attempt: Attempt) -> GatewayAnswer:  # noqa: PLR0911 - one return per kind of answer
+    """Make the attempt's gateway call; every error becomes an answer, none escapes."""
+    try:
+        if attempt.action is Action.REFUND:
+            assert attempt.reference is not None  # noqa: S101 - set for every refund
+            gateway.refund(
+                reference=attempt.reference,
+                amount=attempt.amount,
+                idempotency_key=f"billing-refund-{attempt.payment_id}",
+            )
+            return GatewayAnswer(None)
+        if attempt.action is Action.CHECK:
+            assert attempt.reference is not None  # noqa: S101 - set for every check
+            return GatewayAnswer(gateway.retrieve(attempt.reference))
+        if attempt.request is None:
+            return GatewayAnswer(
+                ChargeResult(
+                    ChargeOutcome.DECLINED,
+                    None,
+                    "payment_method_missing",
+                    "No saved payment method.",
+                )
+            )
+        return GatewayAnswer(gateway.charge(attempt.request))
+    except GatewayUnavailableError as error:
+        return GatewayAnswer(None, CollectionOutcome.GATEWAY_UNAVAILABLE, str(error))
+    except GatewayConfigurationError as error:
+        logger.error(  # noqa: TRY400 - expected; the message says all there is
+            "gateway refused our credentials", extra={"error": str(error)}
+        )
+        return GatewayAnswer(None, CollectionOutcome.GATEWAY_MISCONFIGURED, str(error))
+    except GatewayIdempotencyConflictError as error:
+        return GatewayAnswer(None, CollectionOutcome.NEEDS_REVIEW, str(error))
+    except Exception as error:
+        # Whatever it was, this payment is pushed back and the worker goes on with the others.
+        logger.exception("unexpected gateway error", extra={"payment_id": str(attempt.payment_id)})
+        return GatewayAnswer(None, CollectionOutcome.ERROR, f"{type(error).__name__}: {error}")
+
+
+def record(
+    session: Session,
+    attempt: Attempt,
+    answer: GatewayAnswer,
+    *,
+    now: datetime,
+) -> CollectionOutcome:
+    """Apply a gateway answer to the payment and its invoice in one transaction. Commits."""
+    invoice, payment = _lock(session, attempt.invoice_id, attempt.payment_id)
+    outcome = _apply(session, invoice, payment, attempt, answer, now=now)
+    session.commit()
+    return outcome
+
+
+def push_back(session: Session, attempt: Attempt, error: BaseException, *, now: datetime) -> None:
+    """After recording failed: try this payment again later, in a transaction of its own."""
+    session.rollback()
+    session.execute(
+        update(Payment)
+        .where(Payment.id == attempt.payment_id)
+        .values(next_check_at=now + GATEWAY_RETRY_DELAY)
+    )
+    session.execute(
+        update(Invoice)
+        .where(Invoice.id == attempt.invoice_id)
+        .values(last_error=f"error: {type(error).__name__}: {error}"[:2000])
+    )
+    session.commit()
+
+
+def _apply(  # noqa: PLR0911 - one return per state the payment moves to
+    session: Session,
+    invoice: Invoice,
+    payment: Payment,
+    attempt: Attempt,
+    answer: GatewayAnswer,
+    *,
+    now: datetime,
+) -> CollectionOutcome:
+    if attempt.action is Action.REFUND:
+        if payment.status is not PaymentStatus.REFUNDING:
+            return CollectionOutcome.ALREADY_SETTLED
+        if answer.failure is not None:
+            payment.next_check_at = now + GATEWAY_RETRY_DELAY
+            payment.failure_message = answer.message
+            return answer.failure
+        payment.status = PaymentStatus.REFUNDED
+        payment.next_check_at = None
+        return CollectionOutcome.REFUNDED
+    if payment.status is not PaymentStatus.PENDING:
+        return CollectionOutcome.ALREADY_SETTLED
+    if answer.failure is not None:
+        invoice.last_error = f"{_ERROR_LABELS[answer.failure]}: {answer.message}"[:2000]
+        if answer.failure is CollectionOutcome.NEEDS_REVIEW:
             # A new key could charge a second time; only a person can tell whether the first
             # request went through (the gateway's dashboard shows it).
-            logger.error(  # noqa: TRY400 - an expected condition, its traceback says nothing
-                "attempt key replayed with other parameters; invoice needs review",
-                extra={"invoice_id": str(invoice.id), "error": str(error)},
-            )
-            invoice.next_attempt_at = None
-            invoice.last_error = f"idempotency_conflict: {error}"
-            return CollectionOutcome.NEEDS_REVIEW
-    payment = Payment(
-        id=new_id(),
-        tenant_id=invoice.tenant_id,
-        invoice_id=invoice.id,
-        attempt_number=attempt,
-        amount=invoice.amount_due,
-        currency=invoice.currency,
-        status=PaymentStatus.PENDING,
-        gateway=gateway.name,
-        gateway_reference=result.reference,
-        idempotency_key=key,
-    )
-    session.add(payment)
-    invoice.attempt_count = attempt
+            payment.next_check_at = None
+        else:
+            payment.next_check_at = now + GATEWAY_RETRY_DELAY
+        return answer.failure
+    result = answer.result
+    assert result is not None  # noqa: S101 - an answer without a failure has a result
+    if result.reference and not payment.gateway_reference:
+        payment.gateway_reference = result.reference
     if result.outcome is ChargeOutcome.SUCCEEDED:
-        settle_paid(session, invoice, payment, now=now)
-        return CollectionOutcome.PAID
+        return apply_success(session, invoice, payment, now=now)
     if result.outcome is ChargeOutcome.PENDING:
-        # Not retried by the schedule: the gateway's webhook settles it either way.
-        invoice.next_attempt_at = None
+        # Settled by its webhook, or asked about again by the reconciliation scan.
+        payment.next_check_at = now + PROCESSING_CHECK_INTERVAL
         return CollectionOutcome.PENDING
     return record_decline(
         session,
@@ -172,9 +387,37 @@ def attempt_collection(
     )
 
 
+def apply_success(
+    session: Session, invoice: Invoice, payment: Payment, *, now: datetime
+) -> CollectionOutcome:
+    """Money arrived for this payment: it pays the invoice if open, else it goes back."""
+    already_paid = session.scalar(
+        select(
+            exists().where(
+                Payment.invoice_id == invoice.id,
+                Payment.status == PaymentStatus.SUCCEEDED,
+                Payment.id != payment.id,
+            )
+        )
+    )
+    payment.failure_code = payment.failure_message = None
+    if invoice.status is InvoiceStatus.OPEN and not already_paid:
+        settle_paid(session, invoice, payment, now=now)
+        return CollectionOutcome.PAID
+    logger.warning(
+        "payment succeeded for a settled invoice; refunding",
+        extra={"invoice_id": str(invoice.id), "payment_id": str(payment.id)},
+    )
+    payment.status = PaymentStatus.REFUNDING
+    payment.next_check_at = now
+    return CollectionOutcome.REFUNDING
+
+
 def settle_paid(session: Session, invoice: Invoice, payment: Payment, *, now: datetime) -> None:
     payment.status = PaymentStatus.SUCCEEDED
+    payment.next_check_at = None
     invoice.status = InvoiceStatus.PAID
+    invoice.attempt_count = max(invoice.attempt_count, payment.attempt_number)
     invoice.paid_at = now
     invoice.next_attempt_at = None
     invoice.last_error = None
@@ -192,9 +435,11 @@ def record_decline(
     message: str | None,
     now: datetime,
 ) -> CollectionOutcome:
-    payment.status = PaymentStatus.FAILED
-    payment.failure_code = code
-    payment.failure_message = message
+    _fail(payment, code, message)
+    if invoice.status is not InvoiceStatus.OPEN:
+        # Voided while the attempt was out; nothing more to collect.
+        return CollectionOutcome.VOIDED
+    invoice.attempt_count = max(invoice.attempt_count, payment.attempt_number)
     invoice.last_error = code
     retries_used = invoice.attempt_count
     if retries_used <= len(DUNNING_SCHEDULE):
@@ -249,6 +494,125 @@ def restore_if_settled(session: Session, subscription_id: object) -> None:
     )
 
 
+def apply_gateway_event(
+    session: Session,
+    *,
+    payment_reference: str | None,
+    payment_id: str | None,
+    succeeded: bool,
+    failure_code: str | None,
+    failure_message: str | None,
+    now: datetime,
+) -> CollectionOutcome | None:
+    """Apply a payment webhook; None when it matches no payment (the caller answers 5xx so the
+    gateway delivers it again). The caller commits."""
+    found = None
+    if payment_reference:
+        found = session.scalars(
+            select(Payment).where(Payment.gateway_reference == payment_reference)
+        ).first()
+    if found is None and payment_id:
+        try:
+            found = session.get(Payment, uuid.UUID(payment_id))
+        except ValueError:
+            found = None
+    if found is None:
+        return None
+    invoice, payment = _lock(session, found.invoice_id, found.id)
+    if payment_reference and not payment.gateway_reference:
+        payment.gateway_reference = payment_reference
+    if succeeded:
+        if payment.status in {PaymentStatus.PENDING, PaymentStatus.FAILED}:
+            return apply_success(session, invoice, payment, now=now)
+        return CollectionOutcome.ALREADY_SETTLED
+    if payment.status is PaymentStatus.PENDING:
+        return record_decline(
+            session,
+            invoice,
+            payment,
+            code=failure_code or "declined",
+            message=failure_message,
+            now=now,
+        )
+    return CollectionOutcome.ALREADY_SETTLED
+
+
+def start_attempt(
+    session: Session, invoice: Invoice, *, gateway_name: str, now: datetime
+) -> Attempt:
+    """Claim a new attempt on an invoice whose row lock the caller holds. Commits."""
+    payment = _new_attempt(session, invoice, gateway_name, expires=now + CLAIM_LEASE)
+    invoice.next_attempt_at = None
+    attempt = _charge_attempt(invoice, payment, session.get_one(Customer, invoice.customer_id))
+    session.commit()
+    return attempt
+
+
+def _new_attempt(
+    session: Session, invoice: Invoice, gateway_name: str, *, expires: datetime
+) -> Payment:
+    """The pending payment of the invoice's next attempt, leased until `expires`."""
+    attempt = invoice.attempt_count + 1
+    payment = Payment(
+        id=new_id(),
+        tenant_id=invoice.tenant_id,
+        invoice_id=invoice.id,
+        attempt_number=attempt,
+        amount=invoice.amount_due,
+        currency=invoice.currency,
+        status=PaymentStatus.PENDING,
+        gateway=gateway_name,
+        idempotency_key=idempotency_key(invoice, attempt),
+        next_check_at=expires,
+    )
+    session.add(payment)
+    return payment
+
+
+def _charge_attempt(invoice: Invoice, payment: Payment, customer: Customer) -> Attempt:
+    request = None
+    if customer.payment_method is not None:
+        request = ChargeRequest(
+            amount=payment.amount,
+            currency=payment.currency,
+            payment_method=customer.payment_method,
+            customer_reference=customer.gateway_customer_id,
+            description=f"Invoice {invoice.id}",
+            invoice_id=str(invoice.id),
+            idempotency_key=payment.idempotency_key,
+            payment_id=str(payment.id),
+        )
+    return Attempt(Action.CHARGE, payment.id, invoice.id, request=request)
+
+
+def _customers(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Customer]:
+    return {
+        customer.id: customer
+        for customer in session.scalars(select(Customer).where(Customer.id.in_(set(ids))))
+    }
+
+
+def _lock(
+    session: Session, invoice_id: uuid.UUID, payment_id: uuid.UUID
+) -> tuple[Invoice, Payment]:
+    # The invoice first, as everywhere (services.billing.locks); both locks are held only for
+    # this short transaction.
+    invoice = session.scalars(
+        select(Invoice).where(Invoice.id == invoice_id).with_for_update()
+    ).one()
+    payment = session.scalars(
+        select(Payment).where(Payment.id == payment_id).with_for_update()
+    ).one()
+    return invoice, payment
+
+
+def _fail(payment: Payment, code: str, message: str | None) -> None:
+    payment.status = PaymentStatus.FAILED
+    payment.failure_code = code
+    payment.failure_message = message
+    payment.next_check_at = None
+
+
 def _set_subscription_status(
     session: Session,
     subscription_id: object,
@@ -264,47 +628,3 @@ def _set_subscription_status(
         .values(status=status)
         .execution_options(synchronize_session="fetch")
     )
-
-
-def settle_from_gateway(
-    session: Session,
-    *,
-    payment_reference: str,
-    succeeded: bool,
-    failure_code: str | None,
-    failure_message: str | None,
-    now: datetime,
-) -> bool:
-    """Settle a pending payment from a gateway event; False if none is pending. Caller commits."""
-    invoice_id = session.scalar(
-        select(Payment.invoice_id).where(
-            Payment.gateway_reference == payment_reference,
-            Payment.status == PaymentStatus.PENDING,
-        )
-    )
-    if invoice_id is None:
-        return False
-    invoice = session.scalars(
-        select(Invoice).where(Invoice.id == invoice_id).with_for_update()
-    ).one()
-    # Read again under the invoice's lock: a concurrent delivery may have settled it already.
-    payment = session.scalars(
-        select(Payment).where(
-            Payment.gateway_reference == payment_reference,
-            Payment.status == PaymentStatus.PENDING,
-        )
-    ).first()
-    if payment is None:
-        return False
-    if succeeded:
-        settle_paid(session, invoice, payment, now=now)
-    else:
-        record_decline(
-            session,
-            invoice,
-            payment,
-            code=failure_code or "declined",
-            message=failure_message,
-            now=now,
-        )
-    return True

@@ -41,7 +41,12 @@ def create_database_engine(database: DatabaseSettings, *, pool_size: int = 10) -
         max_overflow=pool_size,
         # RDS and Cloud SQL fail over by moving the endpoint; stale pooled connections then error.
         pool_pre_ping=True,
-        connect_args={"application_name": "billing"},
+        connect_args={
+            "application_name": "billing",
+            # Every session in UTC whatever the server, role or database default: timestamps
+            # come back in UTC and SQL date arithmetic is done on the UTC calendar.
+            "options": "-c timezone=UTC",
+        },
     )
 
 

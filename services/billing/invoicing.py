@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select, tuple_, update
 
+from services.billing.currencies import currency as currency_rules
 from services.billing.ids import new_id
 from services.billing.models import (
     Customer,
@@ -35,6 +36,9 @@ RENEWING_STATUSES = (
     SubscriptionStatus.ACTIVE,
     SubscriptionStatus.PAST_DUE,
 )
+
+
+CARRIED_LINE = "Carried from earlier invoices (each below the minimum charge)"
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,28 @@ def issue_invoice(
 ) -> Invoice:
     """Record an invoice, paying what it can from the customer's credit.
 
-    A positive remainder is open and due now; a negative subtotal (a downgrade) becomes credit.
+    Amounts carried from earlier invoices (each below the minimum charge) are added as a line.
+    A positive remainder is open and due now, unless it is below the currency's minimum charge:
+    then the invoice is settled and the amount carried to the next one, as Stripe does
+    (https://docs.stripe.com/api/invoices: "If the amount due for the invoice is less than
+    Stripe's minimum allowed charge per currency, the invoice is automatically marked paid, and
+    we add the amount due to the customer's credit balance which is applied to the next
+    invoice"). A negative subtotal (a downgrade) becomes credit.
     """
+    credit, debit = _lock_balances(session, customer_id)
+    if debit:
+        lines = [*lines, LineItem(CARRIED_LINE, debit, None)]
     subtotal = sum(line.amount for line in lines)
-    credit_applied = take_credit(session, customer_id, subtotal) if subtotal > 0 else 0
-    if subtotal < 0:
-        add_credit(session, customer_id, -subtotal)
+    credit_applied = min(credit, subtotal) if subtotal > 0 else 0
     amount_due = max(subtotal - credit_applied, 0)
+    carried = amount_due if amount_due < currency_rules(currency).minimum_charge else 0
+    amount_due -= carried
+    _set_balances(
+        session,
+        customer_id,
+        credit=credit - credit_applied + max(-subtotal, 0),
+        debit=carried,
+    )
     invoice = Invoice(
         id=new_id(),
         tenant_id=tenant_id,
@@ -79,6 +98,7 @@ def issue_invoice(
         subtotal=subtotal,
         credit_applied=credit_applied,
         amount_due=amount_due,
+        carried_forward=carried,
         attempt_count=0,
         next_attempt_at=now if amount_due > 0 else None,
         paid_at=None if amount_due > 0 else now,
@@ -101,6 +121,20 @@ def issue_invoice(
     return invoice
 
 
+def void_open_invoice(session: Session, invoice: Invoice, *, now: datetime) -> None:
+    """Void an open invoice whose row lock the caller holds, returning the credit it used.
+
+    In the same transaction: the credit spent on it goes back to the customer's balance. A
+    payment still pending for it is refunded if it succeeds (services.billing.collection).
+    """
+    invoice.status = InvoiceStatus.VOID
+    invoice.voided_at = now
+    invoice.next_attempt_at = None
+    if invoice.credit_applied:
+        add_credit(session, invoice.customer_id, invoice.credit_applied)
+    session.flush()
+
+
 def issue_cycle_invoice(
     session: Session, subscription: Subscription, plan: Plan, *, now: datetime
 ) -> Invoice:
@@ -119,19 +153,22 @@ def issue_cycle_invoice(
     )
 
 
-def take_credit(session: Session, customer_id: uuid.UUID, up_to: int) -> int:
-    """Spend up to `up_to` of the customer's credit balance; returns what was spent."""
-    balance = session.scalar(
-        select(Customer.credit_balance).where(Customer.id == customer_id).with_for_update()
+def _lock_balances(session: Session, customer_id: uuid.UUID) -> tuple[int, int]:
+    """The customer's credit and carried debit, with the customer's row locked."""
+    credit, debit = session.execute(
+        select(Customer.credit_balance, Customer.debit_balance)
+        .where(Customer.id == customer_id)
+        .with_for_update()
+    ).one()
+    return int(credit), int(debit)
+
+
+def _set_balances(session: Session, customer_id: uuid.UUID, *, credit: int, debit: int) -> None:
+    session.execute(
+        update(Customer)
+        .where(Customer.id == customer_id)
+        .values(credit_balance=credit, debit_balance=debit)
     )
-    spent = min(balance or 0, up_to)
-    if spent:
-        session.execute(
-            update(Customer)
-            .where(Customer.id == customer_id)
-            .values(credit_balance=Customer.credit_balance - spent)
-        )
-    return spent
 
 
 def add_credit(session: Session, customer_id: uuid.UUID, amount: int) -> None:

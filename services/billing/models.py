@@ -48,9 +48,20 @@ class InvoiceStatus(StrEnum):
 
 
 class PaymentStatus(StrEnum):
+    """A payment's lifecycle; services.billing.collection moves it along.
+
+    pending -> succeeded | failed: the gateway's answer (or a webhook, or reconciliation).
+    pending -> refunding -> refunded: money arrived for an invoice already settled (paid by
+    another attempt, or voided); it goes back to the customer.
+    failed -> succeeded: a late success for an attempt recorded as failed, on an invoice still
+    open (otherwise refunding).
+    """
+
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    REFUNDING = "refunding"
+    REFUNDED = "refunded"
 
 
 def _enum_column(enum: type[Enum], name: str) -> SqlEnum:
@@ -110,6 +121,7 @@ class Customer(TenantOwned, Base):
     __table_args__ = (
         _tenant_key(),
         CheckConstraint("credit_balance >= 0", name="credit_balance_not_negative"),
+        CheckConstraint("debit_balance >= 0", name="debit_balance_not_negative"),
         CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_iso"),
     )
 
@@ -122,6 +134,8 @@ class Customer(TenantOwned, Base):
     # Fixed by the first subscription: credit and invoices are in one currency per customer.
     currency: Mapped[str | None] = mapped_column(String(3))
     credit_balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Owed but below the gateway's minimum charge: added to the next invoice (Stripe does so).
+    debit_balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
@@ -185,6 +199,7 @@ class Invoice(TenantOwned, Base):
         CheckConstraint("credit_applied >= 0", name="credit_applied_not_negative"),
         CheckConstraint("amount_due >= 0", name="amount_due_not_negative"),
         CheckConstraint("attempt_count >= 0", name="attempt_count_not_negative"),
+        CheckConstraint("carried_forward >= 0", name="carried_forward_not_negative"),
         # The promise "never invoiced twice for a period", kept by the database itself.
         Index(
             "uq_invoices_cycle_period",
@@ -214,6 +229,8 @@ class Invoice(TenantOwned, Base):
     subtotal: Mapped[int] = mapped_column(BigInteger)
     credit_applied: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     amount_due: Mapped[int] = mapped_column(BigInteger)
+    # An amount due below the currency's minimum charge, moved to the customer's debit balance.
+    carried_forward: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -257,6 +274,20 @@ class Payment(TenantOwned, Base):
             postgresql_where=text("status = 'succeeded'"),
         ),
         CheckConstraint("amount > 0", name="amount_positive"),
+        # At most one attempt in flight per invoice: a second could charge the card twice.
+        Index(
+            "uq_payments_one_pending_per_invoice",
+            "invoice_id",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # The reconciliation scan: payments whose outcome or refund is due to be checked.
+        Index(
+            "ix_payments_check_due",
+            "next_check_at",
+            "id",
+            postgresql_where=text("status IN ('pending', 'refunding')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -270,6 +301,9 @@ class Payment(TenantOwned, Base):
     idempotency_key: Mapped[str] = mapped_column(String(255))
     failure_code: Mapped[str | None] = mapped_column(String(64))
     failure_message: Mapped[str | None] = mapped_column(Text)
+    # While pending or refunding: when to ask the gateway again (a claim's lease, a retry after
+    # an outage, or a check on a charge the gateway is still processing).
+    next_check_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import calendar
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 
@@ -18,8 +18,18 @@ _FIXED_LENGTH = {BillingInterval.DAY: timedelta(days=1), BillingInterval.WEEK: t
 _MONTHS = {BillingInterval.MONTH: 1, BillingInterval.YEAR: 12}
 
 
+def in_utc(moment: datetime) -> datetime:
+    """The same instant in UTC: periods are counted on the UTC calendar, whatever time zone a
+    database session or a caller used (a New York session would otherwise move month ends and
+    shift an hour at DST). A naive datetime is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
 def add_months(moment: datetime, months: int) -> datetime:
     """Same day of month `months` later, clamped to the month's last day (Jan 31 -> Feb 28)."""
+    moment = in_utc(moment)
     month_index = moment.month - 1 + months
     year, month = moment.year + month_index // 12, month_index % 12 + 1
     day = min(moment.day, calendar.monthrange(year, month)[1])
@@ -28,6 +38,7 @@ def add_months(moment: datetime, months: int) -> datetime:
 
 def boundary(anchor: datetime, interval: BillingInterval, count: int) -> datetime:
     """The end of the count-th period after the anchor."""
+    anchor = in_utc(anchor)
     if interval in _MONTHS:
         return add_months(anchor, count * _MONTHS[interval])
     return anchor + count * _FIXED_LENGTH[interval]
@@ -39,6 +50,7 @@ def next_period_end(anchor: datetime, interval: BillingInterval, after: datetime
     Counting from the anchor rather than adding a month to the last end keeps a subscription
     started on the 31st billing on the 31st after a short month, instead of drifting to the 28th.
     """
+    anchor, after = in_utc(anchor), in_utc(after)
     if interval in _MONTHS:
         step = _MONTHS[interval]
         count = max(1, ((after.year - anchor.year) * 12 + after.month - anchor.month) // step)

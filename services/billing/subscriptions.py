@@ -8,17 +8,24 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
+from services.billing.currencies import currency as currency_rules
 from services.billing.errors import ConflictError, NotFoundError
 from services.billing.ids import new_id
-from services.billing.invoicing import LineItem, issue_cycle_invoice, issue_invoice
+from services.billing.invoicing import (
+    LineItem,
+    issue_cycle_invoice,
+    issue_invoice,
+    void_open_invoice,
+)
 from services.billing.locks import lock_open_invoices, lock_subscription
 from services.billing.models import (
     Customer,
     Invoice,
     InvoiceKind,
-    InvoiceStatus,
+    Payment,
+    PaymentStatus,
     Plan,
     Subscription,
     SubscriptionStatus,
@@ -72,11 +79,20 @@ def start_subscription(
 def change_plan(
     session: Session, subscription_id: uuid.UUID, *, plan_id: uuid.UUID, now: datetime
 ) -> tuple[Subscription, Invoice | None]:
-    """Switch plans now, invoicing the difference for the rest of the period.
+    """Switch plans now and invoice the difference (the rules are in services/README.md).
 
-    The unused share of the old price is credited and the same share of the new price charged;
-    a net credit (a downgrade) goes to the customer's balance for later invoices.
+    Same interval: credit the unused share of the old price and charge the same share of the
+    new one, over the current period. Another interval: as Stripe does, the billing anchor
+    resets to now and the invoice charges the new plan's full period minus the unused credit
+    (https://docs.stripe.com/billing/subscriptions/billing-cycle#changing and
+    https://docs.stripe.com/billing/subscriptions/prorations). Either way, this period's unpaid
+    invoices are voided and billed again on the new invoice, so credit is only ever given for
+    time that was paid for.
     """
+    if session.get(Subscription, subscription_id) is None:
+        raise NotFoundError("subscription", subscription_id)
+    # Invoices before their subscription (services.billing.locks).
+    open_invoices = lock_open_invoices(session, subscription_id)
     subscription = lock_subscription(session, subscription_id)
     if subscription.status not in {SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING}:
         raise ConflictError(
@@ -91,34 +107,56 @@ def change_plan(
         raise ConflictError("plan_unchanged", "The subscription is already on this plan")
     old_plan = session.get_one(Plan, subscription.plan_id)
     _require_currency(session.get_one(Customer, subscription.customer_id), new_plan)
-    invoice = None
-    # A trial has nothing paid to prorate.
-    if subscription.status is SubscriptionStatus.ACTIVE:
-        period = subscription.current_period_end - subscription.current_period_start
-        remaining = subscription.current_period_end - now
-        credit = prorate(old_plan.amount, remaining, period)
-        charge = prorate(new_plan.amount, remaining, period)
-        if credit or charge:
-            invoice = issue_invoice(
-                session,
-                tenant_id=subscription.tenant_id,
-                customer_id=subscription.customer_id,
-                subscription_id=subscription.id,
-                kind=InvoiceKind.PRORATION,
-                currency=new_plan.currency,
-                period_start=now,
-                period_end=subscription.current_period_end,
-                lines=[
-                    LineItem(f"Unused time on {old_plan.name}", -credit, old_plan.id),
-                    LineItem(f"Remaining time on {new_plan.name}", charge, new_plan.id),
-                ],
-                now=now,
-            )
-    if new_plan.interval is not old_plan.interval:
-        # Periods of the new length start when the current one ends.
-        subscription.billing_anchor = subscription.current_period_end
     subscription.plan_id = new_plan.id
+    if subscription.status is SubscriptionStatus.TRIALING:
+        # Nothing paid to prorate; the trial runs to its end on the new plan.
+        session.flush()
+        return subscription, None
+    unpaid = [
+        invoice
+        for invoice in open_invoices
+        if invoice.period_start >= subscription.current_period_start
+    ]
+    if _any_payment_pending(session, unpaid):
+        raise ConflictError(
+            "payment_pending",
+            "A payment for this period is awaiting the gateway's result; change plan after it",
+        )
+    rules = currency_rules(new_plan.currency)
+    period = subscription.current_period_end - subscription.current_period_start
+    remaining = subscription.current_period_end - now
+    lines = []
+    for voided in unpaid:
+        void_open_invoice(session, voided, now=now)
+        lines.append(
+            LineItem(f"Unpaid charges voided on invoice {voided.id}", voided.subtotal, None)
+        )
+    unused = rules.round_down(prorate(old_plan.amount, remaining, period))
+    lines.append(LineItem(f"Unused time on {old_plan.name}", -unused, old_plan.id))
+    if new_plan.interval is old_plan.interval:
+        charge = rules.round_down(prorate(new_plan.amount, remaining, period))
+        lines.append(LineItem(f"Remaining time on {new_plan.name}", charge, new_plan.id))
+        period_start, period_end = now, subscription.current_period_end
+    else:
+        subscription.billing_anchor = subscription.current_period_start = now
+        subscription.current_period_end = next_period_end(now, new_plan.interval, now)
+        lines.append(LineItem(_cycle_description(new_plan), new_plan.amount, new_plan.id))
+        period_start, period_end = now, subscription.current_period_end
     session.flush()
+    invoice = None
+    if any(line.amount for line in lines):
+        invoice = issue_invoice(
+            session,
+            tenant_id=subscription.tenant_id,
+            customer_id=subscription.customer_id,
+            subscription_id=subscription.id,
+            kind=InvoiceKind.PRORATION,
+            currency=new_plan.currency,
+            period_start=period_start,
+            period_end=period_end,
+            lines=[line for line in lines if line.amount],
+            now=now,
+        )
     return subscription, invoice
 
 
@@ -167,8 +205,15 @@ def resume(session: Session, subscription_id: uuid.UUID, *, now: datetime) -> Su
             "subscription_not_paused",
             f"Only paused subscriptions resume; this one is {subscription.status.value}",
         )
-    subscription.status = SubscriptionStatus.ACTIVE
     subscription.paused_at = None
+    if subscription.current_period_end <= now and subscription.cancel_at_period_end:
+        # The period it was to end with is over: it ends, rather than starting a new one.
+        subscription.status = SubscriptionStatus.CANCELED
+        subscription.canceled_at = subscription.current_period_end
+        subscription.cancellation_reason = "canceled_at_period_end"
+        session.flush()
+        return subscription
+    subscription.status = SubscriptionStatus.ACTIVE
     if subscription.current_period_end <= now:
         plan = session.get_one(Plan, subscription.plan_id)
         subscription.billing_anchor = now
@@ -188,10 +233,26 @@ def get_subscription(session: Session, subscription_id: uuid.UUID) -> Subscripti
 
 
 def _void_open_invoices(session: Session, subscription_id: uuid.UUID, *, now: datetime) -> None:
+    # A payment still pending for one of them is refunded if it succeeds.
     for invoice in lock_open_invoices(session, subscription_id):
-        invoice.status = InvoiceStatus.VOID
-        invoice.voided_at = now
-        invoice.next_attempt_at = None
+        void_open_invoice(session, invoice, now=now)
+
+
+def _any_payment_pending(session: Session, invoices: list[Invoice]) -> bool:
+    return bool(invoices) and bool(
+        session.scalar(
+            select(
+                exists().where(
+                    Payment.invoice_id.in_([invoice.id for invoice in invoices]),
+                    Payment.status == PaymentStatus.PENDING,
+                )
+            )
+        )
+    )
+
+
+def _cycle_description(plan: Plan) -> str:
+    return f"{plan.name} ({plan.interval.value}ly)"
 
 
 def _require_currency(customer: Customer, plan: Plan) -> None:

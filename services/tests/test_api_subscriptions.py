@@ -41,11 +41,18 @@ def test_trial_issues_no_invoice_until_it_ends(client: BillingClient) -> None:
     assert invoices_of(client, subscription) == []
 
 
+def pay_first_invoice(client: BillingClient, subscription: dict[str, Any]) -> None:
+    [invoice] = invoices_of(client, subscription)
+    paid = client.post_new(f"/v1/invoices/{invoice['id']}/pay")
+    assert paid.status_code == 200, paid.text
+
+
 def test_upgrade_mid_period_invoices_the_prorated_difference(client: BillingClient) -> None:
     customer = create_customer(client)
     basic = create_plan(client, amount=1000, name="Basic")
     pro = create_plan(client, amount=4000, name="Pro")
     subscription = subscribe(client, customer, basic)
+    pay_first_invoice(client, subscription)
     response = client.post_new(
         f"/v1/subscriptions/{subscription['id']}/change-plan", {"plan_id": pro["id"]}
     )
@@ -70,6 +77,7 @@ def test_downgrade_mid_period_becomes_credit_for_the_next_invoice(
     pro = create_plan(client, amount=4000, name="Pro")
     basic = create_plan(client, amount=1000, name="Basic")
     subscription = subscribe(client, customer, pro)
+    pay_first_invoice(client, subscription)
     response = client.post_new(
         f"/v1/subscriptions/{subscription['id']}/change-plan", {"plan_id": basic["id"]}
     )

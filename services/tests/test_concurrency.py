@@ -41,6 +41,8 @@ def test_parallel_workers_with_one_killed_invoice_and_charge_each_period_once(
             "--until-idle",
             "--poll-interval=0.1",
             "--batch-size=20",
+            # A killed worker's claims pass to the others after this many seconds.
+            "--claim-lease=5",
             f"--heartbeat-file={tmp_path / f'worker-{index}.heartbeat'}",
             log=tmp_path / f"worker-{index}.log",
         )

@@ -45,11 +45,14 @@ def fake_stripe() -> Iterator[FakeStripe]:
     fake = FakeStripe()
 
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.do_POST()
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
             fake.requests.append(
-                RecordedRequest("POST", self.path, dict(self.headers.items()), form)
+                RecordedRequest(self.command, self.path, dict(self.headers.items()), form)
             )
             status, body = fake.replies.pop(0) if fake.replies else (500, {})
             payload = json.dumps(body).encode()
@@ -128,19 +131,48 @@ def test_card_errors_are_declines_with_stripes_code(fake_stripe: FakeStripe) -> 
     assert result.reference == "pi_456"
 
 
-@pytest.mark.parametrize(
-    ("status", "expected"),
-    [
-        ("processing", ChargeOutcome.PENDING),
-        ("requires_action", ChargeOutcome.DECLINED),
-    ],
-)
-def test_intent_statuses_map_to_outcomes(
-    fake_stripe: FakeStripe, status: str, expected: ChargeOutcome
-) -> None:
-    fake_stripe.replies.append((200, intent(status)))
+def test_a_processing_intent_is_pending(fake_stripe: FakeStripe) -> None:
+    fake_stripe.replies.append((200, intent("processing")))
     result = StripeGateway("sk_test_fake", api_base=fake_stripe.url).charge(charge_request())
-    assert result.outcome is expected
+    assert result.outcome is ChargeOutcome.PENDING
+
+
+def test_an_intent_that_needs_the_customer_is_canceled_then_declined(
+    fake_stripe: FakeStripe,
+) -> None:
+    # Recorded as failed, it must not be able to succeed later and be charged again by dunning.
+    fake_stripe.replies += [(200, intent("requires_action")), (200, intent("canceled"))]
+    result = StripeGateway("sk_test_fake", api_base=fake_stripe.url).charge(charge_request())
+    assert (result.outcome, result.failure_code) == (
+        ChargeOutcome.DECLINED,
+        "authentication_required",
+    )
+    assert [request.path for request in fake_stripe.requests] == [
+        "/v1/payment_intents",
+        "/v1/payment_intents/pi_123/cancel",
+    ]
+
+
+def test_an_intent_that_succeeded_before_the_cancel_counts_as_paid(
+    fake_stripe: FakeStripe,
+) -> None:
+    fake_stripe.replies += [
+        (200, intent("requires_action")),
+        (
+            400,
+            {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "payment_intent_unexpected_state",
+                    "message": "This PaymentIntent's status is succeeded.",
+                }
+            },
+        ),
+    ]
+    gateway = StripeGateway("sk_test_fake", api_base=fake_stripe.url)
+    # The retrieve after the refused cancel is a GET; the stand-in answers GETs from the list.
+    fake_stripe.replies.append((200, intent("succeeded")))
+    assert gateway.charge(charge_request()).outcome is ChargeOutcome.SUCCEEDED
 
 
 def test_server_errors_mean_unknown_outcome_and_retries_keep_the_key(

@@ -204,8 +204,21 @@ def test_gateway_outage_retries_soon_without_using_an_attempt(
     worker.run_cycle()
     [invoice] = invoices_for(db, subscription)
     assert invoice.attempt_count == 0
-    assert invoice.next_attempt_at == clock.now + GATEWAY_RETRY_DELAY
+    assert (invoice.last_error or "").startswith("gateway_unavailable")
+    # The attempt's outcome is unknown: the same key goes to the gateway again in 5 minutes.
+    [payment] = db.scalars(select(Payment).where(Payment.invoice_id == invoice.id)).all()
+    assert payment.status is PaymentStatus.PENDING
+    assert payment.next_check_at == clock.now + GATEWAY_RETRY_DELAY
     assert reload(db, subscription).status is SubscriptionStatus.ACTIVE
+    clock.advance(GATEWAY_RETRY_DELAY)
+    db.get_one(Customer, subscription.customer_id).payment_method = "pm_card_visa"
+    db.commit()
+    # The outage is over: the same attempt (same key) goes through.
+    assert worker.run_cycle().collections == {CollectionOutcome.PAID: 1}
+    [invoice] = invoices_for(db, subscription)
+    assert (invoice.status, invoice.attempt_count) == (InvoiceStatus.PAID, 1)
+    [payment] = db.scalars(select(Payment).where(Payment.invoice_id == invoice.id)).all()
+    assert payment.idempotency_key == idempotency_key(invoice, 1)
 
 
 def test_a_charge_lost_in_a_crash_is_found_again_not_repeated(

@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -13,6 +14,7 @@ from prometheus_client import start_http_server
 
 from services.billing.cache import blocking_client
 from services.billing.clock import system_clock
+from services.billing.collection import CLAIM_LEASE
 from services.billing.config import ConfigError, Settings
 from services.billing.db import create_database_engine, session_factory
 from services.billing.gateway import build_gateway
@@ -27,6 +29,18 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds between scans")
     parser.add_argument(
         "--until-idle", action="store_true", help="exit once nothing is due (batch runs)"
+    )
+    parser.add_argument(
+        "--charge-concurrency",
+        type=int,
+        default=32,
+        help="gateway calls in flight at once (each in a thread, holding no connection)",
+    )
+    parser.add_argument(
+        "--claim-lease",
+        type=float,
+        default=CLAIM_LEASE.total_seconds(),
+        help="seconds a claimed charge is this worker's before another sends its key again",
     )
     parser.add_argument(
         "--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)"
@@ -61,6 +75,8 @@ def main(argv: list[str]) -> int:
             poll_interval_seconds=arguments.poll_interval,
             until_idle=arguments.until_idle,
             heartbeat_file=arguments.heartbeat_file,
+            charge_concurrency=arguments.charge_concurrency,
+            claim_lease=timedelta(seconds=arguments.claim_lease),
         ),
     )
 

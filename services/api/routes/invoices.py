@@ -11,7 +11,7 @@ from services.api.dependencies import ADMIN_ONLY, AUTHORIZED, CurrentRuntime, Da
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import error_responses
 from services.billing import invoices
-from services.billing.collection import CollectionOutcome
+from services.billing.collection import FAILURE_OUTCOMES, CollectionOutcome
 from services.billing.errors import ConflictError, PaymentDeclinedError
 from services.billing.gateway import GatewayUnavailableError
 from services.billing.models import Invoice, InvoiceStatus, Payment
@@ -73,9 +73,10 @@ def pay_invoice(
             )
         ).first()
         raise PaymentDeclinedError("payment_declined", failure or "The payment was declined")
-    if outcome is CollectionOutcome.GATEWAY_UNAVAILABLE:
+    if outcome in FAILURE_OUTCOMES:
+        # No answer from the gateway; the same attempt is sent again by the worker.
         raise GatewayUnavailableError(invoice.last_error or "gateway unavailable")
-    if outcome is CollectionOutcome.VOIDED:
+    if outcome in {CollectionOutcome.VOIDED, CollectionOutcome.REFUNDING}:
         raise ConflictError("invoice_not_open", "The subscription was canceled; invoice voided")
     if outcome is CollectionOutcome.NEEDS_REVIEW:
         raise ConflictError(

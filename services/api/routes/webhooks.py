@@ -12,10 +12,10 @@ from sqlalchemy.dialects.postgresql import insert
 from services.api import schemas
 from services.api.dependencies import CurrentRuntime, SystemSession
 from services.api.routes import error_responses
-from services.billing.collection import settle_from_gateway
+from services.billing.collection import apply_gateway_event
 from services.billing.errors import BillingError
 from services.billing.gateway.webhooks import (
-    PAYMENT_FAILED,
+    PAYMENT_EVENTS,
     PAYMENT_SUCCEEDED,
     WebhookSignatureError,
     verify_event,
@@ -51,14 +51,25 @@ def stripe_webhook(
     )
     if first_delivery is None:
         return schemas.WebhookReceipt(received=True, duplicate=True)
-    if event.type in {PAYMENT_SUCCEEDED, PAYMENT_FAILED} and event.payment_reference:
-        settle_from_gateway(
+    if event.type in PAYMENT_EVENTS:
+        applied = apply_gateway_event(
             session,
             payment_reference=event.payment_reference,
+            payment_id=event.payment_id,
             succeeded=event.type == PAYMENT_SUCCEEDED,
             failure_code=event.failure_code,
             failure_message=event.failure_message,
             now=runtime.clock(),
         )
+        if applied is None:
+            # Not recorded as handled: the gateway retries a 5xx for days
+            # (https://docs.stripe.com/webhooks#retries), by when the payment it is about
+            # has been committed, or someone looks.
+            session.rollback()
+            raise BillingError(
+                "webhook_event_unmatched",
+                f"No payment matches {event.type} for {event.payment_reference}",
+                status=503,
+            )
     session.commit()
     return schemas.WebhookReceipt(received=True, duplicate=False)

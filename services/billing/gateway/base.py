@@ -26,6 +26,8 @@ class ChargeRequest:
     invoice_id: str
     # Same key, same charge: a retry after a crash or a timeout cannot charge twice.
     idempotency_key: str
+    # Our payment row, sent as metadata so a webhook finds it even before the reference is saved.
+    payment_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,14 @@ class ChargeResult:
 
 class GatewayUnavailableError(Exception):
     """The gateway did not answer; the charge may or may not exist, so retry with the same key."""
+
+
+class GatewayConfigurationError(Exception):
+    """The gateway refused our credentials or permissions: nothing the customer did or can fix.
+
+    No charge was made; collection retries later without counting an attempt, and the failures
+    show in metrics and in the worker's health check until someone fixes the configuration.
+    """
 
 
 class GatewayIdempotencyConflictError(Exception):
@@ -70,4 +80,16 @@ class PaymentGateway(Protocol):
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
         """Charge off-session; raises GatewayUnavailableError when the outcome is unknown."""
+        ...
+
+    def retrieve(self, reference: str) -> ChargeResult:
+        """The current outcome of a charge the gateway accepted as pending.
+
+        A charge that needs the customer present is canceled first, so it cannot succeed after
+        it was recorded as failed.
+        """
+        ...
+
+    def refund(self, *, reference: str, amount: int, idempotency_key: str) -> None:
+        """Give back a charge in full; the key makes a repeated refund a no-op."""
         ...

@@ -13,10 +13,12 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
+from services.billing.currencies import currency
 from services.billing.gateway.base import (
     ChargeOutcome,
     ChargeRequest,
     ChargeResult,
+    GatewayConfigurationError,
     GatewayIdempotencyConflictError,
     GatewayUnavailableError,
 )
@@ -29,6 +31,12 @@ CARD_DECLINED = "pm_card_chargeDeclined"
 CARD_INSUFFICIENT_FUNDS = "pm_card_chargeDeclinedInsufficientFunds"
 GATEWAY_UNAVAILABLE = "pm_sim_unavailable"
 SETTLES_LATER = "pm_sim_processing"
+# Off-session charge that needs the customer (Stripe: requires_action); canceled, so declined.
+NEEDS_AUTHENTICATION = "pm_card_authenticationRequired"
+# Our credentials are refused (Stripe: AuthenticationError).
+GATEWAY_MISCONFIGURED = "pm_sim_misconfigured"
+# An error of a kind the billing code does not know, to exercise the worker's last resort.
+UNEXPECTED_ERROR = "pm_sim_unexpected_error"
 # Succeeds after SLOW_CHARGE_SECONDS, to watch requests and jobs in flight.
 SLOW_CARD = "pm_sim_slow"
 SLOW_CHARGE_SECONDS = 1.5
@@ -77,6 +85,10 @@ class SimulatorGateway:
         if stored is None:
             if request.payment_method == GATEWAY_UNAVAILABLE:
                 raise GatewayUnavailableError("simulated gateway outage")
+            if request.payment_method == GATEWAY_MISCONFIGURED:
+                raise GatewayConfigurationError("simulated AuthenticationError: invalid API key")
+            if request.payment_method == UNEXPECTED_ERROR:
+                raise _SimulatedBugError("simulated error the billing code does not know")
             if request.payment_method == SLOW_CARD:
                 self._cache.incr(f"{_PREFIX}:in_flight")
                 try:
@@ -99,6 +111,8 @@ class SimulatorGateway:
                 keys=[result_key, f"{_PREFIX}:charges"],
                 args=[json.dumps(record), _RESULT_TTL_SECONDS, booking],
             )
+            if outcome.reference is not None:
+                self._cache.setnx(f"{_PREFIX}:intent:{outcome.reference}", outcome.outcome.value)
         saved = json.loads(cast("bytes", stored))
         if saved["fingerprint"] != fingerprint:
             # Stripe answers such a request with an idempotency_error, likewise.
@@ -112,6 +126,29 @@ class SimulatorGateway:
             failure_message=saved["failure_message"],
         )
 
+    def retrieve(self, reference: str) -> ChargeResult:
+        status = cast("bytes | None", self._cache.get(f"{_PREFIX}:intent:{reference}"))
+        if status is None:
+            raise GatewayUnavailableError(f"no such payment {reference!r}")
+        outcome = ChargeOutcome(status.decode())
+        if outcome is ChargeOutcome.DECLINED:
+            return ChargeResult(outcome, reference, "declined", "The payment failed.")
+        return ChargeResult(outcome, reference)
+
+    def refund(self, *, reference: str, amount: int, idempotency_key: str) -> None:
+        record = json.dumps({"reference": reference, "amount": amount})
+        self._cache.hsetnx(f"{_PREFIX}:refunds", idempotency_key, record)
+
+    def finish_processing(self, reference: str, *, succeeded: bool) -> None:
+        """The bank's answer for a pending charge, as a later webhook would report it."""
+        outcome = ChargeOutcome.SUCCEEDED if succeeded else ChargeOutcome.DECLINED
+        self._cache.set(f"{_PREFIX}:intent:{reference}", outcome.value)
+
+    def refunds(self) -> list[dict[str, Any]]:
+        """Every refund the simulator made, one per idempotency key."""
+        raw = cast("dict[bytes, bytes]", self._cache.hgetall(f"{_PREFIX}:refunds"))
+        return [json.loads(value) for value in raw.values()]
+
     def charges(self) -> list[dict[str, Any]]:
         """Every charge the simulator accepted: its ledger, to check nothing was charged twice."""
         raw = cast("dict[bytes, bytes]", self._cache.hgetall(f"{_PREFIX}:charges"))
@@ -122,13 +159,34 @@ class SimulatorGateway:
         return int(cast("bytes | None", self._cache.get(f"{_PREFIX}:in_flight")) or 0)
 
 
+class _SimulatedBugError(Exception):
+    pass
+
+
 def _decide(request: ChargeRequest) -> ChargeResult:
+    rules = currency(request.currency)
+    if request.amount < rules.minimum_charge or not rules.representable(request.amount):
+        # Stripe answers an invalid_request_error (amount_too_small, or an amount the currency
+        # cannot take); the gateway maps that to a decline.
+        return ChargeResult(
+            ChargeOutcome.DECLINED,
+            None,
+            "amount_too_small" if request.amount < rules.minimum_charge else "invalid_amount",
+            f"{request.amount} is not a chargeable amount of {request.currency}.",
+        )
     if request.payment_method in _DECLINES:
         code, message = _DECLINES[request.payment_method]
         return ChargeResult(ChargeOutcome.DECLINED, None, code, message)
     reference = f"pi_sim_{uuid.uuid4().hex}"
     if request.payment_method == SETTLES_LATER:
         return ChargeResult(ChargeOutcome.PENDING, reference)
+    if request.payment_method == NEEDS_AUTHENTICATION:
+        return ChargeResult(
+            ChargeOutcome.DECLINED,
+            reference,
+            "authentication_required",
+            "The card needs the customer to authenticate the payment.",
+        )
     if request.payment_method in {CARD_SUCCEEDS, SLOW_CARD}:
         return ChargeResult(ChargeOutcome.SUCCEEDED, reference)
     return ChargeResult(

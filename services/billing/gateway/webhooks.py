@@ -10,6 +10,9 @@ import stripe
 # The payment events that settle a charge the gateway accepted as pending.
 PAYMENT_SUCCEEDED = "payment_intent.succeeded"
 PAYMENT_FAILED = "payment_intent.payment_failed"
+# A canceled PaymentIntent can no longer succeed: a failure of that attempt.
+PAYMENT_CANCELED = "payment_intent.canceled"
+PAYMENT_EVENTS = frozenset({PAYMENT_SUCCEEDED, PAYMENT_FAILED, PAYMENT_CANCELED})
 
 
 class WebhookSignatureError(ValueError):
@@ -24,6 +27,8 @@ class GatewayEvent:
     payment_reference: str | None
     failure_code: str | None
     failure_message: str | None
+    # Our payment's id, from the PaymentIntent's metadata.
+    payment_id: str | None = None
 
 
 def verify_event(payload: bytes, signature: str | None, secret: str) -> GatewayEvent:
@@ -37,13 +42,18 @@ def verify_event(payload: bytes, signature: str | None, secret: str) -> GatewayE
         raise WebhookSignatureError(str(error)) from error
     except (ValueError, KeyError, TypeError) as error:
         raise WebhookSignatureError(f"payload is not a Stripe event: {error!r}") from error
-    if event_type not in {PAYMENT_SUCCEEDED, PAYMENT_FAILED} or not isinstance(subject, dict):
+    if event_type not in PAYMENT_EVENTS or not isinstance(subject, dict):
         return GatewayEvent(event_id, event_type, None, None, None)
     last_error = subject.get("last_payment_error") or {}
+    metadata = subject.get("metadata") or {}
+    code = last_error.get("decline_code") or last_error.get("code")
+    if event_type == PAYMENT_CANCELED:
+        code = code or "canceled"
     return GatewayEvent(
         event_id,
         event_type,
         subject.get("id"),
-        last_error.get("decline_code") or last_error.get("code"),
+        code,
         last_error.get("message"),
+        payment_id=metadata.get("payment_id") if isinstance(metadata, dict) else None,
     )
