@@ -104,10 +104,11 @@ def test_worker_finishes_the_charge_in_hand_on_sigterm(
         "services.worker",
         subprocess_env(service_env),
         f"--heartbeat-file={tmp_path / 'heartbeat'}",
+        "--charge-concurrency=2",
         log=log,
     )
     try:
-        wait_for(lambda: simulator.charges_in_flight() == 1, timeout=60, what="a charge to start")
+        wait_for(lambda: simulator.charges_in_flight() == 2, timeout=60, what="charges to start")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0, log.read_text()
     finally:
@@ -116,9 +117,9 @@ def test_worker_finishes_the_charge_in_hand_on_sigterm(
             worker.wait()
     db.rollback()
     statuses = sorted(invoice.status for invoice in db.scalars(select(Invoice)))
-    # All three renewed; the charge under way finished; no new one was started.
-    assert statuses == [InvoiceStatus.OPEN, InvoiceStatus.OPEN, InvoiceStatus.PAID]
-    assert len(simulator.charges()) == 1
+    # All three renewed; the two charges under way finished; no new one was started.
+    assert statuses == [InvoiceStatus.OPEN, InvoiceStatus.PAID, InvoiceStatus.PAID]
+    assert len(simulator.charges()) == 2
     health = subprocess.run(
         [
             sys.executable,
