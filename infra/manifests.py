@@ -24,6 +24,9 @@ class ValueSource(StrEnum):
     ENVIRONMENT = "environment"
     SERVICE_PORT = "service.port"
     DATABASE_HOST = "database.host"
+    # Read-only: the read replicas' hosts, comma-separated (libpq's multi-host form), or the
+    # serving instance where an environment runs none. A service opts in by naming it.
+    DATABASE_READ_HOST = "database.read_host"
     DATABASE_PORT = "database.port"
     DATABASE_NAME = "database.name"
     DATABASE_USERNAME = "database.username"

@@ -137,6 +137,16 @@ class AwsSettings(_Model):
     flow_log_retention_days: LogRetention
     domain: str | None = None
     hosted_zone_id: str | None = None
+    # A second region that keeps copies of the database's automated backups (seeds 000-002:
+    # cross-region recovery); unset keeps them in the stack's region only.
+    backup_region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] | None = None
+
+    @field_validator("backup_region")
+    @classmethod
+    def _other_region(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and value == info.data.get("region"):
+            raise ValueError(f"{value} is the stack's own region; name a second region")
+        return value
 
     @field_validator("allowed_account_ids")
     @classmethod
@@ -163,6 +173,20 @@ class GcpSettings(_Model):
     domain: (
         Annotated[str, Field(pattern=r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$")] | None
     ) = None
+    # Zones of the region that read replicas spread over, in order.
+    zones: list[Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+\d-[a-z]$")]] = []
+    # Where Cloud SQL keeps its backups: a region or multi-region other than the instance's
+    # own puts the copies out of the region's reach. Unset: Cloud SQL's default location.
+    backup_location: Annotated[str, Field(pattern=r"^[a-z]+(-[a-z]+\d)?$")] | None = None
+
+    @field_validator("zones")
+    @classmethod
+    def _zones_in_region(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        region = info.data.get("region")
+        for zone in value:
+            if region is not None and zone.rsplit("-", 1)[0] != region:
+                raise ValueError(f"zone {zone} is not in region {region}")
+        return value
 
     @field_validator("allowed_projects")
     @classmethod
@@ -180,6 +204,63 @@ class PulumiSettings(_Model):
     ]
 
 
+class OriginalDatabase(StrEnum):
+    """What happens to the instance a restore replaced, one pull request at a time."""
+
+    KEEP = "keep"  # beside the restored one, protected: nothing is lost
+    RELEASE = "release"  # protection lifted, so the next change may delete it
+    REMOVE = "remove"  # deleted: the destructive step the guard stops
+
+
+class RestoreSettings(_Model):
+    """A restore as a pull request: a new instance beside the live one, from a point in time or
+    a snapshot; the services switch to it, the old one stays until a later change removes it."""
+
+    # Names the restored instance (billing-<env>-<id>); a new id is a new restore.
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{0,11}$")]
+    point_in_time: dt.datetime | None = None
+    # AWS: an RDS snapshot identifier; GCP: a Cloud SQL backup run ID.
+    snapshot: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    backup_id: Annotated[int, Field(ge=1)] | None = None
+    # Serve from the restored instance; false restores beside the live one for a check first.
+    switch: bool = True
+    original: OriginalDatabase = OriginalDatabase.KEEP
+
+    @field_validator("point_in_time")
+    @classmethod
+    def _utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must carry a UTC offset, for example 2026-11-29T07:55:00Z")
+        return value
+
+    @field_validator("original", mode="before")
+    @classmethod
+    def _original_from_str(cls, value: object) -> object:
+        if isinstance(value, str) and value in set(OriginalDatabase):
+            return OriginalDatabase(value)
+        return value
+
+    @field_validator("original")
+    @classmethod
+    def _served_before_removed(
+        cls, value: OriginalDatabase, info: ValidationInfo
+    ) -> OriginalDatabase:
+        if value is not OriginalDatabase.KEEP and info.data.get("switch") is False:
+            raise ValueError(f"'{value}' needs switch = true: the services still use the original")
+        return value
+
+    @property
+    def source(self) -> str:
+        return "point in time" if self.point_in_time is not None else "snapshot"
+
+    @property
+    def restore_time(self) -> str | None:
+        """The point in time as RFC 3339 UTC ("2026-11-29T07:55:00Z"), as both APIs take it."""
+        if self.point_in_time is None:
+            return None
+        return self.point_in_time.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class DatabaseSettings(_Model):
     engine_version: Annotated[str, Field(pattern=r"^15(\.\d+)?$")]
     instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")]
@@ -189,6 +270,9 @@ class DatabaseSettings(_Model):
     backup_retention_days: Annotated[int, Field(ge=1, le=35)]
     deletion_protection: bool
     cloud_sql_tier: Annotated[str, Field(pattern=r"^db-(custom-\d+-\d+|[a-z0-9-]+)$")]
+    # Read replicas of the serving instance, each in another zone (seeds 002 and 004).
+    read_replicas: Annotated[int, Field(ge=0, le=5)] = 0
+    restore: RestoreSettings | None = None
 
     @field_validator("max_allocated_storage_gb")
     @classmethod
@@ -520,6 +604,8 @@ def load_environment(  # noqa: PLR0912 - one check after another, each naming it
                 settings_file, cloud.value, f"clouds lists {cloud} but [{cloud}] is missing"
             )
 
+    _check_restore(settings, origin, settings_file)
+
     deployable = service_names() if services is None else services
     for service in settings.services:
         if service not in deployable:
@@ -548,6 +634,36 @@ def load_environment(  # noqa: PLR0912 - one check after another, each naming it
                     f"{scaling.memory} MiB does not fit {scaling.cpu} CPU units ({low}-{high})",
                 )
     return settings
+
+
+def _check_restore(
+    settings: EnvironmentSettings, origin: dict[tuple[str, ...], Path], fallback: Path
+) -> None:
+    """A restore names one source each cloud can use: a point in time, or its own snapshot."""
+    restore = settings.database.restore
+    if restore is None:
+        return
+    file = origin.get(("database", "restore", "id"), fallback)
+    key = "database.restore"
+    snapshots = {
+        Cloud.AWS: ("snapshot", restore.snapshot),
+        Cloud.GCP: ("backup_id", restore.backup_id),
+    }
+    if restore.point_in_time is not None:
+        named = [name for name, value in snapshots.values() if value is not None]
+        if named:
+            raise SettingsError(
+                file,
+                f"{key}.point_in_time",
+                f"name a point in time or {' and '.join(named)}, not both",
+            )
+        return
+    for cloud in settings.clouds:
+        name, value = snapshots[cloud]
+        if value is None:
+            raise SettingsError(
+                file, f"{key}.{name}", f"a restore on {cloud} without point_in_time needs {name}"
+            )
 
 
 @cache

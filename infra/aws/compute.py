@@ -82,6 +82,7 @@ class Endpoints:
     """What the services connect to; the manifests' value sources resolve against it."""
 
     database_host: str
+    database_read_host: str
     database_name: str
     database_username: str
     cache_host: str
@@ -99,6 +100,7 @@ def plain_value(
         ValueSource.ENVIRONMENT: settings.name,
         ValueSource.SERVICE_PORT: str(manifest.port or ""),
         ValueSource.DATABASE_HOST: endpoints.database_host,
+        ValueSource.DATABASE_READ_HOST: endpoints.database_read_host,
         ValueSource.DATABASE_PORT: str(POSTGRES_PORT),
         ValueSource.DATABASE_NAME: endpoints.database_name,
         ValueSource.DATABASE_USERNAME: endpoints.database_username,
@@ -188,6 +190,7 @@ class ComputeArgs:
     data_key_arn: pulumi.Input[str]
     logs_key_arn: pulumi.Input[str]
     database_host: pulumi.Input[str]
+    database_read_host: pulumi.Input[str]
     database_name: str
     database_username: str
     cache_host: pulumi.Input[str]
@@ -381,9 +384,10 @@ class Compute(pulumi.ComponentResource):
         settings = args.settings
 
         def definitions(values: list[Any]) -> str:
-            database_host, cache_host, log_group_name, *arns = values
+            database_host, read_host, cache_host, log_group_name, *arns = values
             endpoints = Endpoints(
                 database_host=database_host,
+                database_read_host=read_host,
                 database_name=args.database_name,
                 database_username=args.database_username,
                 cache_host=cache_host,
@@ -402,6 +406,7 @@ class Compute(pulumi.ComponentResource):
 
         resolved = pulumi.Output.all(
             args.database_host,
+            args.database_read_host,
             args.cache_host,
             task.log_group_name,
             *[args.secret_arns[s] for s in SecretName],

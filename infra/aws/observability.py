@@ -22,6 +22,8 @@ CPU_PERCENT = 80.0
 MEMORY_PERCENT = 80.0
 FREE_STORAGE_FRACTION = 0.1  # "storage > 90% full"
 DATABASE_CONNECTIONS = 150  # seed 002
+# A replica further behind than this serves reads older than the RPO (5 minutes) allows for.
+REPLICA_LAG_SECONDS = 60
 REDIS_EVICTIONS = 100
 GIB = 1024**3
 
@@ -39,6 +41,7 @@ class ObservabilityArgs:
     alb_arn_suffix: pulumi.Input[str]
     target_group_arn_suffixes: dict[str, pulumi.Output[str]]
     database_identifier: pulumi.Input[str]
+    replica_identifiers: list[pulumi.Output[str]]
     cache_member_ids: list[str]
     cluster_name: pulumi.Input[str]
     service_names: dict[str, pulumi.Output[str]]
@@ -208,6 +211,34 @@ class Observability(pulumi.ComponentResource):
             period=PERIOD,
             dimensions=rds,
         )
+        for index, replica in enumerate(args.replica_identifiers, start=1):
+            # Each replica has its own alarms: a lagging replica serves stale reads.
+            dimensions = {"DBInstanceIdentifier": replica}
+            alarm(
+                f"rds-replica-{index}-lag",
+                Severity.WARNING,
+                f"Read replica {index} more than {REPLICA_LAG_SECONDS} s behind",
+                comparison="GreaterThanThreshold",
+                threshold=REPLICA_LAG_SECONDS,
+                namespace="AWS/RDS",
+                metric_name="ReplicaLag",
+                statistic="Maximum",
+                period=60,
+                evaluation_periods=5,
+                dimensions=dimensions,
+            )
+            alarm(
+                f"rds-replica-{index}-cpu",
+                Severity.WARNING,
+                f"Read replica {index} CPU above 80% for 5 minutes",
+                comparison="GreaterThanThreshold",
+                threshold=CPU_PERCENT,
+                namespace="AWS/RDS",
+                metric_name="CPUUtilization",
+                statistic="Average",
+                period=PERIOD,
+                dimensions=dimensions,
+            )
         for node in args.cache_member_ids:
             redis = {"CacheClusterId": node}
             alarm(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
+from infra import stack
 from infra.aws.cache import Cache, CacheArgs
 from infra.aws.compute import Compute, ComputeArgs
 from infra.aws.database import DATABASE_NAME, DATABASE_USERNAME, Database, DatabaseArgs
@@ -17,8 +18,7 @@ from infra.aws.network import Network, NetworkArgs, subnet_cidrs
 from infra.aws.observability import Observability, ObservabilityArgs
 from infra.aws.secrets import Secrets, SecretsArgs
 from infra.aws.storage import PrivateBucket, PrivateBucketArgs
-from infra.manifests import SecretName, ServiceManifest, manifests
-from infra.settings import environment
+from infra.manifests import SecretName, ServiceManifest
 from infra.tagging import tags
 
 # Backups move to Glacier Instant Retrieval after a month and expire after a year.
@@ -28,10 +28,10 @@ BACKUP_EXPIRE_DAYS = 365
 
 def main() -> None:
     """Declare every AWS resource of the environment named by the stack."""
-    settings = environment(pulumi.get_stack())
+    settings = stack.settings()
     assert settings.aws is not None  # noqa: S101 - the stack exists only where clouds lists aws
     aws_settings = settings.aws
-    services = manifests()
+    services = stack.services()
     provider = aws.Provider(
         "aws",
         aws.ProviderArgs(
@@ -86,6 +86,7 @@ def main() -> None:
         DatabaseArgs(
             settings=settings,
             subnet_ids=network.data_subnet_ids,
+            zones=zones,
             security_group_id=groups.database_id,
             kms_key_arn=keys.data_key_arn,
             logs_key_arn=keys.logs_key_arn,
@@ -133,6 +134,7 @@ def main() -> None:
             data_key_arn=keys.data_key_arn,
             logs_key_arn=keys.logs_key_arn,
             database_host=database.address,
+            database_read_host=database.read_address,
             database_name=DATABASE_NAME,
             database_username=DATABASE_USERNAME,
             cache_host=cache.primary_endpoint,
@@ -148,6 +150,7 @@ def main() -> None:
             alb_arn_suffix=edge.alb_arn_suffix,
             target_group_arn_suffixes=edge.target_group_arn_suffixes,
             database_identifier=database.identifier,
+            replica_identifiers=database.replica_identifiers,
             cache_member_ids=cache.member_ids,
             cluster_name=compute.cluster_name,
             service_names=compute.service_names,
@@ -181,6 +184,7 @@ def main() -> None:
     pulumi.export("alb_logs_bucket", edge.logs_bucket_name)
     pulumi.export("rds_endpoint", database.endpoint)
     pulumi.export("database_address", database.address)
+    pulumi.export("database_read_address", database.read_address)
     pulumi.export("redis_endpoint", cache.primary_endpoint)
     pulumi.export("ecs_cluster_name", compute.cluster_name)
     pulumi.export("service_names", compute.service_names)

@@ -114,18 +114,44 @@ def _times(price: float | None, *factors: float) -> float | None:
 # -- AWS -----------------------------------------------------------------------------------------
 
 
+def _source(r: Resource, s: _Stack, key: str, name_key: str) -> Resource | None:
+    """The instance a replica (or a backup copy) reads from, by the name its input gives."""
+    name = str(r.inputs.get(key) or "").rsplit(":", 1)[-1]
+    found = [x for x in s.plan.of_type(r.type) if x.inputs.get(name_key) == name]
+    return found[0] if found else None
+
+
 def _rds(r: Resource, s: _Stack) -> tuple[str, float | None]:
     klass = str(r.inputs.get("instanceClass"))
     multi = r.inputs.get("multiAz") is True
-    storage = _number(r.inputs.get("allocatedStorage"), 20)
+    source = _source(r, s, "replicateSourceDb", "identifier")
+    # A replica's storage is its source's: RDS sizes it so, whatever the replica's inputs say.
+    sized = source if source is not None else r
+    storage = _number(sized.inputs.get("allocatedStorage"), 20)
     copies = 2 if multi else 1
     hourly = s.region.rds_instance_hour.get(klass)
     gb = s.unit("rds_storage_gb_month")
     az = "Multi-AZ" if multi else "Single-AZ"
-    text = f"RDS {klass} {az}, {storage:g} GB storage"
+    kind = "RDS read replica" if r.inputs.get("replicateSourceDb") else "RDS"
+    text = f"{kind} {klass} {az}, {storage:g} GB storage"
     if hourly is None or gb is None:
         return f"{text} (instance class not in the price file)", None
     return text, copies * (hourly * s.hours + storage * gb)
+
+
+def _backup_copies(r: Resource, s: _Stack) -> tuple[str, float | None]:
+    """Automated backups replicated to a second region: stored there, and carried there once."""
+    name = str(r.inputs.get("sourceDbInstanceArn") or "").rsplit(":", 1)[-1]
+    sources = [x for x in s.plan.of_type("aws:rds/instance:Instance")
+               if x.inputs.get("identifier") == name]  # fmt: skip
+    storage = _number(sources[0].inputs.get("allocatedStorage"), 20) if sources else 20.0
+    region = r.inputs.get("region") or "another region"
+    text = (f"RDS backup copies in {region}: {storage:g} GB stored, transferred once a month "
+            "(log shipping beyond that not estimated)")  # fmt: skip
+    stored, moved = s.unit("rds_backup_storage_gb_month"), s.unit("inter_region_transfer_gb")
+    if stored is None or moved is None:
+        return text, None
+    return text, storage * (stored + moved)
 
 
 def _cache(r: Resource, s: _Stack) -> tuple[str, float | None]:
@@ -232,9 +258,13 @@ def _cloud_sql(r: Resource, s: _Stack) -> tuple[str, float | None]:
     tier = str(_get(r.inputs, "settings", "tier"))
     regional = _get(r.inputs, "settings", "availabilityType") == "REGIONAL"
     copies = 2 if regional else 1
-    disk = _number(_get(r.inputs, "settings", "diskSize"), 10)
+    source = _source(r, s, "masterInstanceName", "name")
+    # A replica's disk is at least its primary's.
+    sized = source if source is not None else r
+    disk = _number(_get(sized.inputs, "settings", "diskSize"), 10)
     disk_type = "hdd" if _get(r.inputs, "settings", "diskType") == "PD_HDD" else "ssd"
-    text = f"Cloud SQL {tier} {'REGIONAL' if regional else 'ZONAL'}, {disk:g} GB {disk_type}"
+    kind = "Cloud SQL read replica" if r.inputs.get("masterInstanceName") else "Cloud SQL"
+    text = f"{kind} {tier} {'REGIONAL' if regional else 'ZONAL'}, {disk:g} GB {disk_type}"
     match = _CUSTOM_TIER.match(tier)
     vcpu, memory = s.unit("cloud_sql_vcpu_hour"), s.unit("cloud_sql_memory_gb_hour")
     if match and vcpu is not None and memory is not None:
@@ -244,7 +274,16 @@ def _cloud_sql(r: Resource, s: _Stack) -> tuple[str, float | None]:
     storage = s.unit(f"cloud_sql_{disk_type}_gb_month")
     if hourly is None or storage is None:
         return f"{text} (tier not in the price file)", None
-    return text, copies * (hourly * s.hours + disk * storage)
+    monthly = copies * (hourly * s.hours + disk * storage)
+    location = _get(r.inputs, "settings", "backupConfiguration", "location")
+    if isinstance(location, str) and location != r.inputs.get("region"):
+        # Backups kept in another location: one disk's worth stored there and carried there.
+        stored, moved = s.unit("cloud_sql_backup_gb_month"), s.unit("inter_region_transfer_gb")
+        if stored is None or moved is None:
+            return f"{text}, backups in {location} (not in the price file)", None
+        text += f", backups in {location} ({disk:g} GB stored, transferred once a month)"
+        monthly += disk * (stored + moved)
+    return text, monthly
 
 
 def _band(gb: float) -> str:
@@ -341,6 +380,9 @@ def _gcp_secret(_: Resource, s: _Stack) -> tuple[str, float | None]:
 
 PRICERS: dict[str, Pricer] = {
     "aws:rds/instance:Instance": _rds,
+    "aws:rds/instanceAutomatedBackupsReplication:InstanceAutomatedBackupsReplication": (
+        _backup_copies
+    ),
     "aws:elasticache/replicationGroup:ReplicationGroup": _cache,
     "aws:ecs/service:Service": _fargate,
     "aws:ec2/natGateway:NatGateway": _hourly(

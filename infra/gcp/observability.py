@@ -22,6 +22,9 @@ DISK_UTILIZATION = 0.9
 SUSTAINED = "300s"
 ALIGNMENT = "60s"
 
+# A replica further behind than this serves reads older than the RPO (5 minutes) allows for.
+REPLICA_LAG_SECONDS = 60
+
 
 @dataclass(frozen=True)
 class Threshold:
@@ -41,6 +44,7 @@ class ObservabilityArgs:
     settings: EnvironmentSettings
     api_service_name: pulumi.Input[str]
     database_instance_name: pulumi.Input[str]
+    replica_names: list[pulumi.Output[str]]
     redis_instance_name: pulumi.Input[str]
     health_host: pulumi.Input[str]
     health_path: str
@@ -109,13 +113,13 @@ class Observability(pulumi.ComponentResource):
                 '"',
             )
 
-        def cloud_sql(metric: str) -> pulumi.Output[str]:
+        def cloud_sql(metric: str, instance: pulumi.Input[str] | None = None) -> pulumi.Output[str]:
             return pulumi.Output.concat(
                 f'metric.type="cloudsql.googleapis.com/database/{metric}" ',
                 'resource.type="cloudsql_database" resource.label.database_id="',
                 project,
                 ":",
-                args.database_instance_name,
+                args.database_instance_name if instance is None else instance,
                 '"',
             )
 
@@ -180,6 +184,23 @@ class Observability(pulumi.ComponentResource):
                 None,
             ),
         ]  # fmt: skip
+        for index, replica in enumerate(args.replica_names, start=1):
+            # Each read replica has its own alerts: a lagging replica serves stale reads.
+            thresholds += [
+                (
+                    Threshold(f"db-replica-{index}-lag",
+                              f"Read replica {index} more than {REPLICA_LAG_SECONDS} s behind",
+                              REPLICA_LAG_SECONDS, "ALIGN_MAX"),
+                    cloud_sql("replication/replica_lag", replica),
+                    None,
+                ),
+                (
+                    Threshold(f"db-replica-{index}-cpu", f"Read replica {index} CPU above 80%",
+                              UTILIZATION, "ALIGN_MEAN"),
+                    cloud_sql("cpu/utilization", replica),
+                    None,
+                ),
+            ]  # fmt: skip
 
         self.alert_policy_names = {}
         for threshold, metric_filter, denominator in thresholds:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_gcp as gcp
 
+from infra import stack
 from infra.gcp.cache import Cache, CacheArgs
 from infra.gcp.compute import MIGRATIONS, Workloads, WorkloadsArgs
 from infra.gcp.database import PORT, Database, DatabaseArgs
@@ -15,8 +16,8 @@ from infra.gcp.network import Network, NetworkArgs
 from infra.gcp.observability import Observability, ObservabilityArgs
 from infra.gcp.registry import Registry, RegistryArgs
 from infra.gcp.secrets import Secrets, SecretsArgs
-from infra.manifests import SecretName, ValueSource, manifests
-from infra.settings import SERVICES_DIR, SettingsError, environment
+from infra.manifests import SecretName, ValueSource
+from infra.settings import SERVICES_DIR, SettingsError
 from infra.tagging import labels
 
 # The gateway the services charge through (services/billing/config.py, GatewayKind).
@@ -25,12 +26,12 @@ PAYMENT_GATEWAY = "stripe"
 
 def main() -> None:
     """Declare every GCP resource of the environment named by the stack."""
-    settings = environment(pulumi.get_stack())
+    settings = stack.settings()
     assert settings.gcp is not None  # noqa: S101 - the stack exists only where clouds lists gcp
     # The loader checks this too; the program refuses a settings object built any other way.
     if settings.gcp.project not in settings.gcp.allowed_projects:  # pragma: no cover
         raise ValueError(f"project {settings.gcp.project} is not allowed")
-    services = manifests()
+    services = stack.services()
     public = sorted(name for name, manifest in services.items() if manifest.public)
     if len(public) != 1:
         raise SettingsError(SERVICES_DIR, "public", f"GCP serves one public service, not {public}")
@@ -74,6 +75,7 @@ def main() -> None:
             network_id=network.network_id,
             kms_key_id=encryption.key_ids[KeyPurpose.DATABASE],
             password=secrets.database_password,
+            private_services_range=network.private_services_range,
             depends_on=[network.private_services_connection, *encryption.grants],
         ),
         opts=opts,
@@ -101,6 +103,7 @@ def main() -> None:
     values: dict[ValueSource, pulumi.Input[str]] = {
         ValueSource.ENVIRONMENT: settings.name,
         ValueSource.DATABASE_HOST: database.private_ip_address,
+        ValueSource.DATABASE_READ_HOST: database.read_address,
         ValueSource.DATABASE_PORT: str(PORT),
         ValueSource.DATABASE_NAME: database.database_name,
         ValueSource.DATABASE_USERNAME: database.username,
@@ -136,6 +139,7 @@ def main() -> None:
             settings=settings,
             api_service_name=compute.service_names[front.name],
             database_instance_name=database.instance_name,
+            replica_names=database.replica_names,
             redis_instance_name=cache.instance_name,
             health_host=domain if domain is not None else edge.ip_address,
             health_path=front.health_path or "/",
@@ -150,6 +154,7 @@ def main() -> None:
     pulumi.export("load_balancer_url", edge.url)
     pulumi.export("cloud_sql_connection_name", database.connection_name)
     pulumi.export("cloud_sql_private_ip", database.private_ip_address)
+    pulumi.export("cloud_sql_read_address", database.read_address)
     pulumi.export("redis_host", cache.host)
     pulumi.export("redis_port", cache.port)
     pulumi.export("artifact_repository", registry.repository_id)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.plans.model import Plan, load_plan
-from infra.plans.stateful import is_stateful
+from infra.plans.stateful import is_replica, is_stateful
 from infra.settings import REPO_ROOT
 
 # Step operations that remove a resource's data, as `pulumi preview --json` names them.
@@ -33,10 +33,12 @@ class Change:
     type: str
     op: str  # create, delete, update, replace, ...
     keys: list[str] = field(default_factory=list)
+    # A read replica holds no data of its own: replacing or deleting it is not destructive.
+    replica: bool = False
 
     @property
     def stateful(self) -> bool:
-        return is_stateful(self.type)
+        return is_stateful(self.type) and not self.replica
 
     @property
     def destructive(self) -> bool:
@@ -66,16 +68,17 @@ def diff_plans(key: str, before: Plan | None, after: Plan | None) -> StackDiff:
     new = after.by_urn() if after else {}
     changes: list[Change] = []
     for urn in sorted(set(old) | set(new)):
+        replica = any(is_replica(p[urn].type, p[urn].inputs) for p in (old, new) if urn in p)
         if urn not in old:
-            changes.append(Change(urn, new[urn].type, "create"))
+            changes.append(Change(urn, new[urn].type, "create", replica=replica))
         elif urn not in new:
-            changes.append(Change(urn, old[urn].type, "delete"))
+            changes.append(Change(urn, old[urn].type, "delete", replica=replica))
         else:
             keys = changed_keys(old[urn].inputs, new[urn].inputs)
             if old[urn].protect != new[urn].protect:
                 keys.append("(protect)")
             if keys:
-                changes.append(Change(urn, new[urn].type, "update", keys))
+                changes.append(Change(urn, new[urn].type, "update", keys, replica=replica))
     return StackDiff(key, changes)
 
 

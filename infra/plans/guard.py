@@ -19,6 +19,7 @@ from infra.plans.allowances import Allowance
 from infra.plans.diff import Change, StackDiff
 from infra.plans.model import PlanError
 from infra.plans.report import Verdict
+from infra.plans.stateful import is_replica
 
 GUARDED_ENVIRONMENTS = frozenset({"staging", "production"})
 
@@ -27,6 +28,7 @@ REPLACE_KEYS: dict[str, frozenset[str]] = {
     "aws:rds/instance:Instance": frozenset({
         "identifier", "identifierPrefix", "engine", "storageEncrypted", "kmsKeyId", "username",
         "dbName", "availabilityZone", "characterSetName", "snapshotIdentifier", "timezone",
+        "restoreToPointInTime",
     }),
     "aws:rds/cluster:Cluster": frozenset({
         "clusterIdentifier", "engine", "storageEncrypted", "kmsKeyId", "masterUsername",
@@ -47,6 +49,7 @@ REPLACE_KEYS: dict[str, frozenset[str]] = {
     "aws:dynamodb/table:Table": frozenset({"name", "hashKey", "rangeKey"}),
     "gcp:sql/databaseInstance:DatabaseInstance": frozenset({
         "name", "region", "project", "databaseVersion", "masterInstanceName", "encryptionKeyName",
+        "clone",
     }),
     "gcp:sql/database:Database": frozenset({"name", "instance", "project"}),
     "gcp:redis/instance:Instance": frozenset({
@@ -65,7 +68,7 @@ def as_replacement(change: Change) -> Change:
     """An update to a replace-triggering input of a stateful type, seen as the replace it is."""
     forcing = [k for k in change.keys if k in REPLACE_KEYS.get(change.type, frozenset())]
     if change.op == "update" and forcing:
-        return Change(change.urn, change.type, "replace", forcing)
+        return Change(change.urn, change.type, "replace", forcing, replica=change.replica)
     return change
 
 
@@ -162,9 +165,14 @@ def diff_from_preview(data: object, source: Path | str) -> StackDiff:
         type_ = state.get("type") if isinstance(state, dict) else None
         reasons = step.get("replaceReasons") or step.get("diffReasons") or []
         keys = [str(k) for k in reasons] if isinstance(reasons, list) else []
-        changes.append(
-            Change(urn, type_ if isinstance(type_, str) else _type_of_urn(urn), op, keys)
+        type_ = type_ if isinstance(type_, str) else _type_of_urn(urn)
+        replica = any(
+            isinstance(s, dict)
+            and isinstance(s.get("inputs"), dict)
+            and is_replica(type_, s["inputs"])
+            for s in (step.get("newState"), step.get("oldState"))
         )
+        changes.append(Change(urn, type_, op, keys, replica=replica))
     return StackDiff(stack, changes)
 
 

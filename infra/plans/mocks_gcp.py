@@ -18,10 +18,14 @@ def _global_address(resource: NewResource) -> dict[str, Any]:
 
 def _sql_instance(resource: NewResource) -> dict[str, Any]:
     target = resource.target
+    # The primary keeps .3; replicas and restored instances take the next addresses.
+    suffix = resource.physical_name.rsplit("-", 1)[-1]
+    host = 3 + int(suffix) if suffix.isdigit() else 3 if suffix == "postgres" else 9
+    address = f"10.128.0.{host}"
     return {
         "connectionName": f"{target.account}:{target.region}:{resource.physical_name}",
-        "privateIpAddress": "10.128.0.3",
-        "ipAddresses": [{"ipAddress": "10.128.0.3", "type": "PRIVATE"}],
+        "privateIpAddress": address,
+        "ipAddresses": [{"ipAddress": address, "type": "PRIVATE"}],
     }
 
 

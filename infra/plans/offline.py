@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pulumi
 from pulumi.runtime import mocks, settings, stack
 from pulumi.runtime.sync_await import _sync_await
 
+from infra.manifests import ServiceManifest
 from infra.plans.mocks import RecordingMonitor, Target, UnansweredInvokeError
 from infra.plans.model import Plan
 from infra.settings import Cloud, EnvironmentSettings
+from infra.stack import rendering
 
 PROJECTS = {Cloud.AWS: "billing-aws", Cloud.GCP: "billing-gcp"}
 
@@ -57,8 +59,16 @@ def _cancel_pending() -> None:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
-def render(env: EnvironmentSettings, cloud: Cloud) -> Plan:
-    """Render one stack's resources to a plan without the CLI, credentials or network."""
+def render(
+    env: EnvironmentSettings,
+    cloud: Cloud,
+    services: Mapping[str, ServiceManifest] | None = None,
+) -> Plan:
+    """Render one stack's resources to a plan without the CLI, credentials or network.
+
+    The program deploys ``env`` as given (not as environments/ holds it) and ``services``
+    (default: the manifests under services/).
+    """
     monitor = RecordingMonitor(target_of(env, cloud))
     project = PROJECTS[cloud]
     # Each stack starts from a clean runtime: a new root Stack resource and a new monitor.
@@ -70,7 +80,8 @@ def render(env: EnvironmentSettings, cloud: Cloud) -> Plan:
     settings.SETTINGS.outputs.clear()
     program = program_for(cloud)
     try:
-        _sync_await(stack.run_pulumi_func(program))
+        with rendering(env, services):
+            _sync_await(stack.run_pulumi_func(program))
         root = settings.get_root_resource()
         outputs = {}
         if root is not None:

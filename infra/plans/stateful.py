@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 STATEFUL_TYPES = frozenset(
     {
         # AWS
@@ -30,5 +33,20 @@ STATEFUL_TYPES = frozenset(
 )
 
 
+# Inputs that make a database instance a read replica: a copy rebuilt from its source, holding
+# no data of its own (aws.rds.Instance replicateSourceDb, gcp.sql.DatabaseInstance
+# masterInstanceName).
+REPLICA_INPUTS = {
+    "aws:rds/instance:Instance": "replicateSourceDb",
+    "gcp:sql/databaseInstance:DatabaseInstance": "masterInstanceName",
+}
+
+
 def is_stateful(type_: str) -> bool:
     return type_ in STATEFUL_TYPES
+
+
+def is_replica(type_: str, inputs: Mapping[str, Any]) -> bool:
+    """A read replica: deleting or replacing it loses nothing its source does not hold."""
+    key = REPLICA_INPUTS.get(type_)
+    return key is not None and bool(inputs.get(key))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.plans.model import UNKNOWN
-from infra.plans.stateful import is_stateful
+from infra.plans.stateful import is_replica, is_stateful
 from infra.settings import Enforcement, EnvironmentSettings
 from infra.tagging import REQUIRED_LABELS, REQUIRED_TAGS
 
@@ -241,6 +241,8 @@ def rds_not_public(r: ResourceView, _: Context) -> Iterator[str]:
     "RDS instances are Multi-AZ in production.",
 )
 def rds_multi_az(r: ResourceView, ctx: Context) -> Iterator[str]:
+    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
+        return
     if ctx.production and not _is_true(r.inputs, "multiAz"):
         yield "multiAz is not true in production"
 
@@ -252,6 +254,8 @@ def rds_multi_az(r: ResourceView, ctx: Context) -> Iterator[str]:
     "RDS backups are retained (7 days or more in staging and production).",
 )
 def rds_backup_retention(r: ResourceView, ctx: Context) -> Iterator[str]:
+    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
+        return
     days = _int(r.inputs.get("backupRetentionPeriod"))
     floor = 7 if ctx.hardened else 1
     if days is None or days < floor:
@@ -265,6 +269,8 @@ def rds_backup_retention(r: ResourceView, ctx: Context) -> Iterator[str]:
     "RDS instances have deletion protection in production.",
 )
 def rds_deletion_protection(r: ResourceView, ctx: Context) -> Iterator[str]:
+    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
+        return
     if ctx.production and not _is_true(r.inputs, "deletionProtection"):
         yield "deletionProtection is not true in production"
 
@@ -788,6 +794,8 @@ def cloudsql_require_tls(r: ResourceView, _: Context) -> Iterator[str]:
     "Cloud SQL is regional (HA) in production.",
 )
 def cloudsql_high_availability(r: ResourceView, ctx: Context) -> Iterator[str]:
+    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
+        return
     if ctx.production and get(r.inputs, "settings.availabilityType") != "REGIONAL":
         yield "settings.availabilityType is not REGIONAL in production"
 
@@ -799,6 +807,8 @@ def cloudsql_high_availability(r: ResourceView, ctx: Context) -> Iterator[str]:
     "Cloud SQL backs up daily; production also keeps point-in-time recovery.",
 )
 def cloudsql_backups(r: ResourceView, ctx: Context) -> Iterator[str]:
+    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
+        return
     if not _is_true(r.inputs, "settings.backupConfiguration.enabled"):
         yield "settings.backupConfiguration.enabled is not true"
     elif ctx.production and not _is_true(
@@ -814,6 +824,8 @@ def cloudsql_backups(r: ResourceView, ctx: Context) -> Iterator[str]:
     "Cloud SQL keeps deletion protection in production.",
 )
 def cloudsql_deletion_protection(r: ResourceView, ctx: Context) -> Iterator[str]:
+    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
+        return
     # The provider defaults deletionProtection to true: only an explicit false disables it.
     if ctx.production and r.inputs.get("deletionProtection") is False:
         yield "deletionProtection is false in production"
@@ -1009,5 +1021,5 @@ def protect_stateful(resources: Sequence[ResourceView], ctx: Context) -> Iterato
     if not ctx.production:
         return
     for r in resources:
-        if r.custom and is_stateful(r.type) and not r.protect:
+        if r.custom and is_stateful(r.type) and not is_replica(r.type, r.inputs) and not r.protect:
             yield Violation(r.urn, "stateful resource without protect in production")

@@ -11,7 +11,7 @@ import pytest
 from infra.plans.mocks import COMPUTED, NewResource, RecordingMonitor, Target
 from infra.plans.model import SECRET, Plan
 from infra.plans.offline import render
-from infra.plans.stateful import STATEFUL_TYPES
+from infra.plans.stateful import STATEFUL_TYPES, is_replica
 from infra.settings import Cloud, environment
 from infra.tagging import REQUIRED_TAGS
 
@@ -63,7 +63,8 @@ def test_production_protects_every_stateful_resource(plans: dict[str, Plan]) -> 
     plan = plans["production"]
     stateful = [r for r in plan.resources if r.type in STATEFUL_TYPES]
     assert {r.type for r in stateful} >= EXPECTED_STATEFUL
-    unprotected = [r.urn for r in stateful if not r.protect]
+    # Read replicas are rebuilt from their source: the one stateful kind left unprotected.
+    unprotected = [r.urn for r in stateful if not r.protect and not is_replica(r.type, r.inputs)]
     assert unprotected == []
 
 
@@ -87,7 +88,7 @@ def test_replacements_leave_keys_database_and_backups_behind(retained: dict[str,
 
 def test_service_level_protections_in_production(plans: dict[str, Plan]) -> None:
     plan = plans["production"]
-    [db] = plan.of_type("aws:rds/instance:Instance")
+    [db] = [r for r in plan.of_type("aws:rds/instance:Instance") if r.name == "database-instance"]
     assert db.inputs["deletionProtection"] is True
     assert db.inputs["finalSnapshotIdentifier"]
     [redis] = plan.of_type("aws:elasticache/replicationGroup:ReplicationGroup")
@@ -146,7 +147,7 @@ def test_generated_passwords_never_appear_in_plain_text(plans: dict[str, Plan], 
         value = _generated(plan, password.urn, password.inputs)
         assert len(value) >= 16
         assert value not in text, password.urn
-    [db] = plan.of_type("aws:rds/instance:Instance")
+    [db] = [r for r in plan.of_type("aws:rds/instance:Instance") if r.name == "database-instance"]
     assert db.inputs["password"] == SECRET
     [redis] = plan.of_type("aws:elasticache/replicationGroup:ReplicationGroup")
     assert redis.inputs["authToken"] == SECRET

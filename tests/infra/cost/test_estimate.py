@@ -36,7 +36,9 @@ def test_multi_az_database_is_doubled(plans: dict[str, Plan]) -> None:
     hours = prices().hours_per_month
     production = environment("production").database
     [line] = [
-        x for x in estimate(plans["production-aws"]).lines if x.type == "aws:rds/instance:Instance"
+        x
+        for x in estimate(plans["production-aws"]).lines
+        if x.type == "aws:rds/instance:Instance" and x.name == "database-instance"
     ]
     single = table.rds_instance_hour[production.instance_class] * hours + (
         production.allocated_storage_gb * table.unit["rds_storage_gb_month"]
