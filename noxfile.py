@@ -241,6 +241,13 @@ def affected(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def rollback(session: nox.Session) -> None:
+    """Open a PR restoring an environment's previous release's pins: -- --env production."""
+    _sync(session)
+    _run_with_exit_code(session, "python", "-m", "infra", "rollback", *session.posargs)
+
+
+@nox.session(default=False)
 def comment(session: nox.Session) -> None:
     """Create or update the preview comment on a pull request: -- --pr N --results DIR."""
     _sync(session)

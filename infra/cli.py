@@ -187,19 +187,33 @@ def _record_break_glass(environment: str, note: str) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    from infra.delivery import release  # noqa: PLC0415
     from infra.delivery.promote import default_body_path, promote  # noqa: PLC0415
 
     repo = Path(args.repo).resolve()
     body = Path(args.body) if args.body else default_body_path(repo, args.source, args.target)
+    github = release.app_repository() if (args.open_pr or args.from_deployment) else None
+    source_commit = args.source_commit
+    if github is not None and args.from_deployment:
+        source_commit = release.deployed_commit(github, args.source)
+        _log(f"{args.source} runs {source_commit[:12]} (its newest successful deployment).")
     result = promote(args.source, args.target, repo=repo, remote=args.remote,
                      now=_parse_now(args.now), break_glass=args.break_glass, body_path=body,
-                     preview=not args.no_preview)  # fmt: skip
-    _log(f"Built {result.branch} at {result.commit[:12]}: {len(result.changes)} pins change.")
+                     preview=not args.no_preview, source_commit=source_commit)  # fmt: skip
+    _log(f"Built {result.branch} at {result.commit[:12]}: {len(result.changes)} pins change, "
+         f"{result.code_commits} commits of code.")  # fmt: skip
     for change in result.changes:
         _log(f"    {change.line()}")
     if result.break_glass:
         _record_break_glass(args.target, result.break_glass)
     _log(f"PR body: {result.body_path}")
+    if github is not None and args.open_pr:
+        target_branch = load_environment(args.target, repo / "environments").branch
+        release.push_branch(repo, args.remote, result.branch)
+        title = f"Promote {args.source} to {args.target} ({result.release[:12]})"
+        text = result.body_path.read_text(encoding="utf-8")
+        pull = release.open_or_update_pr(github, result.branch, target_branch, title, text)
+        _log(f"{'Opened' if pull.created else 'Updated'} pull request #{pull.number}.")
     return EXIT_OK
 
 
@@ -307,6 +321,17 @@ def parser() -> argparse.ArgumentParser:
     add("--break-glass", metavar="REASON", help="promote into a frozen environment (recorded)")
     add("--now", metavar="TIMESTAMP", help="judge freezes at this time (ISO 8601, with offset)")
     add("--no-preview", action="store_true", help="skip the offline preview diff")
+    add("--source-commit", metavar="SHA", help="the release: the commit deployed to the source")
+    add(
+        "--from-deployment",
+        action="store_true",
+        help="promote the source's newest successful deployment (needs PROMOTION_TOKEN)",
+    )
+    add(
+        "--open-pr",
+        action="store_true",
+        help="push the branch, open or update the PR with the App token (PROMOTION_TOKEN)",
+    )
     promote.set_defaults(func=cmd_promote)
 
     affected = commands.add_parser("affected", help="print the stacks a diff touches (matrix JSON)")

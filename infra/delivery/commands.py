@@ -16,9 +16,19 @@ from infra.delivery.comment import (
     with_missing,
 )
 from infra.delivery.github import GitHubError, connection, repository, upsert_comment
+from infra.delivery.release import (
+    ReleaseError,
+    app_repository,
+    deployed_commits,
+    open_or_update_pr,
+    push_branch,
+    rollback,
+    write_body,
+)
 from infra.plans.outcome import RESULTS_FILE, StackOutcome, read_results
+from infra.settings import load_environment
 
-ERRORS: tuple[type[Exception], ...] = (GitHubError, CommentError)
+ERRORS: tuple[type[Exception], ...] = (GitHubError, CommentError, ReleaseError)
 
 
 def run_url(environ: dict[str, str] | None = None) -> str:
@@ -70,6 +80,26 @@ def cmd_comment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    checkout = Path(args.repo).resolve()
+    github = app_repository() if args.open_pr or not args.deployed else None
+    deployed = list(args.deployed or [])
+    if not deployed and github is not None:
+        deployed = deployed_commits(github, args.env)
+    result = rollback(args.env, checkout=checkout, deployed=deployed, remote=args.remote,
+                      preview=not args.no_preview)  # fmt: skip
+    body = write_body(result.body, Path(args.body) if args.body else None)
+    print(f"Built {result.branch} at {result.commit[:12]}: pins of {result.restored_from[:12]}, "
+          f"{len(result.changes)} pins change. PR body: {body}")  # fmt: skip
+    if github is not None and args.open_pr:
+        push_branch(checkout, args.remote, result.branch)
+        base = load_environment(args.env, checkout / "environments").branch
+        title = f"Roll back {args.env} to the pins of {result.restored_from[:12]}"
+        pull = open_or_update_pr(github, result.branch, base, title, result.body)
+        print(f"{'Opened' if pull.created else 'Updated'} pull request #{pull.number}.")
+    return 0
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the GitHub-facing delivery commands on the `python -m infra` parser."""
     comment = commands.add_parser("comment", help="create or update the preview comment on a PR")
@@ -85,3 +115,19 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add("--artifact", default="preview-report", help="the artifact holding the whole report")
     add("--print", dest="print_only", action="store_true", help="print the body, post nothing")
     comment.set_defaults(func=cmd_comment)
+
+    back = commands.add_parser("rollback", help="open a PR restoring the previous release's pins")
+    add = back.add_argument
+    add("--env", required=True, help="the environment to roll back")
+    add("--repo", default=".", help="the git checkout (default: .)")
+    add("--remote", default="origin", help="remote whose branches are used when present")
+    add("--deployed", action="append", metavar="SHA",
+        help="deployed commits, newest first (default: the environment's deployments)")  # fmt: skip
+    add("--body", metavar="FILE", help="where the PR body goes")
+    add("--no-preview", action="store_true", help="skip the offline preview diff")
+    add(
+        "--open-pr",
+        action="store_true",
+        help="push rollback/<env>, open or update the PR with the App token (PROMOTION_TOKEN)",
+    )
+    back.set_defaults(func=cmd_rollback)

@@ -64,6 +64,24 @@ class Promotion:
     changes: list[PinChange]
     body_path: Path
     break_glass: str | None
+    release: str = ""  # the promoted commit: what was deployed to the source
+    code_commits: int = 0  # commits of the release the target does not have yet
+
+
+# The trailer naming the promoted commit in a promotion's merge commit.
+RELEASE_TRAILER = "Promoted-Commit"
+
+
+def _release_commit(repo: Path, commit: str, source_ref: str) -> str:
+    """The deployed commit, checked to be a commit of the source branch."""
+    found = _git(repo, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}", check=False)
+    if found.returncode != 0:
+        raise PromotionError(f"--source-commit {commit}: no such commit in {repo} (fetch first)")
+    sha = found.stdout.strip()
+    on_branch = _git(repo, "merge-base", "--is-ancestor", sha, source_ref, check=False)
+    if on_branch.returncode != 0:
+        raise PromotionError(f"--source-commit {commit}: not a commit of {source_ref}")
+    return sha
 
 
 def branch_name(source: str, target: str) -> str:
@@ -231,11 +249,16 @@ def pr_body(
     target_ref: str,
     verdicts: Sequence[Verdict],
     note: str | None,
+    release: tuple[str, int] | None = None,
 ) -> str:
     """The promotion PR's body: version table, offline preview diff, verdicts."""
     lines = [f"# Promote {source} to {target}", ""]
     if note:
         lines += [f"> **{note}**", ""]
+    if release is not None:
+        sha, count = release
+        brings = f"it brings {count} commits {target} does not have yet"
+        lines += [f"Release: `{sha}`, the commit deployed to {source}; {brings}.", ""]
     moved = f"`environments/{source}/{PINS_FILE}` -> `environments/{target}/{PINS_FILE}`"
     lines += [f"Version pins {moved}; {target}'s sizing and settings are unchanged.", "",
               f"| Pin | {target} now | after (from {source}) |", "|---|---|---|"]  # fmt: skip
@@ -319,8 +342,13 @@ def promote(
     body_path: Path | None = None,
     preview: bool = True,
     verdicts: Sequence[Verdict] = (),
+    source_commit: str | None = None,
 ) -> Promotion:
-    """Build the promotion branch and write the PR body, or refuse changing nothing."""
+    """Build the promotion branch and write the PR body, or refuse changing nothing.
+
+    ``source_commit`` is the release: the commit deployed to ``source`` (the deployments API
+    knows it; see ``infra.delivery.release``). Without it the source branch's tip is promoted.
+    """
     check_order(source, target)
     repo = repo.resolve()
     top = _git(repo, "rev-parse", "--show-toplevel", check=False)
@@ -333,7 +361,11 @@ def promote(
     source_branch = _load_target(repo, source, "HEAD").branch
     target_branch = _load_target(repo, target, "HEAD").branch
     source_ref = _resolve(repo, remote, source_branch)
+    if source_commit is not None:
+        source_ref = _release_commit(repo, source_commit, source_ref)
     target_ref = _resolve(repo, remote, target_branch)
+    released = _git(repo, "rev-parse", f"{source_ref}^{{commit}}").stdout.strip()
+    code_commits = int(_git(repo, "rev-list", "--count", f"{target_ref}..{source_ref}").stdout)
     source_pins_path = f"environments/{source}/{PINS_FILE}"
     target_pins_path = f"environments/{target}/{PINS_FILE}"
     source_pins_raw = _show(repo, source_ref, source_pins_path)
@@ -341,10 +373,12 @@ def promote(
     target_pins_raw = _show(repo, target_ref, target_pins_path)
     target_pins = _parse_pins(target_pins_raw, f"{target_ref}:{target_pins_path}")
     changes = pin_changes(target_pins, source_pins)
-    if not changes:
+    # Nothing to promote only when the pins are equal AND the target already has the release's
+    # code: a change to infra code alone must reach the next environment too.
+    if not changes and not code_commits:
         raise PromotionError(
-            f"{target} already runs {source}'s pins ({source_ref} and {target_ref} pin the same "
-            "versions); nothing to promote"
+            f"{target} already runs {source}'s release ({target_ref} contains {released[:12]} "
+            "and pins the same versions); nothing to promote"
         )
 
     with _worktree(repo, target_ref) as tree:
@@ -359,6 +393,7 @@ def promote(
         _copy_pins(tree, target, target_ref, source_pins_raw)
 
         message = commit_message(source, target, changes, source_ref, target_ref, note)
+        message += f"\n{RELEASE_TRAILER}: {released}\n"
         _git(tree, "commit", "--quiet", "--no-verify", "-m", message)
         commit = _git(tree, "rev-parse", "HEAD").stdout.strip()
 
@@ -368,9 +403,10 @@ def promote(
         1 for c in changes if c.before is not None and c.after is not None
     )
     body = pr_body(source, target, changes=changes, unchanged=unchanged, plans=plans, diffs=diffs,
-                   target_ref=target_ref, verdicts=[*checks, *verdicts], note=note)  # fmt: skip
+                   target_ref=target_ref, verdicts=[*checks, *verdicts], note=note,
+                   release=(released, code_commits))  # fmt: skip
     out = body_path or default_body_path(repo, source, target)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body, encoding="utf-8")
     _git(repo, "branch", "--force", branch, commit)
-    return Promotion(source, target, branch, commit, changes, out, note)
+    return Promotion(source, target, branch, commit, changes, out, note, released, code_commits)

@@ -15,7 +15,7 @@ WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.y*ml"))
 PINNED = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-/]+@[0-9a-f]{40}$")
 # PyYAML comes with the Pulumi SDK; it ships no type stubs.
 yaml: Any = importlib.import_module("yaml")
-EXPECTED = {"ci", "preview", "deploy", "promote", "drift", "services"}
+EXPECTED = {"ci", "preview", "deploy", "promote", "drift", "services", "rollback"}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -106,3 +106,22 @@ def test_ci_needs_no_secrets() -> None:
     text = (REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text(encoding="utf-8")
     assert "secrets." not in text
     assert "id-token" not in text
+
+
+@pytest.mark.parametrize("name", ["promote", "rollback"])
+def test_release_pull_requests_are_opened_with_the_app_token(name: str) -> None:
+    # A PR opened with GITHUB_TOKEN starts no workflow, so no check would report on it
+    # (https://docs.github.com/actions/using-workflows/triggering-a-workflow).
+    path = next(p for p in WORKFLOWS if p.stem == name)
+    workflow = load(path)
+    text = path.read_text(encoding="utf-8")
+    assert "github.token" not in text
+    assert "secrets.GITHUB_TOKEN" not in text
+    uses = all_uses(workflow)
+    assert any(u.startswith("actions/create-github-app-token@") for u in uses)
+    tokens = [step["env"]["PROMOTION_TOKEN"] for _, step in steps(workflow)
+              if "PROMOTION_TOKEN" in step.get("env", {})]  # fmt: skip
+    assert tokens == ["${{ steps.app.outputs.token }}"]
+    # The job's own token only reads: every write goes through the App.
+    for job in workflow["jobs"].values():
+        assert job["permissions"] == {"contents": "read"}

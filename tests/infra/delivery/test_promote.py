@@ -150,7 +150,7 @@ def test_refuses_out_of_order(remote: Remote, source: str, target: str, match: s
 
 def test_refuses_when_pins_are_already_equal(remote: Remote) -> None:
     repo = remote.clone("checkout")
-    assert_refused(repo, "staging already runs dev's pins")
+    assert_refused(repo, "staging already runs dev's release")
 
 
 def test_refuses_a_merge_conflict(remote: Remote) -> None:
@@ -220,7 +220,7 @@ def test_cli_promote_reports_one_line_and_exit_1(
     )
     err = capsys.readouterr().err
     assert code == 1
-    assert err.startswith("error: staging already runs dev's pins")
+    assert err.startswith("error: staging already runs dev's release")
     assert err.count("\n") == 1
     assert snapshot(repo) == before
 
