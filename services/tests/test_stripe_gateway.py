@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,10 +16,12 @@ import pytest
 from services.billing.gateway import (
     ChargeOutcome,
     ChargeRequest,
+    GatewayConfigurationError,
     GatewayUnavailableError,
     PaymentMethodRejectedError,
     StripeGateway,
 )
+from services.billing.gateway.stripe_gateway import TIMEOUT_SECONDS
 from services.billing.gateway.webhooks import WebhookSignatureError, verify_event
 from services.tests.webhook_signing import signed_event
 
@@ -38,6 +41,8 @@ class FakeStripe:
     url: str = ""
     replies: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
+    # Seconds to wait before answering, to stand for a gateway that hangs.
+    delay: float = 0.0
 
 
 @pytest.fixture
@@ -55,6 +60,7 @@ def fake_stripe() -> Iterator[FakeStripe]:
                 RecordedRequest(self.command, self.path, dict(self.headers.items()), form)
             )
             status, body = fake.replies.pop(0) if fake.replies else (500, {})
+            time.sleep(fake.delay)
             payload = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -225,3 +231,70 @@ def test_webhook_verification_accepts_only_our_signature() -> None:
     stale = signature.replace("t=", "t=1", 1)
     with pytest.raises(WebhookSignatureError):
         verify_event(payload, stale, secret)
+
+
+def stripe_error(kind: str, code: str, message: str) -> dict[str, Any]:
+    return {"error": {"type": kind, "code": code, "message": message}}
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("amount_too_small", "Amount must be at least $0.50 usd"),
+        ("payment_method_not_available", "The PaymentMethod was detached from this customer."),
+        ("invalid_currency_amount", "Amounts in kwd must be a multiple of 10."),
+    ],
+)
+def test_an_invalid_request_is_a_decline_of_that_charge(
+    fake_stripe: FakeStripe, code: str, message: str
+) -> None:
+    # https://docs.stripe.com/api/errors: invalid_request_error, HTTP 400.
+    fake_stripe.replies.append((400, stripe_error("invalid_request_error", code, message)))
+    result = StripeGateway("sk_test_fake", api_base=fake_stripe.url).charge(charge_request())
+    assert (result.outcome, result.failure_code) == (ChargeOutcome.DECLINED, code)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_are_a_configuration_error(
+    fake_stripe: FakeStripe, status: int
+) -> None:
+    # 401 is AuthenticationError, 403 PermissionError in the SDK.
+    fake_stripe.replies.append((status, stripe_error("invalid_request_error", "", "No access")))
+    with pytest.raises(GatewayConfigurationError):
+        StripeGateway("sk_test_fake", api_base=fake_stripe.url).charge(charge_request())
+
+
+def test_rate_limits_leave_the_outcome_unknown(fake_stripe: FakeStripe) -> None:
+    fake_stripe.replies += [(429, stripe_error("rate_limit_error", "rate_limit", "Slow down"))] * 2
+    with pytest.raises(GatewayUnavailableError):
+        StripeGateway("sk_test_fake", api_base=fake_stripe.url).charge(charge_request())
+
+
+def test_a_gateway_that_hangs_times_out_as_unavailable(fake_stripe: FakeStripe) -> None:
+    assert 10 <= TIMEOUT_SECONDS <= 20
+    fake_stripe.replies += [(200, intent("succeeded"))] * 2
+    fake_stripe.delay = 3.0
+    gateway = StripeGateway("sk_test_fake", api_base=fake_stripe.url, timeout=0.5)
+    with pytest.raises(GatewayUnavailableError, match="APIConnectionError"):
+        gateway.charge(charge_request())
+    # The retry went out with the same key.
+    assert {request.headers["Idempotency-Key"] for request in fake_stripe.requests} == {
+        "billing-invoice-1-attempt-1"
+    }
+
+
+def test_a_refund_passes_its_key_and_tolerates_one_already_made(fake_stripe: FakeStripe) -> None:
+    fake_stripe.replies += [
+        (200, {"id": "re_1", "object": "refund", "status": "succeeded"}),
+        (400, stripe_error("invalid_request_error", "charge_already_refunded", "Refunded")),
+    ]
+    gateway = StripeGateway("sk_test_fake", api_base=fake_stripe.url)
+    for _ in range(2):
+        gateway.refund(reference="pi_123", amount=2500, idempotency_key="billing-refund-p1")
+    first = fake_stripe.requests[0]
+    assert (first.path, first.form["payment_intent"], first.form["amount"]) == (
+        "/v1/refunds",
+        "pi_123",
+        "2500",
+    )
+    assert first.headers["Idempotency-Key"] == "billing-refund-p1"
