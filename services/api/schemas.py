@@ -131,6 +131,8 @@ class InvoiceLine(Response):
 
 class Invoice(Response):
     id: uuid.UUID
+    # The tenant's sequential invoice number, given when the invoice was issued.
+    number: int | None
     customer_id: uuid.UUID
     subscription_id: uuid.UUID | None
     kind: InvoiceKind
@@ -141,6 +143,8 @@ class Invoice(Response):
     subtotal: int
     credit_applied: int
     amount_due: int
+    # Below the currency's minimum charge: not charged, added to the next invoice.
+    carried_forward: int
     attempt_count: int
     next_attempt_at: datetime | None
     paid_at: datetime | None

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.billing.currencies import currency as currency_rules
 from services.billing.ids import new_id
@@ -21,6 +22,7 @@ from services.billing.models import (
     Invoice,
     InvoiceKind,
     InvoiceLine,
+    InvoiceNumberSequence,
     InvoiceStatus,
     Plan,
     Subscription,
@@ -118,7 +120,26 @@ def issue_invoice(
     session.add(invoice)
     # Flush now so a second cycle invoice for the period fails here, on the unique index.
     session.flush()
+    # Finalised: numbered after its lines are in, since from then on they cannot change.
+    invoice.number = allocate_invoice_numbers(session, tenant_id, 1)
+    session.flush()
     return invoice
+
+
+def allocate_invoice_numbers(session: Session, tenant_id: str, count: int) -> int:
+    """Take the tenant's next `count` invoice numbers; returns the first.
+
+    The counter row stays locked until the caller's transaction ends, so numbers are given in
+    commit order and a rollback gives them back: no gaps, no duplicates.
+    """
+    sequence = pg_insert(InvoiceNumberSequence).values(tenant_id=tenant_id, last_number=count)
+    last = session.execute(
+        sequence.on_conflict_do_update(
+            index_elements=[InvoiceNumberSequence.tenant_id],
+            set_={"last_number": InvoiceNumberSequence.last_number + count},
+        ).returning(InvoiceNumberSequence.last_number)
+    ).scalar_one()
+    return int(last) - count + 1
 
 
 def void_open_invoice(session: Session, invoice: Invoice, *, now: datetime) -> None:

@@ -215,9 +215,15 @@ class Invoice(TenantOwned, Base):
             "id",
             postgresql_where=text("status = 'open'"),
         ),
+        # Each tenant's invoices are numbered 1, 2, 3... (InvoiceNumberSequence).
+        UniqueConstraint("tenant_id", "number"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    # The tenant's sequential, gap-free invoice number, given when the invoice is finalised
+    # (issued). From then on the invoice's amounts, lines and period cannot change: a trigger
+    # in the database refuses it (migration 0004); only its collection state moves.
+    number: Mapped[int | None] = mapped_column(BigInteger)
     customer_id: Mapped[uuid.UUID] = mapped_column(index=True)
     subscription_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     kind: Mapped[InvoiceKind] = mapped_column(_enum_column(InvoiceKind, "invoice_kind"))
@@ -305,6 +311,19 @@ class Payment(TenantOwned, Base):
     # an outage, or a check on a charge the gateway is still processing).
     next_check_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class InvoiceNumberSequence(Base):
+    """The last invoice number each tenant has used.
+
+    Taken with a row lock in the transaction that finalises the invoice, so numbers are
+    gap-free: a transaction that rolls back gives its number back with it.
+    """
+
+    __tablename__ = "invoice_number_sequences"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_number: Mapped[int] = mapped_column(BigInteger)
 
 
 class WebhookEvent(Base):
