@@ -55,7 +55,7 @@ def issue_invoice(
     *,
     tenant_id: str,
     customer_id: uuid.UUID,
-    subscription_id: uuid.UUID,
+    subscription_id: uuid.UUID | None,
     kind: InvoiceKind,
     currency: str,
     period_start: datetime,

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.expression import Executable
 
 from services.billing.ids import new_id
 from services.billing.invoicing import LineItem, issue_invoice
@@ -108,7 +109,7 @@ def test_a_finalised_invoice_keeps_its_amounts_and_lines(db: Session) -> None:
     invoice = invoice_for(db, customer_of(db, "tenant-a"))
     db.commit()
     assert invoice.number == 1
-    refused = [
+    refused: list[Executable] = [
         update(Invoice).where(Invoice.id == invoice.id).values(amount_due=1),
         update(Invoice).where(Invoice.id == invoice.id).values(number=7),
         update(InvoiceLine).where(InvoiceLine.invoice_id == invoice.id).values(amount=1),
