@@ -261,6 +261,20 @@ def drift(session: nox.Session) -> None:
     _run_infra(session, "drift", session.posargs)
 
 
+@nox.session(default=False)
+def bootstrap(session: nox.Session) -> None:
+    """Create an environment's stacks with their secrets providers: -- --env dev (administrator)."""
+    _sync(session)
+    _run_infra(session, "bootstrap", session.posargs)
+
+
+@nox.session(default=False)
+def release(session: nox.Session) -> None:
+    """After a failed or cancelled deploy: cancel the stack's lock, report pending operations."""
+    _sync(session)
+    _run_infra(session, "release", session.posargs)
+
+
 def _plan_files(session: nox.Session) -> list[str]:
     return session.posargs or sorted(str(p) for p in (ROOT / "build" / "plans").glob("*.json"))
 

@@ -267,6 +267,57 @@ def cmd_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _needs_cli(what: str) -> bool:
+    if pulumi_cli() is None:
+        print(f"error: {what} needs the Pulumi CLI and credentials; none is on PATH. "
+              "Nothing was changed.", file=sys.stderr)  # fmt: skip
+        return False
+    return True
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    stacks = select_stacks(args.env, args.cloud)
+    if not _needs_cli("bootstrap"):
+        return EXIT_ERROR
+    from infra.plans import live  # noqa: PLC0415
+    from infra.settings import REPO_ROOT  # noqa: PLC0415
+
+    for env, cloud in stacks:
+        path = live.create_stack(env, cloud)
+        shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+        _log(f"{env.name}-{cloud.value}: stack ready in {env.pulumi.backend(cloud).backend_url} "
+             f"with {env.pulumi.backend(cloud).secrets_provider}; commit {shown}")  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    stacks = select_stacks(args.env, args.cloud)
+    if not _needs_cli("release"):
+        return EXIT_ERROR
+    from infra.plans import live  # noqa: PLC0415
+
+    stuck = False
+    report = []
+    for env, cloud in stacks:
+        pending = live.release(env, cloud)
+        name = f"{env.name}-{cloud.value}"
+        if pending:
+            stuck = True
+            person = "`pulumi refresh`, then `pulumi stack export`/`import`"
+            report.append(f"{name}: lock released; {len(pending)} pending operation(s) need a "
+                          f"person ({person}):")  # fmt: skip
+            report += [f"    {line}" for line in pending]
+        else:
+            report.append(f"{name}: lock released; no pending operations")
+    text = "\n".join(report)
+    _log(text)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with Path(summary).open("a", encoding="utf-8") as handle:
+            handle.write(f"```\n{text}\n```\n")
+    return EXIT_ERROR if stuck else EXIT_OK
+
+
 def cmd_drift(args: argparse.Namespace) -> int:
     from infra.plans import live  # noqa: PLC0415
 
@@ -350,6 +401,18 @@ def parser() -> argparse.ArgumentParser:
     )
     drift.add_argument("--out", default="build/drift", help="where drift reports go")
     drift.set_defaults(func=cmd_drift)
+
+    bootstrap = commands.add_parser(
+        "bootstrap", help="create the stacks with their secrets providers (administrator)"
+    )
+    _stack_options(bootstrap)
+    bootstrap.set_defaults(func=cmd_bootstrap)
+
+    release = commands.add_parser(
+        "release", help="after a failed deploy: cancel its lock, report pending operations"
+    )
+    _stack_options(release)
+    release.set_defaults(func=cmd_release)
 
     from infra.delivery.commands import add_commands as add_delivery_commands  # noqa: PLC0415
     from infra.policy.checks import add_commands  # noqa: PLC0415

@@ -197,11 +197,48 @@ class GcpSettings(_Model):
         return value
 
 
+class StackBackend(_Model):
+    """Where one cloud's stacks keep their state, and the key their secrets provider uses."""
+
+    backend_url: str
+    secrets_provider: str
+
+
+def _in_cloud(value: StackBackend | None, backend: str, secrets: str) -> StackBackend | None:
+    if value is None:
+        return value
+    bucket = rf"{backend}://[a-z0-9][a-z0-9._-]{{1,61}}[a-z0-9](\?.*)?"
+    if not re.fullmatch(bucket, value.backend_url):
+        raise ValueError(f"backend_url {value.backend_url!r} must be a {backend}:// bucket: "
+                         "each cloud keeps its stacks' state in that cloud")  # fmt: skip
+    if not value.secrets_provider.startswith(f"{secrets}://"):
+        raise ValueError(f"secrets_provider {value.secrets_provider!r} must be a {secrets}:// "
+                         "key: each cloud's jobs hold only that cloud's credentials")  # fmt: skip
+    return value
+
+
 class PulumiSettings(_Model):
-    backend_url: Annotated[str, Field(pattern=r"^(s3|gs|azblob|file|https)://.+")]
-    secrets_provider: Annotated[
-        str, Field(pattern=r"^(awskms|gcpkms|azurekeyvault|hashivault)://.+")
-    ]
+    """Per cloud: its stacks' backend and secrets provider, both in that cloud."""
+
+    aws: StackBackend | None = None
+    gcp: StackBackend | None = None
+
+    @field_validator("aws")
+    @classmethod
+    def _aws(cls, value: StackBackend | None) -> StackBackend | None:
+        return _in_cloud(value, "s3", "awskms")
+
+    @field_validator("gcp")
+    @classmethod
+    def _gcp(cls, value: StackBackend | None) -> StackBackend | None:
+        return _in_cloud(value, "gs", "gcpkms")
+
+    def backend(self, cloud: Cloud) -> StackBackend:
+        """The cloud's backend; the loader guarantees one for every cloud an environment lists."""
+        found: StackBackend | None = getattr(self, cloud.value)
+        if found is None:
+            raise ValueError(f"no [pulumi.{cloud.value}] backend")
+        return found
 
 
 class OriginalDatabase(StrEnum):
@@ -592,6 +629,8 @@ def load_environment(  # noqa: PLR0912 - one check after another, each naming it
     for cloud in Cloud:
         if isinstance(clouds, list) and cloud.value not in clouds:
             merged.pop(cloud.value, None)
+            if isinstance(merged.get("pulumi"), dict):
+                merged["pulumi"] = {k: v for k, v in merged["pulumi"].items() if k != cloud.value}
 
     try:
         settings = EnvironmentSettings.model_validate({**merged, "name": name, "pins": pins})
@@ -602,6 +641,18 @@ def load_environment(  # noqa: PLR0912 - one check after another, each naming it
         if getattr(settings, cloud.value) is None:
             raise SettingsError(
                 settings_file, cloud.value, f"clouds lists {cloud} but [{cloud}] is missing"
+            )
+        if getattr(settings.pulumi, cloud.value) is None:
+            missing = f"clouds lists {cloud} but [pulumi.{cloud}] is missing"
+            raise SettingsError(settings_file, f"pulumi.{cloud.value}", missing)
+    if settings.gcp is not None and settings.pulumi.gcp is not None:
+        key_project = settings.pulumi.gcp.secrets_provider.removeprefix("gcpkms://").split("/")
+        if key_project[:2] != ["projects", settings.gcp.project]:
+            raise SettingsError(
+                origin.get(("pulumi", "gcp", "secrets_provider"), settings_file),
+                "pulumi.gcp.secrets_provider",
+                f"the key must be in the environment's project {settings.gcp.project} "
+                "(gcpkms://projects/<project>/locations/<l>/keyRings/<r>/cryptoKeys/<k>)",
             )
 
     _check_restore(settings, origin, settings_file)

@@ -17,7 +17,7 @@ from infra.bootstrap.github import (
     preview_environment,
     subject,
 )
-from infra.settings import EnvironmentSettings
+from infra.settings import Cloud, EnvironmentSettings
 from infra.tagging import tags
 
 # The read-only role can read everything (to preview and check drift) and change nothing.
@@ -76,7 +76,8 @@ class AwsBootstrap(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         labels = tags(settings)
 
-        backend = backend_bucket(settings.pulumi.backend_url)
+        state = settings.pulumi.backend(Cloud.AWS)
+        backend = backend_bucket(state.backend_url)
         bucket_name = (
             backend[1] if backend and backend[0] == "s3" else f"billing-{settings.name}-state"
         )
@@ -113,7 +114,7 @@ class AwsBootstrap(pulumi.ComponentResource):
             # protect: without the key no stack's secrets can be read again.
             opts=pulumi.ResourceOptions(parent=self, protect=True),
         )
-        alias = kms_alias(settings.pulumi.secrets_provider)
+        alias = kms_alias(state.secrets_provider)
         aws.kms.Alias(
             f"{name}-secrets-alias",
             name=f"alias/{alias or f'billing-pulumi-{settings.name}'}",

@@ -1,7 +1,7 @@
 """GCP bootstrap: workload identity federation for GitHub, read-only and deploy service accounts.
 
-State and the secrets key are created here only when the environment's Pulumi settings put them
-in GCP (a gs:// backend, a gcpkms:// secrets provider); otherwise the AWS bootstrap holds them.
+The GCP stacks' state bucket (gs://) and secrets key (gcpkms://) are created here, in the
+environment's project, as environments/<env>/settings.toml [pulumi.gcp] names them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from infra.bootstrap.github import (
     gcp_kms_key,
     preview_environment,
 )
-from infra.settings import EnvironmentSettings
+from infra.settings import Cloud, EnvironmentSettings
 from infra.tagging import labels
 
 # Viewer reads everything (preview, drift); the deploy account edits and manages IAM, which the
@@ -64,7 +64,8 @@ class GcpBootstrap(pulumi.ComponentResource):
         project = settings.gcp.project
         child = pulumi.ResourceOptions(parent=self)
 
-        backend = backend_bucket(settings.pulumi.backend_url)
+        state = settings.pulumi.backend(Cloud.GCP)
+        backend = backend_bucket(state.backend_url)
         if backend and backend[0] == "gs":
             gcp.storage.Bucket(
                 f"{name}-state",
@@ -78,7 +79,7 @@ class GcpBootstrap(pulumi.ComponentResource):
                 # protect: the bucket holds every stack's state.
                 opts=pulumi.ResourceOptions(parent=self, protect=True),
             )
-        kms = gcp_kms_key(settings.pulumi.secrets_provider)
+        kms = gcp_kms_key(state.secrets_provider)
         if kms:
             location, ring_name, key_name = kms
             ring = gcp.kms.KeyRing(f"{name}-secrets-ring", name=ring_name, project=project,

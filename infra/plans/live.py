@@ -11,9 +11,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pulumi import automation as auto
 
 from infra.plans import drift as drift_report
@@ -66,37 +68,124 @@ def pulumi_command(env: EnvironmentSettings) -> auto.PulumiCommand:
     return command
 
 
-def workspace_env(env: EnvironmentSettings) -> dict[str, str]:
-    """Environment variables for every CLI call: the environment's backend, the repo importable."""
+def pinned_python(env: EnvironmentSettings) -> str:
+    """This interpreter, refused unless it carries exactly the environment's pinned packages.
+
+    The CLI runs the stack program with it (``PULUMI_PYTHON_CMD``, see ``workspace_env``); the
+    Nox sessions start ``python -m infra`` in a virtual environment built from the pins.
+    """
+    for key, wanted in env.pins.python.model_dump(by_alias=True).items():
+        try:
+            found = metadata.version(key)
+        except metadata.PackageNotFoundError:
+            found = "not installed"
+        if found != wanted:
+            raise SettingsError(
+                _pins_file(env), f"python.{key}",
+                f"{sys.executable} has {key} {found} but {env.name} pins {wanted}; run through "
+                f"`nox -s preview|up|drift -- --env {env.name}`, which installs the pins "
+                "(nothing was run)",
+            )  # fmt: skip
+    return sys.executable
+
+
+def workspace_env(env: EnvironmentSettings, cloud: Cloud) -> dict[str, str]:
+    """Environment variables for every CLI call on one of ``env``'s stacks."""
     python_path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     return {
-        "PULUMI_BACKEND_URL": env.pulumi.backend_url,
+        "PULUMI_BACKEND_URL": env.pulumi.backend(cloud).backend_url,
         "PULUMI_SKIP_UPDATE_CHECK": "true",
+        # A checkout without the stack's committed Pulumi.<stack>.yaml uses the secrets manager
+        # recorded in the stack's state (its KMS key) instead of a new passphrase manager, which
+        # would fail ("passphrase must be set", pulumi/pulumi#5650) or, with a passphrase, give
+        # each job its own key so a saved plan cannot be decrypted by the job that applies it
+        # (pulumi/actions#1016). pkg/cmd/pulumi/stack/secrets.go GetSecretsManager.
+        "PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER": "true",
+        # The program runs in the pinned interpreter: Pulumi.yaml sets the pip toolchain, which
+        # runs $PULUMI_PYTHON_CMD (sdk/python/toolchain/pip.go CommandPath); without it the
+        # language host would pick uv (the repository's uv.lock) and its .venv, synced to
+        # uv.lock rather than to the environment's pins (toolchain.go ResolveToolchain).
+        "PULUMI_PYTHON_CMD": pinned_python(env),
         # The stack programs import `infra`; the CLI runs them from infra/stacks/<cloud>.
         "PYTHONPATH": python_path,
     }
 
 
-def open_stack(env: EnvironmentSettings, cloud: Cloud, *, create: bool) -> auto.Stack:
-    """Select (or, when ``create``, create or select) the environment's stack of ``cloud``."""
+def stack_settings_file(env: EnvironmentSettings, cloud: Cloud) -> Path:
+    """``Pulumi.<env>.yaml``: bootstrap writes it (secrets provider, encrypted data key)."""
+    return work_dir(cloud) / f"Pulumi.{env.name}.yaml"
+
+
+def _check_stack_settings(env: EnvironmentSettings, cloud: Cloud) -> None:
+    """A committed ``Pulumi.<env>.yaml`` must name the settings' secrets provider."""
+    path = stack_settings_file(env, cloud)
+    if not path.is_file():
+        return
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(path, None, f"invalid YAML: {exc}") from None
+    wanted = env.pulumi.backend(cloud).secrets_provider
+    found = data.get("secretsprovider") if isinstance(data, dict) else None
+    if found != wanted:
+        raise SettingsError(
+            path, "secretsprovider",
+            f"{found!r} is not environments/{env.name}/settings.toml's pulumi.{cloud.value}."
+            f"secrets_provider {wanted!r}; re-create it: `nox -s bootstrap -- --env {env.name}`",
+        )  # fmt: skip
+
+
+def _options(env: EnvironmentSettings, cloud: Cloud) -> auto.LocalWorkspaceOptions:
     if cloud not in env.clouds:
         raise SettingsError(
             ENVIRONMENTS_DIR / env.name, "clouds", f"{env.name} does not target {cloud}"
         )
-    options = auto.LocalWorkspaceOptions(
-        env_vars=workspace_env(env),
-        secrets_provider=env.pulumi.secrets_provider,
+    return auto.LocalWorkspaceOptions(
+        env_vars=workspace_env(env, cloud),
+        secrets_provider=env.pulumi.backend(cloud).secrets_provider,
         pulumi_command=pulumi_command(env),
     )
-    opener = auto.create_or_select_stack if create else auto.select_stack
+
+
+def open_stack(env: EnvironmentSettings, cloud: Cloud) -> auto.Stack:
+    """Select the environment's stack of ``cloud``; only bootstrap creates stacks."""
+    options = _options(env, cloud)
+    _check_stack_settings(env, cloud)
+    name = f"{env.name}-{cloud.value}"
     try:
-        return opener(stack_name=env.name, work_dir=str(work_dir(cloud)), opts=options)
+        return auto.select_stack(stack_name=env.name, work_dir=str(work_dir(cloud)), opts=options)
+    except auto.errors.StackNotFoundError:
+        backend = env.pulumi.backend(cloud).backend_url
+        raise LiveError(
+            name, "stack",
+            f"no stack '{env.name}' of {PROJECTS[cloud]} in {backend}; bootstrap creates every "
+            f"stack with its secrets provider: `nox -s bootstrap -- --env {env.name} --cloud "
+            f"{cloud.value}` (previews, drift and up only select)",
+        ) from None  # fmt: skip
+    except auto.errors.CommandError as exc:
+        raise LiveError(name, "stack", _first_error_line(str(exc))) from None
+
+
+def create_stack(env: EnvironmentSettings, cloud: Cloud) -> Path:
+    """Bootstrap: create the stack with the settings' secrets provider (or keep the existing one).
+
+    ``stack init --secrets-provider`` writes ``Pulumi.<env>.yaml`` (the provider and the data
+    key the KMS key wraps) into the project folder; commit it. Returns its path.
+    """
+    options = _options(env, cloud)
+    try:
+        auto.create_stack(stack_name=env.name, work_dir=str(work_dir(cloud)), opts=options)
+    except auto.errors.StackAlreadyExistsError:
+        open_stack(env, cloud)
     except auto.errors.CommandError as exc:
         raise LiveError(f"{env.name}-{cloud.value}", "stack", _first_error_line(str(exc))) from None
+    _check_stack_settings(env, cloud)
+    return stack_settings_file(env, cloud)
 
 
 def _first_error_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # A CommandError's text puts " stderr: " before the CLI's first line of error output.
+    lines = [line.strip().removeprefix("stderr: ") for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     return (errors or lines or ["the Pulumi CLI failed"])[-1]
 
@@ -201,7 +290,7 @@ def preview_with_changes(
     """Preview one stack live: its plan, and its steps as changes against the deployed state."""
     from infra.plans.guard import diff_from_preview  # noqa: PLC0415 - guard imports this module's peers
 
-    stack = open_stack(env, cloud, create=True)
+    stack = open_stack(env, cloud)
     source = f"pulumi preview --json ({env.name}-{cloud.value})"
     if save_plan is not None:
         save_plan.parent.mkdir(parents=True, exist_ok=True)
@@ -219,7 +308,7 @@ def up(env: EnvironmentSettings, cloud: Cloud, plan_file: Path | None = None) ->
     """Deploy one stack; with ``plan_file``, apply exactly that saved update plan."""
     if plan_file is not None and not plan_file.is_file():
         raise PlanError(plan_file, None, "file not found (save one with a preview's save_plan)")
-    stack = open_stack(env, cloud, create=True)
+    stack = open_stack(env, cloud)
     try:
         result = stack.up(
             plan=str(plan_file.resolve()) if plan_file else None,
@@ -232,12 +321,36 @@ def up(env: EnvironmentSettings, cloud: Cloud, plan_file: Path | None = None) ->
     return str(result.summary.result)
 
 
+def release(env: EnvironmentSettings, cloud: Cloud) -> list[str]:
+    """After a failed or cancelled deploy: drop the stack's lock, list its pending operations.
+
+    A deploy killed mid-``up`` leaves its lock file (``pulumi cancel`` deletes a DIY backend's
+    locks: pkg/backend/diy/backend.go CancelCurrentUpdate) and may leave pending operations in
+    the state, resources the engine began creating, updating or deleting and never heard back
+    about; those need a person (``pulumi refresh``, then ``pulumi stack export``/``import``).
+    Returns one line per pending operation.
+    """
+    name = f"{env.name}-{cloud.value}"
+    stack = open_stack(env, cloud)
+    try:
+        stack.cancel()
+        deployment = stack.export_stack().deployment or {}
+    except auto.errors.CommandError as exc:
+        raise LiveError(name, "cancel", _first_error_line(str(exc))) from None
+    pending = deployment.get("pending_operations") or []
+    lines = []
+    for operation in pending:
+        resource = operation.get("resource") or {}
+        lines.append(f"{operation.get('type', '?')} {resource.get('urn', '?')}")
+    return lines
+
+
 def drift_stack(env: EnvironmentSettings, cloud: Cloud) -> drift_report.DriftReport:
     """One stack's drift: a refreshed preview that expects no changes (never `pulumi refresh`)."""
     name = f"{env.name}-{cloud.value}"
     source = f"pulumi preview --refresh --expect-no-changes --json ({name})"
     try:
-        stack = open_stack(env, cloud, create=False)
+        stack = open_stack(env, cloud)
         stdout, stderr, ok = _run_preview(stack, source, refresh=True, save_plan=None)
         # --expect-no-changes exits non-zero on drift; the JSON on stdout still says what drifted.
         try:

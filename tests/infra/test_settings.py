@@ -144,11 +144,14 @@ def test_missing_required_key_names_the_environment_file(environments_copy: Path
 def test_cloud_not_targeted_needs_no_settings(environments_copy: Path) -> None:
     path = environments_copy / "dev/settings.toml"
     text = path.read_text()
-    gcp_section = text[text.index("[gcp]") : text.index("[pulumi]")]
-    path.write_text('clouds = ["aws"]\n' + text.replace(gcp_section, ""))
+    gcp_section = text[text.index("[gcp]") : text.index("[services.api]")]
+    gcp_backend = text[text.index("[pulumi.gcp]") : text.index("# Policy pack")]
+    text = text.replace(gcp_section, "").replace(gcp_backend, "")
+    path.write_text('clouds = ["aws"]\n' + text)
     dev = load_environment("dev", root=environments_copy)
     assert dev.clouds == [Cloud.AWS]
     assert dev.gcp is None
+    assert dev.pulumi.gcp is None
 
 
 def test_freeze_window_needs_utc_offset(environments_copy: Path) -> None:

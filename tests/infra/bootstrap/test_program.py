@@ -107,5 +107,10 @@ def test_gcp_federation_pins_repository_and_environment(gcp_plan: Plan) -> None:
     granted = sorted((b["member"].split("@")[0], b["role"]) for b in bindings)
     assert ("serviceAccount:billing-production-preview", "roles/viewer") in granted
     assert not [g for g in granted if g[0].endswith("preview") and g[1] == "roles/editor"]
-    # State lives in S3 here (backend_url is s3://), so GCP creates no bucket or key of its own.
-    assert not [r for r in gcp_plan.resources if r.type.startswith(("gcp:storage", "gcp:kms"))]
+    # The GCP stacks' state and secrets key live in GCP, as settings [pulumi.gcp] names them.
+    bucket = one(gcp_plan, "gcp:storage/bucket:Bucket", "bootstrap-state")
+    assert bucket.inputs["name"] == "example-billing-pulumi-state-production-gcp"
+    assert bucket.protect
+    key = one(gcp_plan, "gcp:kms/cryptoKey:CryptoKey", "bootstrap-secrets-key")
+    assert key.inputs["name"] == "pulumi-production"
+    assert key.protect

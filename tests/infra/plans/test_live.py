@@ -17,7 +17,7 @@ from infra.plans.model import SECRET, UNKNOWN, Plan, PlanError, load_plan
 from infra.plans.offline import render
 from infra.settings import REPO_ROOT, Cloud, EnvironmentSettings, SettingsError, environment
 
-from .conftest import DATA, Standin
+from .conftest import DATA, Standin, run_cli
 
 PREVIEW = DATA / "preview_dev_aws.json"
 DRIFTED = DATA / "drift_production_aws.json"
@@ -44,6 +44,7 @@ def offline_dev_aws() -> Plan:
 def test_preview_returns_the_live_new_states(standin: Standin) -> None:
     standin.set(preview=str(PREVIEW))
     env = environment("dev")
+    standin.bootstrap((env, Cloud.AWS))
 
     plan = live.preview(env, Cloud.AWS)
 
@@ -85,8 +86,8 @@ def test_preview_returns_the_live_new_states(standin: Standin) -> None:
     for flag in ("--refresh", "--expect-no-changes", "--save-plan"):
         assert flag not in preview.argv
     for call in (select, preview):
-        assert Path(call.cwd) == REPO_ROOT / "infra" / "stacks" / "aws"
-        assert call.env["PULUMI_BACKEND_URL"] == env.pulumi.backend_url
+        assert Path(call.cwd) == live.STACKS_DIR / "aws"
+        assert call.env["PULUMI_BACKEND_URL"] == env.pulumi.backend(Cloud.AWS).backend_url
         assert call.env["PULUMI_AUTOMATION_API"] == "true"
 
 
@@ -94,6 +95,7 @@ def test_live_plan_file_has_the_offline_plan_shape(
     standin: Standin, offline_dev_aws: Plan, tmp_path: Path
 ) -> None:
     standin.set(preview=str(PREVIEW))
+    standin.bootstrap((environment("dev"), Cloud.AWS))
     live_plan = live.preview(environment("dev"), Cloud.AWS)
 
     written = json.loads(live_plan.write(tmp_path / "live").read_text(encoding="utf-8"))
@@ -120,21 +122,12 @@ def test_preview_targets_the_environment_stack_and_backend(
 ) -> None:
     standin.set(preview=str(PREVIEW))
     env = environment(name)
+    standin.bootstrap((env, cloud))
     live.preview(env, cloud)
     for call in standin.calls()[1:]:
-        assert Path(call.cwd) == REPO_ROOT / "infra" / "stacks" / cloud.value
+        assert Path(call.cwd) == live.STACKS_DIR / cloud.value
         assert call.value("--stack") == name
-        assert call.env["PULUMI_BACKEND_URL"] == env.pulumi.backend_url
-
-
-def test_preview_creates_a_missing_stack_with_the_secrets_provider(standin: Standin) -> None:
-    standin.set(preview=str(PREVIEW), stacks="")
-    env = environment("dev")
-    live.preview(env, Cloud.AWS)
-    (init,) = standin.calls_of("stack", "init")
-    assert init.value("init") == "dev"
-    assert init.value("--secrets-provider") == env.pulumi.secrets_provider
-    assert init.env["PULUMI_BACKEND_URL"] == env.pulumi.backend_url
+        assert call.env["PULUMI_BACKEND_URL"] == env.pulumi.backend(cloud).backend_url
 
 
 def test_cli_version_other_than_the_pin_is_refused(standin: Standin) -> None:
@@ -150,8 +143,10 @@ def test_cli_version_other_than_the_pin_is_refused(standin: Standin) -> None:
 
 def test_older_cli_events_go_to_a_file(standin: Standin) -> None:
     # CLI versions up to 3.205 write engine events to a file rather than over gRPC.
+    env = _with_cli_pin(environment("dev"), "3.205.0")
     standin.set(preview=str(PREVIEW), version="3.205.0")
-    plan = live.preview(_with_cli_pin(environment("dev"), "3.205.0"), Cloud.AWS)
+    standin.bootstrap((env, Cloud.AWS))
+    plan = live.preview(env, Cloud.AWS)
     assert len(plan.resources) == len(_new_states(PREVIEW))
     (preview,) = standin.calls_of("preview")
     event_log = preview.value("--event-log") or ""
@@ -160,6 +155,7 @@ def test_older_cli_events_go_to_a_file(standin: Standin) -> None:
 
 
 def test_failed_preview_is_an_error_not_a_plan(standin: Standin) -> None:
+    standin.bootstrap((environment("dev"), Cloud.AWS))
     standin.set(preview=str(PREVIEW), exit="255")
     with pytest.raises(PlanError, match=r"pulumi preview --json \(dev-aws\)"):
         live.preview(environment("dev"), Cloud.AWS)
@@ -168,6 +164,7 @@ def test_failed_preview_is_an_error_not_a_plan(standin: Standin) -> None:
 def test_saved_plan_is_applied_by_up(standin: Standin, tmp_path: Path) -> None:
     standin.set(preview=str(PREVIEW))
     env = environment("dev")
+    standin.bootstrap((env, Cloud.AWS))
     saved = tmp_path / "plans" / "dev-aws.update-plan.json"
 
     live.preview(env, Cloud.AWS, save_plan=saved)
@@ -180,8 +177,8 @@ def test_saved_plan_is_applied_by_up(standin: Standin, tmp_path: Path) -> None:
     assert up.value("--plan") == str(saved)
     assert {"--yes", "--skip-preview"} <= set(up.argv)
     assert up.value("--stack") == "dev"
-    assert Path(up.cwd) == REPO_ROOT / "infra" / "stacks" / "aws"
-    assert up.env["PULUMI_BACKEND_URL"] == env.pulumi.backend_url
+    assert Path(up.cwd) == live.STACKS_DIR / "aws"
+    assert up.env["PULUMI_BACKEND_URL"] == env.pulumi.backend(Cloud.AWS).backend_url
 
 
 def test_up_without_the_saved_plan_runs_nothing(standin: Standin, tmp_path: Path) -> None:
@@ -191,6 +188,7 @@ def test_up_without_the_saved_plan_runs_nothing(standin: Standin, tmp_path: Path
 
 
 def test_failed_up_is_an_error(standin: Standin) -> None:
+    standin.bootstrap((environment("dev"), Cloud.AWS))
     standin.set(exit="1")
     with pytest.raises(PlanError, match=r"pulumi up \(dev-aws\).*update failed"):
         live.up(environment("dev"), Cloud.AWS)
@@ -201,6 +199,7 @@ def test_drift_is_a_refreshed_preview_expecting_no_changes(
 ) -> None:
     standin.set(preview=str(DRIFTED))
     stacks = [(environment("production"), Cloud.AWS), (environment("production"), Cloud.GCP)]
+    standin.bootstrap(*stacks)
 
     assert live.drift(stacks, tmp_path) == 2
 
@@ -220,23 +219,25 @@ def test_drift_is_a_refreshed_preview_expecting_no_changes(
 
 def test_clean_stacks_report_no_drift(standin: Standin, tmp_path: Path) -> None:
     standin.set(preview=str(CLEAN))
+    standin.bootstrap((environment("dev"), Cloud.AWS))
     assert live.drift([(environment("dev"), Cloud.AWS)], tmp_path) == 0
     assert "No drift" in (tmp_path / "dev-aws.md").read_text(encoding="utf-8")
 
 
 def test_a_failing_stack_hides_none_of_the_others(standin: Standin, tmp_path: Path) -> None:
     # staging has no stack in the backend yet; drift selects, never creates.
-    standin.set(preview=str(DRIFTED), stacks="dev,production")
+    standin.set(preview=str(DRIFTED))
     stacks = [(environment(name), Cloud.AWS) for name in ("dev", "staging", "production")]
+    standin.bootstrap(stacks[0], stacks[2])
 
     assert live.drift(stacks, tmp_path) == 1
 
     assert not standin.calls_of("stack", "init")
     assert "`replace`" in (tmp_path / "dev-aws.md").read_text(encoding="utf-8")
     assert "`replace`" in (tmp_path / "production-aws.md").read_text(encoding="utf-8")
-    assert "no stack named 'staging' found" in (tmp_path / "staging-aws.md").read_text(
-        encoding="utf-8"
-    )
+    staging = (tmp_path / "staging-aws.md").read_text(encoding="utf-8")
+    assert "no stack 'staging' of billing-aws" in staging
+    assert "nox -s bootstrap -- --env staging --cloud aws" in staging
     summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
     assert "| staging-aws | error:" in summary
     assert "| dev-aws | **drift**" in summary
@@ -245,6 +246,7 @@ def test_a_failing_stack_hides_none_of_the_others(standin: Standin, tmp_path: Pa
 
 def test_preview_failing_without_json_is_a_drift_error(standin: Standin, tmp_path: Path) -> None:
     missing = tmp_path / "absent.json"
+    standin.bootstrap((environment("dev"), Cloud.AWS))
     standin.set(preview=str(missing))  # the stand-in crashes reading it: no JSON on stdout
     assert live.drift([(environment("dev"), Cloud.AWS)], tmp_path / "out") == 1
     assert "**Error:**" in (tmp_path / "out" / "dev-aws.md").read_text(encoding="utf-8")
@@ -256,13 +258,15 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_drift_through_the_standin(standin: Standin, tmp_path: Path) -> None:
+def test_cli_drift_through_the_standin(
+    standin: Standin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     standin.set(preview=str(DRIFTED))
-    result = _cli(
-        "drift", "--env", "dev", "--cloud", "aws", "--out", str(tmp_path / "d"), cwd=REPO_ROOT
-    )
-    assert result.returncode == 2, result.stderr
-    assert "dev-aws: DRIFT in 4 resources" in result.stdout
+    standin.bootstrap((environment("dev"), Cloud.AWS))
+    args = ("drift", "--env", "dev", "--cloud", "aws", "--out", str(tmp_path / "d"))
+    code, out, err = run_cli(*args, capsys=capsys)
+    assert code == 2, err
+    assert "dev-aws: DRIFT in 4 resources" in out
 
 
 def test_cli_up_refuses_a_mismatched_cli(standin: Standin) -> None:
@@ -290,6 +294,7 @@ def test_cli_up_without_a_cli_deploys_nothing(tmp_path: Path) -> None:
 
 def test_plan_fields_match_resource_dataclass(standin: Standin) -> None:
     standin.set(preview=str(PREVIEW))
+    standin.bootstrap((environment("dev"), Cloud.AWS))
     plan = live.preview(environment("dev"), Cloud.AWS)
     assert all(set(asdict(r)) == set(asdict(plan.resources[0])) for r in plan.resources)
 
@@ -315,29 +320,23 @@ def test_malformed_new_state_names_the_key() -> None:
 
 def test_preview_without_engine_events_is_an_error(standin: Standin) -> None:
     # The summary arrives on the event log; without it the Automation API has no result.
+    standin.bootstrap((environment("dev"), Cloud.AWS))
     standin.set(preview=str(PREVIEW), events="none")
     with pytest.raises(PlanError, match="summary event never found"):
         live.preview(environment("dev"), Cloud.AWS)
 
 
-def test_cli_live_preview_saves_a_plan_per_stack(standin: Standin, tmp_path: Path) -> None:
+def test_cli_live_preview_saves_a_plan_per_stack(
+    standin: Standin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     standin.set(preview=str(PREVIEW))
+    standin.bootstrap((environment("dev"), Cloud.AWS))
     out, saved = tmp_path / "plans", tmp_path / "saved"
-    result = _cli(
-        "preview",
-        "--env",
-        "dev",
-        "--cloud",
-        "aws",
-        "--out",
-        str(out),
-        "--save-plan",
-        str(saved),
-        cwd=REPO_ROOT,
-    )
+    args = ("--env", "dev", "--cloud", "aws", "--out", str(out), "--save-plan", str(saved))
+    code, stdout, stderr = run_cli("preview", *args, capsys=capsys)
     # The fixture's resources are not compliant: the live preview's report fails the policy pack.
-    assert result.returncode == 1, result.stderr
-    assert result.stdout.startswith("Live preview")
+    assert code == 1, stderr
+    assert stdout.startswith("Live preview")
     assert (out / "dev-aws.json").exists()
     assert "## Policy" in (out / "report.md").read_text()
     [call] = standin.calls_of("preview")
@@ -346,13 +345,14 @@ def test_cli_live_preview_saves_a_plan_per_stack(standin: Standin, tmp_path: Pat
 
 
 def test_live_preview_steps_go_through_the_destructive_change_guard(
-    standin: Standin, tmp_path: Path
+    standin: Standin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     standin.set(preview=str(DRIFTED))  # replaces the production database
+    standin.bootstrap((environment("production"), Cloud.AWS))
     out = tmp_path / "plans"
     args = ["preview", "--env", "production", "--cloud", "aws", "--out", str(out)]
-    result = _cli(*args, cwd=REPO_ROOT)
-    assert result.returncode == 1, result.stderr
+    code, _, err = run_cli(*args, capsys=capsys)
+    assert code == 1, err
     report = (out / "report.md").read_text()
     assert "## Changes against `the deployed stacks (live preview)`" in report
     assert "## Destructive-change guard: FAIL" in report
@@ -361,5 +361,5 @@ def test_live_preview_steps_go_through_the_destructive_change_guard(
         "urn:pulumi:production::billing-aws::"
         "billing:aws:Database$aws:rds/instance:Instance::database-instance"
     )
-    _cli(*args, "--allow-replace", urn, cwd=REPO_ROOT)
+    run_cli(*args, "--allow-replace", urn, capsys=capsys)
     assert "## Destructive-change guard: pass" in (out / "report.md").read_text()
