@@ -338,6 +338,20 @@ def _stack_options(parser: argparse.ArgumentParser) -> None:
                         help="cloud to include: aws or gcp (repeatable; default: all)")  # fmt: skip
 
 
+def _add_stack_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """bootstrap and release: the commands that create stacks and free a stuck one."""
+    bootstrap = commands.add_parser(
+        "bootstrap", help="create the stacks with their secrets providers (administrator)"
+    )
+    _stack_options(bootstrap)
+    bootstrap.set_defaults(func=cmd_bootstrap)
+    release = commands.add_parser(
+        "release", help="after a failed deploy: cancel its lock, report pending operations"
+    )
+    _stack_options(release)
+    release.set_defaults(func=cmd_release)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m infra", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -402,18 +416,7 @@ def parser() -> argparse.ArgumentParser:
     drift.add_argument("--out", default="build/drift", help="where drift reports go")
     drift.set_defaults(func=cmd_drift)
 
-    bootstrap = commands.add_parser(
-        "bootstrap", help="create the stacks with their secrets providers (administrator)"
-    )
-    _stack_options(bootstrap)
-    bootstrap.set_defaults(func=cmd_bootstrap)
-
-    release = commands.add_parser(
-        "release", help="after a failed deploy: cancel its lock, report pending operations"
-    )
-    _stack_options(release)
-    release.set_defaults(func=cmd_release)
-
+    _add_stack_commands(commands)
     from infra.delivery.commands import add_commands as add_delivery_commands  # noqa: PLC0415
     from infra.policy.checks import add_commands  # noqa: PLC0415
 

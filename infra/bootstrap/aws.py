@@ -22,6 +22,10 @@ from infra.tagging import tags
 
 # The read-only role can read everything (to preview and check drift) and change nothing.
 READ_ONLY_POLICY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+# The longest first deploy (production: Multi-AZ RDS, an ElastiCache replication group,
+# CloudFront) runs past an hour: the deploy role's sessions last four hours, and the deploy job
+# asks for them (role-duration-seconds) with a timeout inside them.
+DEPLOY_SESSION_SECONDS = 4 * 3600
 # The deploy role creates IAM roles, KMS keys and networks: only administrator access covers
 # what the stack declares. Its trust policy, not its permissions, is what keeps it to CI.
 DEPLOY_POLICY = "arn:aws:iam::aws:policy/AdministratorAccess"
@@ -48,14 +52,35 @@ def trust_policy(provider_arn: str, repository: str, github_environment: str) ->
     }, sort_keys=True)  # fmt: skip
 
 
-def state_policy(arns: list[str], actions: list[str], kms_actions: list[str]) -> str:
-    """Access to the state bucket (``arns[0]``) and the secrets key (``arns[1]``)."""
+def state_policy(
+    arns: list[str], actions: list[str], kms_actions: list[str], *, lock_writes: bool = False
+) -> str:
+    """Access to the state bucket (``arns[0]``) and the secrets key (``arns[1]``).
+
+    ``lock_writes``: the lock files under .pulumi/locks/ (pkg/backend/diy/lock.go in
+    github.com/pulumi/pulumi; pulumi/pulumi-aws#2201, and pulumi/docs#19948 lists Put and
+    Delete among the backend's four actions), written into a bucket encrypted with the key.
+    """
     bucket, key = arns
+    statements = [
+        {"Effect": "Allow", "Action": actions, "Resource": [bucket, f"{bucket}/*"]},
+        {"Effect": "Allow", "Action": kms_actions, "Resource": key},
+    ]
+    if lock_writes:
+        statements.append({"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
+                           "Resource": f"{bucket}/.pulumi/locks/*"})  # fmt: skip
+    return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
+
+
+def drift_read_policy(region: str, account: str, environment: str) -> str:
+    """What refreshing secret-bearing resources reads: secret values, decrypted by the service."""
+    secrets = f"arn:aws:secretsmanager:{region}:{account}:secret:billing/{environment}/*"
+    through = {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}}
     return json.dumps({
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": actions, "Resource": [bucket, f"{bucket}/*"]},
-            {"Effect": "Allow", "Action": kms_actions, "Resource": key},
+            {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": secrets},
+            {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": "*", "Condition": through},
         ],
     }, sort_keys=True)  # fmt: skip
 
@@ -153,7 +178,7 @@ class AwsBootstrap(pulumi.ComponentResource):
                         github_environment=github_environment,
                     )
                 ),
-                max_session_duration=3600,
+                max_session_duration=DEPLOY_SESSION_SECONDS if role == "deploy" else 3600,
                 tags=labels,
                 opts=child,
             )
@@ -161,21 +186,31 @@ class AwsBootstrap(pulumi.ComponentResource):
                 f"{name}-{role}-policy", role=created.name, policy_arn=policy, opts=child
             )
             roles[role] = created
-        # Both roles read state and decrypt secrets; only the deploy role writes state.
+        # Both roles read state and decrypt secrets; only the deploy role writes state, the
+        # preview role writes lock files only (a data key for each object in the KMS bucket).
         for role, actions in (("preview", ["s3:GetObject", "s3:ListBucket"]),
                               ("deploy", ["s3:GetObject", "s3:ListBucket", "s3:PutObject",
                                           "s3:DeleteObject"])):  # fmt: skip
-            kms_actions = ["kms:Decrypt"]
+            kms_actions = ["kms:Decrypt", "kms:GenerateDataKey"]
             if role == "deploy":
-                kms_actions += ["kms:Encrypt", "kms:GenerateDataKey"]
+                kms_actions += ["kms:Encrypt"]
             aws.iam.RolePolicy(
                 f"{name}-{role}-state",
                 role=roles[role].id,
                 policy=pulumi.Output.all(bucket.arn, key.arn).apply(
-                    partial(state_policy, actions=actions, kms_actions=kms_actions)
+                    partial(state_policy, actions=actions, kms_actions=kms_actions,
+                            lock_writes=role == "preview")
                 ),
                 opts=child,
             )  # fmt: skip
+        # Drift refreshes secret versions: ReadOnlyAccess does not read secret values.
+        assert settings.aws is not None  # noqa: S101 - rendered only where clouds lists aws
+        aws.iam.RolePolicy(
+            f"{name}-preview-drift-reads",
+            role=roles["preview"].id,
+            policy=drift_read_policy(settings.aws.region, settings.aws.account_id, settings.name),
+            opts=child,
+        )
 
         self.state_bucket = bucket.bucket
         self.secrets_key_arn = key.arn

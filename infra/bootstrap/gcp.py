@@ -24,7 +24,9 @@ from infra.tagging import labels
 # Viewer reads everything (preview, drift); the deploy account edits and manages IAM, which the
 # stack's service accounts and bindings need.
 ROLES = {
-    "preview": ["roles/viewer", "roles/iam.securityReviewer"],
+    # secretAccessor: drift refreshes secret versions, which reads their values
+    # (secretmanager.versions.access).
+    "preview": ["roles/viewer", "roles/iam.securityReviewer", "roles/secretmanager.secretAccessor"],
     "deploy": ["roles/editor", "roles/resourcemanager.projectIamAdmin",
                "roles/iam.serviceAccountAdmin"],
 }  # fmt: skip

@@ -79,7 +79,8 @@ def test_only_the_deploy_role_writes_state(aws_plan: Plan) -> None:
     deploy = json.loads(one(aws_plan, "aws:iam/rolePolicy:RolePolicy",
                             "bootstrap-deploy-state").inputs["policy"])  # fmt: skip
     assert "s3:PutObject" not in preview["Statement"][0]["Action"]
-    assert preview["Statement"][1]["Action"] == ["kms:Decrypt"]
+    # Decrypt to read; a data key for the lock files it writes (no kms:Encrypt).
+    assert preview["Statement"][1]["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
     assert "s3:PutObject" in deploy["Statement"][0]["Action"]
     oidc = one(aws_plan, "aws:iam/openIdConnectProvider:OpenIdConnectProvider",
                "bootstrap-github-oidc")  # fmt: skip
@@ -114,3 +115,34 @@ def test_gcp_federation_pins_repository_and_environment(gcp_plan: Plan) -> None:
     key = one(gcp_plan, "gcp:kms/cryptoKey:CryptoKey", "bootstrap-secrets-key")
     assert key.inputs["name"] == "pulumi-production"
     assert key.protect
+
+
+def test_preview_role_writes_locks_and_reads_what_drift_refreshes(aws_plan: Plan) -> None:
+    preview = json.loads(one(aws_plan, "aws:iam/rolePolicy:RolePolicy",
+                             "bootstrap-preview-state").inputs["policy"])  # fmt: skip
+    kms = next(s for s in preview["Statement"] if any(a.startswith("kms:") for a in s["Action"]))
+    assert set(kms["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey"}
+    locks = [s for s in preview["Statement"] if "s3:PutObject" in s["Action"]]
+    assert locks == [{"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
+                      "Resource": locks[0]["Resource"]}]  # fmt: skip
+    assert str(locks[0]["Resource"]).endswith("/.pulumi/locks/*")
+    reads = json.loads(one(aws_plan, "aws:iam/rolePolicy:RolePolicy",
+                           "bootstrap-preview-drift-reads").inputs["policy"])  # fmt: skip
+    secrets, decrypt = reads["Statement"]
+    assert secrets["Action"] == ["secretsmanager:GetSecretValue"]
+    assert secrets["Resource"].endswith(":secret:billing/production/*")
+    assert decrypt["Condition"]["StringEquals"]["kms:ViaService"].startswith("secretsmanager.")
+
+
+def test_deploy_sessions_outlast_the_longest_first_deploy(aws_plan: Plan) -> None:
+    deploy = one(aws_plan, "aws:iam/role:Role", "bootstrap-deploy-role")
+    preview = one(aws_plan, "aws:iam/role:Role", "bootstrap-preview-role")
+    assert deploy.inputs["maxSessionDuration"] == 4 * 3600
+    assert preview.inputs["maxSessionDuration"] == 3600
+
+
+def test_gcp_preview_account_reads_secret_values_for_drift(gcp_plan: Plan) -> None:
+    bindings = [r.inputs for r in gcp_plan.resources
+                if r.type == "gcp:projects/iAMMember:IAMMember"]  # fmt: skip
+    assert any(b["role"] == "roles/secretmanager.secretAccessor"
+               and "billing-production-preview" in b["member"] for b in bindings)  # fmt: skip
