@@ -146,3 +146,20 @@ def test_gcp_preview_account_reads_secret_values_for_drift(gcp_plan: Plan) -> No
                 if r.type == "gcp:projects/iAMMember:IAMMember"]  # fmt: skip
     assert any(b["role"] == "roles/secretmanager.secretAccessor"
                and "billing-production-preview" in b["member"] for b in bindings)  # fmt: skip
+
+
+def test_deploy_job_asks_for_the_session_and_releases_a_failed_deploy() -> None:
+    import yaml
+
+    from infra.bootstrap.aws import DEPLOY_SESSION_SECONDS
+    from infra.settings import REPO_ROOT
+
+    workflow = yaml.safe_load((REPO_ROOT / ".github/workflows/deploy.yml").read_text())
+    job = workflow["jobs"]["up"]
+    assert job["timeout-minutes"] * 60 < DEPLOY_SESSION_SECONDS
+    steps = job["steps"]
+    aws = next(s for s in steps if "configure-aws-credentials" in s.get("uses", ""))
+    assert aws["with"]["role-duration-seconds"] == DEPLOY_SESSION_SECONDS
+    release = steps[-1]
+    assert release["if"] == "failure() || cancelled()"
+    assert "nox -s release" in release["run"]
