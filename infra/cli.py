@@ -352,6 +352,32 @@ def _add_stack_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     release.set_defaults(func=cmd_release)
 
 
+def _add_promote_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """promote: the command that builds the branch promoting a release to the next environment."""
+    promote = commands.add_parser("promote", help="build the branch promoting pins to the next env")
+    add = promote.add_argument
+    add("--from", dest="source", required=True, metavar="ENV", help="source environment")
+    add("--to", dest="target", required=True, metavar="ENV", help="target environment")
+    add("--repo", default=".", help="the git checkout to work in (default: .)")
+    add("--remote", default="origin", help="remote whose branches are used when present")
+    add("--body", metavar="FILE", help="PR body file (default: build/promote/<from>-to-<to>.md)")
+    add("--break-glass", metavar="REASON", help="promote into a frozen environment (recorded)")
+    add("--now", metavar="TIMESTAMP", help="judge freezes at this time (ISO 8601, with offset)")
+    add("--no-preview", action="store_true", help="skip the offline preview diff")
+    add("--source-commit", metavar="SHA", help="the release: the commit deployed to the source")
+    add(
+        "--from-deployment",
+        action="store_true",
+        help="promote the source's newest successful deployment (needs PROMOTION_TOKEN)",
+    )
+    add(
+        "--open-pr",
+        action="store_true",
+        help="push the branch, open or update the PR with the App token (PROMOTION_TOKEN)",
+    )
+    promote.set_defaults(func=cmd_promote)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m infra", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -376,28 +402,7 @@ def parser() -> argparse.ArgumentParser:
                     help="deploy into a frozen environment; the reason is recorded")  # fmt: skip
     up.set_defaults(func=cmd_up)
 
-    promote = commands.add_parser("promote", help="build the branch promoting pins to the next env")
-    add = promote.add_argument
-    add("--from", dest="source", required=True, metavar="ENV", help="source environment")
-    add("--to", dest="target", required=True, metavar="ENV", help="target environment")
-    add("--repo", default=".", help="the git checkout to work in (default: .)")
-    add("--remote", default="origin", help="remote whose branches are used when present")
-    add("--body", metavar="FILE", help="PR body file (default: build/promote/<from>-to-<to>.md)")
-    add("--break-glass", metavar="REASON", help="promote into a frozen environment (recorded)")
-    add("--now", metavar="TIMESTAMP", help="judge freezes at this time (ISO 8601, with offset)")
-    add("--no-preview", action="store_true", help="skip the offline preview diff")
-    add("--source-commit", metavar="SHA", help="the release: the commit deployed to the source")
-    add(
-        "--from-deployment",
-        action="store_true",
-        help="promote the source's newest successful deployment (needs PROMOTION_TOKEN)",
-    )
-    add(
-        "--open-pr",
-        action="store_true",
-        help="push the branch, open or update the PR with the App token (PROMOTION_TOKEN)",
-    )
-    promote.set_defaults(func=cmd_promote)
+    _add_promote_command(commands)
 
     affected = commands.add_parser("affected", help="print the stacks a diff touches (matrix JSON)")
     add = affected.add_argument
