@@ -262,6 +262,16 @@ def drift(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def engine(session: nox.Session) -> None:
+    """Run the AWS dev stack through the real Pulumi CLI against moto (the engine CI job)."""
+    _sync(session, "engine")
+    python = _python_for_pins(session, _pins("dev"))
+    moto_python = str(Path(session.bin) / "python") if session.bin else sys.executable
+    _run_with_exit_code(session, python, "-m", "infra.engine", "--env", "dev",
+                        "--moto-python", moto_python, *session.posargs)  # fmt: skip
+
+
+@nox.session(default=False)
 def bootstrap(session: nox.Session) -> None:
     """Create an environment's stacks with their secrets providers: -- --env dev (administrator)."""
     _sync(session)

@@ -16,10 +16,10 @@ from infra.aws.firewall import SecurityGroups, SecurityGroupsArgs
 from infra.aws.frontend import Frontend, FrontendArgs
 from infra.aws.network import Network, NetworkArgs, subnet_cidrs
 from infra.aws.observability import Observability, ObservabilityArgs
+from infra.aws.provider import configured_endpoint, provider_args
 from infra.aws.secrets import Secrets, SecretsArgs
 from infra.aws.storage import PrivateBucket, PrivateBucketArgs
 from infra.manifests import SecretName, ServiceManifest
-from infra.tagging import tags
 
 # Backups move to Glacier Instant Retrieval after a month and expire after a year.
 BACKUP_ARCHIVE_DAYS = 30
@@ -32,15 +32,7 @@ def main() -> None:
     assert settings.aws is not None  # noqa: S101 - the stack exists only where clouds lists aws
     aws_settings = settings.aws
     services = stack.services()
-    provider = aws.Provider(
-        "aws",
-        aws.ProviderArgs(
-            region=aws_settings.region,
-            # The allowed-accounts guard: credentials for any other account fail before a change.
-            allowed_account_ids=aws_settings.allowed_account_ids,
-            default_tags=aws.ProviderDefaultTagsArgs(tags=tags(settings)),
-        ),
-    )
+    provider = aws.Provider("aws", provider_args(settings, configured_endpoint()))
     opts = pulumi.ResourceOptions(providers=[provider])
     invoke = pulumi.InvokeOutputOptions(provider=provider)
     zones = aws.get_availability_zones_output(state="available", opts=invoke).names.apply(
