@@ -247,6 +247,20 @@ def rollback(session: nox.Session) -> None:
     _run_with_exit_code(session, "python", "-m", "infra", "rollback", *session.posargs)
 
 
+@nox.session(name="drift-issues", default=False)
+def drift_issues(session: nox.Session) -> None:
+    """Open, reopen, update or close one drift issue per stack: -- --reports DIR."""
+    _sync(session)
+    _run_with_exit_code(session, "python", "-m", "infra", "drift-issues", *session.posargs)
+
+
+@nox.session(name="delivery-issue", default=False)
+def delivery_issue(session: nox.Session) -> None:
+    """Open or update the issue of a failed deploy or promotion; close it on success."""
+    _sync(session)
+    _run_with_exit_code(session, "python", "-m", "infra", "delivery-issue", *session.posargs)
+
+
 @nox.session(default=False)
 def comment(session: nox.Session) -> None:
     """Create or update the preview comment on a pull request: -- --pr N --results DIR."""

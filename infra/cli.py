@@ -186,6 +186,35 @@ def _record_break_glass(environment: str, note: str) -> None:
             handle.write(f"**{environment}: {note}**\n\n")
 
 
+def _check_open_drift(
+    github: object | None, repo: Path, target: str, override: str | None
+) -> str | None:
+    """Refuse to promote into an environment whose stacks have open drift issues.
+
+    Returns the line recording an override, if one was given and needed.
+    """
+    if github is None:
+        return None
+    from github.Repository import Repository  # noqa: PLC0415
+
+    from infra.delivery.drift_issues import open_drift  # noqa: PLC0415
+    from infra.delivery.promote import PromotionError  # noqa: PLC0415
+
+    if not isinstance(github, Repository):
+        return None
+    found = open_drift(github, load_environment(target, repo / "environments"))
+    if not found:
+        return None
+    issues = ", ".join(f"{stack} (#{number})" for stack, number in found)
+    reason = (override or "").strip()
+    if not reason:
+        raise PromotionError(
+            f"{target} has open drift issues: {issues}; resolve them or pass "
+            "--override-drift REASON (the reason is recorded in the pull request)"
+        )
+    return f"Promoted despite open drift in {issues}: {reason}"
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from infra.delivery import release  # noqa: PLC0415
     from infra.delivery.promote import default_body_path, promote  # noqa: PLC0415
@@ -194,6 +223,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     body = Path(args.body) if args.body else default_body_path(repo, args.source, args.target)
     github = release.app_repository() if (args.open_pr or args.from_deployment) else None
     source_commit = args.source_commit
+    drift_note = _check_open_drift(github, repo, args.target, args.override_drift)
     if github is not None and args.from_deployment:
         source_commit = release.deployed_commit(github, args.source)
         _log(f"{args.source} runs {source_commit[:12]} (its newest successful deployment).")
@@ -206,6 +236,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
         _log(f"    {change.line()}")
     if result.break_glass:
         _record_break_glass(args.target, result.break_glass)
+    if drift_note:
+        with result.body_path.open("a", encoding="utf-8") as handle:
+            handle.write(f"\n> **{drift_note}**\n")
     _log(f"PR body: {result.body_path}")
     if github is not None and args.open_pr:
         target_branch = load_environment(args.target, repo / "environments").branch
@@ -375,6 +408,8 @@ def _add_promote_command(commands: argparse._SubParsersAction[argparse.ArgumentP
         action="store_true",
         help="push the branch, open or update the PR with the App token (PROMOTION_TOKEN)",
     )
+    add("--override-drift", metavar="REASON",
+        help="promote although the target has open drift issues (recorded in the PR)")  # fmt: skip
     promote.set_defaults(func=cmd_promote)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from infra.delivery.comment import (
@@ -25,6 +26,7 @@ from infra.delivery.release import (
     rollback,
     write_body,
 )
+from infra.delivery.tracker import Subject, sync_issue
 from infra.plans.outcome import RESULTS_FILE, StackOutcome, read_results
 from infra.settings import load_environment
 
@@ -100,6 +102,61 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drift_issues(args: argparse.Namespace) -> int:
+    from infra.delivery import drift_issues  # noqa: PLC0415
+
+    envs = drift_issues.expected_stacks(args.env)
+    stacks = [f"{e.name}-{c.value}" for e in envs for c in e.clouds]
+    repo = repository(connection())
+    notes = drift_issues.pending_notes(repo, Path(args.repo).resolve(), args.remote, envs)
+    checks = [
+        replace(c, pending=notes.get(c.stack, "")) if c.state != "clean" else c
+        for c in drift_issues.read_checks(Path(args.reports), stacks)
+    ]
+    for line in drift_issues.summary(drift_issues.sync_all(repo, checks, run_url()), checks):
+        print(line)
+    return 0
+
+
+FAILURE_KINDS = {"deploy": "Deploy", "promotion": "Promotion", "rollback": "Rollback"}
+# The end of a log is where the error is; GitHub's body limit bounds the rest.
+_LOG_TAIL_LINES = 80
+_LOG_TAIL_CHARS = 20_000
+
+
+def failure_subject(kind: str, key: str) -> Subject:
+    title = FAILURE_KINDS[kind]
+    return Subject(f"{kind}-failure", key, f"{kind}-failure", f"{title} failed: {key}")
+
+
+def _log_tail(path: Path | None) -> str:
+    if path is None or not path.is_file():
+        return "(no log was captured)"
+    lines = path.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()
+    tail = "\n".join(lines[-_LOG_TAIL_LINES:])[-_LOG_TAIL_CHARS:]
+    # A fence inside the log would end the issue's code block early.
+    return tail.replace("```", "` ` `")
+
+
+def cmd_delivery_issue(args: argparse.Namespace) -> int:
+    """Open or update the issue of a failed deploy or promotion; close it when it succeeds."""
+    subject = failure_subject(args.kind, args.key)
+    run = run_url()
+    commit = args.commit or os.environ.get("GITHUB_SHA", "")
+    failed = args.outcome != "success"
+    where = f" in [this run]({run})" if run else ""
+    text = "\n".join([
+        f"The {args.kind} of `{args.key}` failed at commit `{commit[:12]}`{where}.", "",
+        f"Outcome: {args.outcome}. The end of its log:", "", "```", _log_tail(args.log), "```",
+    ])  # fmt: skip
+    note = (f"Failed again at `{commit[:12]}`{where}." if failed
+            else f"Succeeded at `{commit[:12]}`{where}: closing.")  # fmt: skip
+    synced = sync_issue(repository(connection()), subject, problem=failed, body=text, note=note)
+    issue = f"#{synced.number} {synced.action.value}" if synced.number else "none"
+    print(f"{args.kind} {args.key}: {args.outcome}; issue {issue}")
+    return 0
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the GitHub-facing delivery commands on the `python -m infra` parser."""
     comment = commands.add_parser("comment", help="create or update the preview comment on a PR")
@@ -131,3 +188,21 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="push rollback/<env>, open or update the PR with the App token (PROMOTION_TOKEN)",
     )
     back.set_defaults(func=cmd_rollback)
+
+    from infra.delivery.drift_issues import add_arguments  # noqa: PLC0415
+
+    issues = commands.add_parser("drift-issues", help="open, update or close one issue per stack")
+    add_arguments(issues)
+    issues.set_defaults(func=cmd_drift_issues)
+
+    failure = commands.add_parser(
+        "delivery-issue", help="open or update the issue of a failed deploy or promotion"
+    )
+    add = failure.add_argument
+    add("--kind", required=True, choices=sorted(FAILURE_KINDS), help="what ran")
+    add("--key", required=True, help="what it ran for: a stack (dev-aws) or a promotion")
+    add("--outcome", required=True, choices=["success", "failure", "cancelled"],
+        help="the job's outcome (success closes the issue)")  # fmt: skip
+    add("--log", type=Path, help="the job's log: its end goes into the issue")
+    add("--commit", help="the commit (default: $GITHUB_SHA)")
+    failure.set_defaults(func=cmd_delivery_issue)
