@@ -15,7 +15,7 @@ WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.y*ml"))
 PINNED = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-/]+@[0-9a-f]{40}$")
 # PyYAML comes with the Pulumi SDK; it ships no type stubs.
 yaml: Any = importlib.import_module("yaml")
-EXPECTED = {"ci", "preview", "deploy", "promote", "drift", "services", "rollback"}
+EXPECTED = {"ci", "preview", "deploy", "promote", "drift", "services", "rollback", "engine"}
 
 
 def load(path: Path) -> dict[str, Any]:
