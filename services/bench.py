@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 
 from services.billing import devservers
 from services.billing.config import DatabaseSettings
+from services.billing.gateway.simulator import REAL_GATEWAY_CARD
 from services.local import load_manifest, local_stack, start_service
 
 if TYPE_CHECKING:
@@ -51,8 +52,18 @@ class ApiResult:
 class WorkerResult:
     processes: int
     subscriptions: int
-    # From the first invoice written to the last payment recorded, by the database's clock.
-    busy_seconds: float
+    # From the first invoice written to the last, by the database's clock.
+    renewing_seconds: float
+    # From the first charge claimed to the last invoice paid.
+    charging_seconds: float
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
+class ChargingResult:
+    invoices: int
+    concurrency: int
+    charging_seconds: float
     wall_seconds: float
 
 
@@ -106,39 +117,52 @@ async def measure_api(stack: LocalStack, *, concurrency: int, seconds: float) ->
     return ApiResult(concurrency, seconds, latencies, errors)
 
 
-def seed_due_subscriptions(database: DatabaseSettings, count: int) -> None:
+# The tenant the worker benchmarks' rows belong to.
+BENCH_TENANT = "bench-merchant"
+
+
+def seed_due_subscriptions(
+    database: DatabaseSettings, count: int, *, plan_name: str, payment_method: str
+) -> None:
     engine = create_engine(database.url())
     with engine.begin() as connection:
+        # Row-level security: this connection writes for every tenant, as the worker does.
+        connection.execute(text("SELECT set_config('billing.all_tenants', 'on', true)"))
         connection.execute(
             text(
                 """
                 WITH plan AS (
-                  INSERT INTO plans (id, name, amount, currency, interval, trial_days)
-                  VALUES (gen_random_uuid(), 'Bench monthly', 1500, 'USD', 'month', 0)
+                  INSERT INTO plans (id, tenant_id, name, amount, currency, interval, trial_days)
+                  VALUES (gen_random_uuid(), :tenant, :plan_name, 1500, 'USD', 'month', 0)
                   RETURNING id
                 ), customer AS (
-                  INSERT INTO customers (id, email, name, payment_method, currency)
-                  SELECT gen_random_uuid(), 'due-' || n || '@example.com', 'Due ' || n,
-                         'pm_card_visa', 'USD'
+                  INSERT INTO customers (id, tenant_id, email, name, payment_method, currency)
+                  SELECT gen_random_uuid(), :tenant, 'due-' || n || '@example.com', 'Due ' || n,
+                         :payment_method, 'USD'
                   FROM generate_series(1, :count) AS n
                   RETURNING id
                 )
-                INSERT INTO subscriptions (id, customer_id, plan_id, status, billing_anchor,
-                                           current_period_start, current_period_end)
-                SELECT gen_random_uuid(), customer.id, plan.id, 'active',
+                INSERT INTO subscriptions (id, tenant_id, customer_id, plan_id, status,
+                                           billing_anchor, current_period_start,
+                                           current_period_end)
+                SELECT gen_random_uuid(), :tenant, customer.id, plan.id, 'active',
                        now() - interval '1 month 1 minute', now() - interval '1 month 1 minute',
                        now() - interval '1 minute'
                 FROM customer CROSS JOIN plan
                 """
             ),
-            {"count": count},
+            {
+                "count": count,
+                "tenant": BENCH_TENANT,
+                "plan_name": plan_name,
+                "payment_method": payment_method,
+            },
         )
     engine.dispose()
 
 
-def measure_worker(stack: LocalStack, *, processes: int, subscriptions: int) -> WorkerResult:
-    database = DatabaseSettings.from_env(stack.worker_env)
-    seed_due_subscriptions(database, subscriptions)
+def run_workers(stack: LocalStack, processes: int, *arguments: str) -> float:
+    """Run worker processes until nothing is due; returns the wall time, process start included."""
     worker = load_manifest("worker")
     started = time.perf_counter()
     workers = [
@@ -147,31 +171,70 @@ def measure_worker(stack: LocalStack, *, processes: int, subscriptions: int) -> 
             stack.worker_env,
             "--until-idle",
             "--poll-interval=0.1",
-            "--batch-size=50",
             f"--heartbeat-file={devservers.scratch_dir('billing-bench-worker-')}/heartbeat",
+            *arguments,
             output=subprocess.DEVNULL,
         )
         for _ in range(processes)
     ]
     for process in workers:
-        if process.wait(timeout=600) != 0:
+        if process.wait(timeout=900) != 0:
             raise SystemExit(f"a worker exited with {process.returncode}")
-    wall_seconds = time.perf_counter() - started
+    return time.perf_counter() - started
+
+
+# Per plan: invoices paid, seconds from the first invoice written to the last, and seconds from
+# the first charge claimed to the last invoice paid, all by the database's clock.
+_WORKER_SPANS = """
+WITH bench AS (
+  SELECT i.* FROM invoices AS i
+  JOIN subscriptions AS s ON s.id = i.subscription_id
+  JOIN plans AS pl ON pl.id = s.plan_id
+  WHERE pl.name = :plan_name
+)
+SELECT count(*) FILTER (WHERE status = 'paid'),
+       extract(epoch FROM max(created_at) - min(created_at)),
+       extract(epoch FROM max(paid_at) - (SELECT min(p.created_at) FROM payments AS p
+                                          JOIN bench ON bench.id = p.invoice_id))
+FROM bench
+"""
+
+
+def worker_spans(database: DatabaseSettings, plan_name: str) -> tuple[int, float, float]:
     engine = create_engine(database.url())
-    with engine.connect() as connection:
-        paid, busy_seconds = connection.execute(
-            text(
-                """
-                SELECT (SELECT count(*) FROM invoices WHERE status = 'paid'),
-                       extract(epoch FROM (SELECT max(created_at) FROM payments)
-                                        - (SELECT min(created_at) FROM invoices))
-                """
-            )
+    with engine.begin() as connection:
+        connection.execute(text("SELECT set_config('billing.all_tenants', 'on', true)"))
+        paid, renewing, charging = connection.execute(
+            text(_WORKER_SPANS), {"plan_name": plan_name}
         ).one()
     engine.dispose()
+    return int(paid), float(renewing or 0.0), float(charging or 0.0)
+
+
+def measure_worker(stack: LocalStack, *, processes: int, subscriptions: int) -> WorkerResult:
+    """Renewals (set-based, 500 a batch) by several workers, charged by the fast simulator."""
+    database = DatabaseSettings.from_env(stack.worker_env)
+    seed_due_subscriptions(
+        database, subscriptions, plan_name="Bench renewals", payment_method="pm_card_visa"
+    )
+    wall_seconds = run_workers(stack, processes, "--batch-size=500")
+    paid, renewing, charging = worker_spans(database, "Bench renewals")
     if paid != subscriptions:
         raise SystemExit(f"expected {subscriptions} paid invoices, found {paid}")
-    return WorkerResult(processes, subscriptions, float(busy_seconds), wall_seconds)
+    return WorkerResult(processes, subscriptions, renewing, charging, wall_seconds)
+
+
+def measure_charging(stack: LocalStack, *, invoices: int, concurrency: int) -> ChargingResult:
+    """One worker charging invoices through a gateway that takes 300 ms a call."""
+    database = DatabaseSettings.from_env(stack.worker_env)
+    seed_due_subscriptions(
+        database, invoices, plan_name="Bench charging", payment_method=REAL_GATEWAY_CARD
+    )
+    wall_seconds = run_workers(stack, 1, f"--charge-concurrency={concurrency}")
+    paid, _, charging = worker_spans(database, "Bench charging")
+    if paid != invoices:
+        raise SystemExit(f"expected {invoices} paid invoices, found {paid}")
+    return ChargingResult(invoices, concurrency, charging, wall_seconds)
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -184,7 +247,7 @@ def latency(samples: list[float]) -> str:
     return f"{percentile(samples, 0.5) * 1000:.1f} / {percentile(samples, 0.99) * 1000:.1f} ms"
 
 
-def report(api: ApiResult, worker: WorkerResult) -> str:
+def report(api: ApiResult, worker: WorkerResult, charging: ChargingResult) -> str:
     everything = [sample for samples in api.latencies.values() for sample in samples]
     rows = [
         (
@@ -198,16 +261,29 @@ def report(api: ApiResult, worker: WorkerResult) -> str:
         (f"API latency, {operation}", f"{len(samples)} requests", latency(samples))
         for operation, samples in api.latencies.items()
     ]
-    rows.append(
+    rows += [
         (
             "Worker renewals",
             f"{worker.processes} workers, {worker.subscriptions} due subscriptions",
+            f"{worker.subscriptions / worker.renewing_seconds:.0f} renewals/s (set-based)",
+        ),
+        (
+            "Worker charges, simulator",
+            f"the same {worker.subscriptions} invoices",
             (
-                f"{worker.subscriptions / worker.busy_seconds:.0f} renewals/s, each renewed, "
-                f"invoiced and charged ({worker.wall_seconds:.1f} s including process start)"
+                f"{worker.subscriptions / worker.charging_seconds:.0f} charges/s; all paid "
+                f"({worker.wall_seconds:.1f} s in all, including process start)"
             ),
-        )
-    )
+        ),
+        (
+            "Worker charges, 300 ms gateway",
+            f"1 worker, {charging.invoices} invoices, {charging.concurrency} calls in flight",
+            (
+                f"{charging.invoices / charging.charging_seconds:.0f} charges/s; all paid, "
+                f"once each ({charging.wall_seconds:.1f} s in all)"
+            ),
+        ),
+    ]
     lines = ["| Benchmark | Setting | Result |", "| --- | --- | --- |"]
     lines += [f"| {name} | {setting} | {result} |" for name, setting, result in rows]
     return "\n".join(lines)
@@ -218,7 +294,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0, help="API load duration")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--subscriptions", type=int, default=2000)
+    parser.add_argument("--subscriptions", type=int, default=20000)
+    parser.add_argument("--charges", type=int, default=1500, help="invoices at 300 ms a charge")
+    parser.add_argument("--charge-concurrency", type=int, default=32)
     arguments = parser.parse_args(argv)
     directory = devservers.scratch_dir("billing-bench-")
     try:
@@ -232,9 +310,12 @@ def main(argv: list[str]) -> int:
             worker = measure_worker(
                 stack, processes=arguments.workers, subscriptions=arguments.subscriptions
             )
+            charging = measure_charging(
+                stack, invoices=arguments.charges, concurrency=arguments.charge_concurrency
+            )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    print(report(api, worker))
+    print(report(api, worker, charging))
     return 0
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import and_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.billing.currencies import currency as currency_rules
@@ -28,7 +28,7 @@ from services.billing.models import (
     Subscription,
     SubscriptionStatus,
 )
-from services.billing.periods import next_period_end
+from services.billing.periods import BillingInterval, next_period_end
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -169,9 +169,21 @@ def issue_cycle_invoice(
         currency=plan.currency,
         period_start=subscription.current_period_start,
         period_end=subscription.current_period_end,
-        lines=[LineItem(f"{plan.name} ({plan.interval.value}ly)", plan.amount, plan.id)],
+        lines=[LineItem(cycle_description(plan.name, plan.interval), plan.amount, plan.id)],
         now=now,
     )
+
+
+def cycle_description(plan_name: str, interval: BillingInterval) -> str:
+    return f"{plan_name} ({_ADJECTIVES[interval]})"
+
+
+_ADJECTIVES = {
+    BillingInterval.DAY: "daily",
+    BillingInterval.WEEK: "weekly",
+    BillingInterval.MONTH: "monthly",
+    BillingInterval.YEAR: "yearly",
+}
 
 
 def _lock_balances(session: Session, customer_id: uuid.UUID) -> tuple[int, int]:
@@ -221,38 +233,198 @@ def renew_due_subscriptions(
 ) -> RenewalReport:
     """Move up to batch_size due subscriptions into their next period, invoicing each once.
 
-    The caller commits. Rows are locked until then, and the period moves in the same
-    transaction as the invoice is written, so a worker that dies leaves both undone together.
-    A subscription overdue by several periods catches up one period per call.
+    Set-based: one statement takes the batch (FOR UPDATE SKIP LOCKED, so workers share the due
+    set), one moves every period, one ends the subscriptions set to cancel, and the invoices,
+    their lines and their numbers are written a statement each. Only a customer with a credit
+    or carried balance, or a price under the currency's minimum, goes through issue_invoice one
+    by one (its balance needs the customer's row lock).
+
+    The caller commits. The period moves in the same transaction as the invoice is written, so
+    a worker that dies leaves both undone together. A subscription overdue by several periods
+    catches up one period per call.
     """
-    query = select(Subscription).where(
-        Subscription.status.in_(RENEWING_STATUSES), Subscription.current_period_end <= now
+    query = (
+        select(
+            Subscription.id,
+            Subscription.tenant_id,
+            Subscription.customer_id,
+            Subscription.plan_id,
+            Subscription.billing_anchor,
+            Subscription.current_period_end,
+            Subscription.cancel_at_period_end,
+            Plan.name,
+            Plan.interval,
+            Plan.amount,
+            Plan.currency,
+            Customer.credit_balance,
+            Customer.debit_balance,
+        )
+        .join(Plan, and_(Plan.tenant_id == Subscription.tenant_id, Plan.id == Subscription.plan_id))
+        .join(
+            Customer,
+            and_(
+                Customer.tenant_id == Subscription.tenant_id,
+                Customer.id == Subscription.customer_id,
+            ),
+        )
+        .where(Subscription.status.in_(RENEWING_STATUSES), Subscription.current_period_end <= now)
     )
     if after is not None:
         query = query.where(tuple_(Subscription.current_period_end, Subscription.id) > after)
-    due = session.scalars(
+    due = session.execute(
         query.order_by(Subscription.current_period_end, Subscription.id)
         .limit(batch_size)
-        .with_for_update(skip_locked=True)
+        .with_for_update(of=Subscription, skip_locked=True)
     ).all()
-    position = (due[-1].current_period_end, due[-1].id) if due else after
-    renewed = canceled = 0
-    # Customer rows are locked (for credit) in id order so two workers never wait on each other.
-    for subscription in sorted(due, key=lambda subscription: subscription.customer_id):
-        if subscription.cancel_at_period_end:
-            subscription.status = SubscriptionStatus.CANCELED
-            subscription.canceled_at = subscription.current_period_end
-            subscription.cancellation_reason = "canceled_at_period_end"
-            canceled += 1
-            continue
-        plan = session.get_one(Plan, subscription.plan_id)
-        start = subscription.current_period_end
-        subscription.current_period_start = start
-        subscription.current_period_end = next_period_end(
-            subscription.billing_anchor, plan.interval, start
+    if not due:
+        return RenewalReport(renewed=0, canceled=0, position=after)
+    position = (due[-1].current_period_end, due[-1].id)
+    ending = [row.id for row in due if row.cancel_at_period_end]
+    renewing = [
+        _Renewal(row, next_period_end(row.billing_anchor, row.interval, row.current_period_end))
+        for row in due
+        if not row.cancel_at_period_end
+    ]
+    if ending:
+        session.execute(_END_AT_PERIOD_END, {"ids": ending})
+    if renewing:
+        session.execute(
+            _MOVE_PERIODS,
+            {
+                "ids": [renewal.row.id for renewal in renewing],
+                "starts": [renewal.row.current_period_end for renewal in renewing],
+                "ends": [renewal.period_end for renewal in renewing],
+            },
         )
-        if subscription.status is SubscriptionStatus.TRIALING:
-            subscription.status = SubscriptionStatus.ACTIVE
-        issue_cycle_invoice(session, subscription, plan, now=now)
-        renewed += 1
-    return RenewalReport(renewed=renewed, canceled=canceled, position=position)
+    # Customers with a balance first, locked in id order, then the tenants' number counters:
+    # the order issue_invoice (and so the API) takes them in, so no two transactions deadlock.
+    one_by_one = sorted(
+        (renewal for renewal in renewing if renewal.needs_balance),
+        key=lambda renewal: renewal.row.customer_id,
+    )
+    for renewal in one_by_one:
+        # Read again: the bulk UPDATE above moved its period behind the ORM's back.
+        subscription = session.get_one(Subscription, renewal.row.id, populate_existing=True)
+        issue_cycle_invoice(
+            session, subscription, session.get_one(Plan, renewal.row.plan_id), now=now
+        )
+    _insert_cycle_invoices(
+        session, [renewal for renewal in renewing if not renewal.needs_balance], now=now
+    )
+    return RenewalReport(renewed=len(renewing), canceled=len(ending), position=position)
+
+
+@dataclass(frozen=True)
+class _Renewal:
+    row: Any  # a Row of the due query
+    period_end: datetime
+
+    @property
+    def needs_balance(self) -> bool:
+        row = self.row
+        minimum = currency_rules(row.currency).minimum_charge
+        return bool(row.credit_balance or row.debit_balance) or row.amount < minimum
+
+
+_END_AT_PERIOD_END = text(
+    """
+    UPDATE subscriptions
+       SET status = 'canceled', canceled_at = current_period_end,
+           cancellation_reason = 'canceled_at_period_end'
+     WHERE id = ANY(CAST(:ids AS uuid[]))
+    """
+)
+_MOVE_PERIODS = text(
+    """
+    UPDATE subscriptions AS s
+       SET current_period_start = v.period_start, current_period_end = v.period_end,
+           status = CASE WHEN s.status = 'trialing' THEN 'active' ELSE s.status END
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:starts AS timestamptz[]),
+                  CAST(:ends AS timestamptz[])) AS v(id, period_start, period_end)
+     WHERE s.id = v.id
+    """
+)
+_INSERT_INVOICES = text(
+    """
+    INSERT INTO invoices (id, tenant_id, customer_id, subscription_id, kind, status, currency,
+                          period_start, period_end, subtotal, credit_applied, amount_due,
+                          carried_forward, attempt_count, next_attempt_at, created_at)
+    SELECT v.id, v.tenant_id, v.customer_id, v.subscription_id, 'cycle', 'open', v.currency,
+           v.period_start, v.period_end, v.amount, 0, v.amount, 0, 0, :now, clock_timestamp()
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:tenants AS varchar[]), CAST(:customers AS uuid[]),
+                  CAST(:subscriptions AS uuid[]), CAST(:currencies AS varchar[]),
+                  CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]),
+                  CAST(:amounts AS bigint[]))
+           AS v(id, tenant_id, customer_id, subscription_id, currency, period_start, period_end,
+                amount)
+    """
+)
+_INSERT_LINES = text(
+    """
+    INSERT INTO invoice_lines (id, tenant_id, invoice_id, description, amount, plan_id,
+                               period_start, period_end)
+    SELECT v.id, v.tenant_id, v.invoice_id, v.description, v.amount, v.plan_id,
+           v.period_start, v.period_end
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:tenants AS varchar[]), CAST(:invoices AS uuid[]),
+                  CAST(:descriptions AS varchar[]), CAST(:amounts AS bigint[]),
+                  CAST(:plans AS uuid[]), CAST(:starts AS timestamptz[]),
+                  CAST(:ends AS timestamptz[]))
+           AS v(id, tenant_id, invoice_id, description, amount, plan_id, period_start,
+                period_end)
+    """
+)
+# Numbered after the lines are in: from then on they cannot change (migration 0004).
+_NUMBER_INVOICES = text(
+    """
+    UPDATE invoices AS i SET number = v.number
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:numbers AS bigint[])) AS v(id, number)
+     WHERE i.id = v.id
+    """
+)
+
+
+def _insert_cycle_invoices(session: Session, renewals: list[_Renewal], *, now: datetime) -> None:
+    """Issue the cycle invoices of renewals whose customers have no balance, set-based."""
+    if not renewals:
+        return
+    invoice_ids = [new_id() for _ in renewals]
+    rows = [renewal.row for renewal in renewals]
+    starts = [row.current_period_end for row in rows]
+    ends = [renewal.period_end for renewal in renewals]
+    tenants = [row.tenant_id for row in rows]
+    amounts = [row.amount for row in rows]
+    session.execute(
+        _INSERT_INVOICES,
+        {
+            "now": now,
+            "ids": invoice_ids,
+            "tenants": tenants,
+            "customers": [row.customer_id for row in rows],
+            "subscriptions": [row.id for row in rows],
+            "currencies": [row.currency for row in rows],
+            "starts": starts,
+            "ends": ends,
+            "amounts": amounts,
+        },
+    )
+    session.execute(
+        _INSERT_LINES,
+        {
+            "ids": [new_id() for _ in renewals],
+            "tenants": tenants,
+            "invoices": invoice_ids,
+            "descriptions": [cycle_description(row.name, row.interval) for row in rows],
+            "amounts": amounts,
+            "plans": [row.plan_id for row in rows],
+            "starts": starts,
+            "ends": ends,
+        },
+    )
+    numbers: list[int] = []
+    next_number: dict[str, int] = {}
+    for tenant in sorted(set(tenants)):
+        next_number[tenant] = allocate_invoice_numbers(session, tenant, tenants.count(tenant))
+    for tenant in tenants:
+        numbers.append(next_number[tenant])
+        next_number[tenant] += 1
+    session.execute(_NUMBER_INVOICES, {"ids": invoice_ids, "numbers": numbers})

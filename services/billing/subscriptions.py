@@ -15,6 +15,7 @@ from services.billing.errors import ConflictError, NotFoundError
 from services.billing.ids import new_id
 from services.billing.invoicing import (
     LineItem,
+    cycle_description,
     issue_cycle_invoice,
     issue_invoice,
     void_open_invoice,
@@ -140,7 +141,11 @@ def change_plan(
     else:
         subscription.billing_anchor = subscription.current_period_start = now
         subscription.current_period_end = next_period_end(now, new_plan.interval, now)
-        lines.append(LineItem(_cycle_description(new_plan), new_plan.amount, new_plan.id))
+        lines.append(
+            LineItem(
+                cycle_description(new_plan.name, new_plan.interval), new_plan.amount, new_plan.id
+            )
+        )
         period_start, period_end = now, subscription.current_period_end
     session.flush()
     invoice = None
@@ -249,10 +254,6 @@ def _any_payment_pending(session: Session, invoices: list[Invoice]) -> bool:
             )
         )
     )
-
-
-def _cycle_description(plan: Plan) -> str:
-    return f"{plan.name} ({plan.interval.value}ly)"
 
 
 def _require_currency(customer: Customer, plan: Plan) -> None:

@@ -283,7 +283,10 @@ def test_an_amount_below_the_minimum_charge_is_carried_to_the_next_invoice(
     renew_due_subscriptions(db, now=noon(2025, 3, 1), batch_size=10)
     db.commit()
     renewal = invoices_of(db, subscription)[-1]
-    assert [(line.description, line.amount) for line in renewal.lines][-1] == (CARRIED_LINE, 28)
+    assert sorted((line.description, line.amount) for line in renewal.lines) == [
+        (CARRIED_LINE, 28),
+        ("month 2856 (monthly)", 2856),
+    ]
     assert renewal.amount_due == 2856 + 28
     assert db.get_one(Customer, subscription.customer_id).debit_balance == 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,7 +22,7 @@ from services.billing.gateway import (
     SimulatorGateway,
 )
 from services.billing.ids import new_id
-from services.billing.invoicing import issue_cycle_invoice
+from services.billing.invoicing import issue_cycle_invoice, renew_due_subscriptions
 from services.billing.models import (
     Customer,
     Invoice,
@@ -346,3 +346,29 @@ def test_interval_enum_matches_the_database_check(db: Session) -> None:
     db.commit()
     db.expire_all()
     assert db.get_one(Plan, plan.id).interval is BillingInterval.WEEK
+
+
+def test_renewal_is_set_based_a_few_statements_per_batch(db: Session, clock: ManualClock) -> None:
+    subscriptions = seed_due_subscriptions(db, 200, now=clock.now)
+    # One customer has credit: it goes through the row-by-row path, the rest in bulk.
+    db.get_one(Customer, subscriptions[0].customer_id).credit_balance = 400
+    db.commit()
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    connection = db.connection()
+    event.listen(connection, "before_cursor_execute", count)
+    try:
+        report = renew_due_subscriptions(db, now=clock.now, batch_size=500)
+        db.commit()
+    finally:
+        event.remove(connection, "before_cursor_execute", count)
+    assert (report.renewed, report.canceled) == (200, 0)
+    # Take the batch, move the periods, one invoice by hand (about ten statements), then the
+    # other 199 invoices, their lines and numbers: independent of the batch's size.
+    assert len(statements) <= 20, statements
+    invoices = db.scalars(select(Invoice).order_by(Invoice.number)).all()
+    assert [invoice.number for invoice in invoices] == list(range(1, 201))
+    assert {invoice.amount_due for invoice in invoices} == {1500, 1100}

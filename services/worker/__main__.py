@@ -25,7 +25,7 @@ from services.worker.runner import Worker, WorkerOptions
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m services.worker", description=__doc__)
-    parser.add_argument("--batch-size", type=int, default=100, help="subscriptions per renewal")
+    parser.add_argument("--batch-size", type=int, default=500, help="subscriptions per renewal")
     parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds between scans")
     parser.add_argument(
         "--until-idle", action="store_true", help="exit once nothing is due (batch runs)"

@@ -70,7 +70,7 @@ failing_cycles = Gauge(
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    renewal_batch_size: int = 100
+    renewal_batch_size: int = 500
     poll_interval_seconds: float = 5.0
     # Exit once nothing is due, counting rows other workers hold (for batch runs and tests).
     until_idle: bool = False

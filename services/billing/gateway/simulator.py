@@ -40,6 +40,9 @@ UNEXPECTED_ERROR = "pm_sim_unexpected_error"
 # Succeeds after SLOW_CHARGE_SECONDS, to watch requests and jobs in flight.
 SLOW_CARD = "pm_sim_slow"
 SLOW_CHARGE_SECONDS = 1.5
+# Succeeds after REAL_GATEWAY_SECONDS, about what a real gateway takes: the charging benchmark.
+REAL_GATEWAY_CARD = "pm_sim_300ms"
+REAL_GATEWAY_SECONDS = 0.3
 
 _DECLINES = {
     CARD_DECLINED: ("card_declined", "Your card was declined."),
@@ -95,6 +98,8 @@ class SimulatorGateway:
                     time.sleep(SLOW_CHARGE_SECONDS)
                 finally:
                     self._cache.decr(f"{_PREFIX}:in_flight")
+            if request.payment_method == REAL_GATEWAY_CARD:
+                time.sleep(REAL_GATEWAY_SECONDS)
             outcome = _decide(request)
             record = {"fingerprint": fingerprint, **_result_fields(outcome)}
             booking = ""
@@ -187,7 +192,7 @@ def _decide(request: ChargeRequest) -> ChargeResult:
             "authentication_required",
             "The card needs the customer to authenticate the payment.",
         )
-    if request.payment_method in {CARD_SUCCEEDS, SLOW_CARD}:
+    if request.payment_method in {CARD_SUCCEEDS, SLOW_CARD, REAL_GATEWAY_CARD}:
         return ChargeResult(ChargeOutcome.SUCCEEDED, reference)
     return ChargeResult(
         ChargeOutcome.DECLINED,
