@@ -321,6 +321,50 @@ def record(
     return outcome
 
 
+def record_many(
+    session: Session, answers: Sequence[tuple[Attempt, GatewayAnswer]], *, now: datetime
+) -> list[CollectionOutcome]:
+    """Apply several gateway answers in one short transaction. Commits.
+
+    The invoices, then the payments, are locked in id order, so two of these never wait on
+    each other in a cycle. If applying any answer fails, the whole transaction rolls back and
+    the caller records them one by one, each in its own transaction.
+    """
+    invoice_ids = sorted({attempt.invoice_id for attempt, _ in answers})
+    payment_ids = sorted({attempt.payment_id for attempt, _ in answers})
+    invoices = {
+        invoice.id: invoice
+        for invoice in session.scalars(
+            select(Invoice)
+            .where(Invoice.id.in_(invoice_ids))
+            .order_by(Invoice.id)
+            .with_for_update()
+        )
+    }
+    payments = {
+        payment.id: payment
+        for payment in session.scalars(
+            select(Payment)
+            .where(Payment.id.in_(payment_ids))
+            .order_by(Payment.id)
+            .with_for_update()
+        )
+    }
+    outcomes = [
+        _apply(
+            session,
+            invoices[attempt.invoice_id],
+            payments[attempt.payment_id],
+            attempt,
+            answer,
+            now=now,
+        )
+        for attempt, answer in answers
+    ]
+    session.commit()
+    return outcomes
+
+
 def push_back(session: Session, attempt: Attempt, error: BaseException, *, now: datetime) -> None:
     """After recording failed: try this payment again later, in a transaction of its own."""
     session.rollback()

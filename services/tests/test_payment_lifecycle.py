@@ -357,3 +357,36 @@ def test_voiding_returns_the_credit_applied_to_the_invoice(
     assert client.get(f"/v1/customers/{customer['id']}").json()["credit_balance"] == 0
     assert client.post_new(f"/v1/invoices/{invoice['id']}/void").status_code == 200
     assert client.get(f"/v1/customers/{customer['id']}").json()["credit_balance"] == 400
+
+
+def test_a_payment_that_cannot_be_recorded_does_not_stop_the_others(
+    db: Session, sessions: sessionmaker[Session], simulator: SimulatorGateway, clock: ManualClock
+) -> None:
+    seed_due_subscriptions(db, 3, now=clock.now)
+    vanished: list[str] = []
+
+    def during_charge() -> None:
+        if vanished:
+            return
+        # Something outside the worker removes one claimed payment while its call is out.
+        with sessions() as other:
+            gone = other.execute(
+                text(
+                    "DELETE FROM payments WHERE id = (SELECT id FROM payments"
+                    " WHERE status = 'pending' ORDER BY id LIMIT 1) RETURNING id"
+                )
+            ).scalar_one()
+            other.commit()
+        vanished.append(str(gone))
+
+    worker = Worker(
+        sessions,
+        ObservingGateway(simulator, during_charge),
+        clock=clock,
+        options=WorkerOptions(charge_concurrency=1),
+    )
+    report = worker.run_cycle()
+    assert report.collections == {CollectionOutcome.PAID: 2, CollectionOutcome.ERROR: 1}
+    db.expire_all()
+    statuses = sorted(invoice.status.value for invoice in db.scalars(select(Invoice)))
+    assert statuses == ["open", "paid", "paid"]

@@ -34,6 +34,7 @@ from services.billing.collection import (
     claim_due_invoices,
     push_back,
     record,
+    record_many,
 )
 from services.billing.invoicing import (
     RENEWING_STATUSES,
@@ -228,9 +229,26 @@ class Worker:
                         return
                     continue
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    self._record(in_flight.pop(future), future.result(), report)
+                self._record_all(
+                    [(in_flight.pop(future), future.result()) for future in done], report
+                )
                 self._beat()
+
+    def _record_all(
+        self, answers: list[tuple[Attempt, GatewayAnswer]], report: CycleReport
+    ) -> None:
+        """Record the answers that came back together in one transaction, else one by one."""
+        try:
+            with self._sessions() as session:
+                outcomes = record_many(session, answers, now=self._clock())
+        except Exception:
+            logger.exception("recording a batch of answers failed; recording them one by one")
+            for attempt, answer in answers:
+                self._record(attempt, answer, report)
+            return
+        for outcome in outcomes:
+            charge_attempts.labels(self._gateway.name, outcome.value).inc()
+            report.collections[outcome] += 1
 
     def _record(self, attempt: Attempt, answer: GatewayAnswer, report: CycleReport) -> None:
         try:
