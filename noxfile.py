@@ -299,6 +299,13 @@ def release(session: nox.Session) -> None:
     _run_infra(session, "release", session.posargs)
 
 
+@nox.session(name="dr-drill", default=False)
+def dr_drill(session: nox.Session) -> None:
+    """Render a restore into a throwaway stack and check it offline: -- --env production."""
+    _sync(session)
+    _run_with_exit_code(session, "python", "-m", "infra", "dr-drill", *session.posargs)
+
+
 def _plan_files(session: nox.Session) -> list[str]:
     return session.posargs or sorted(str(p) for p in (ROOT / "build" / "plans").glob("*.json"))
 

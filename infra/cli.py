@@ -364,6 +364,23 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return live.drift(select_stacks(args.env, args.cloud), Path(args.out))
 
 
+def cmd_dr_drill(args: argparse.Namespace) -> int:
+    from infra import drill  # noqa: PLC0415 - SDK import only when rendering
+
+    now = _parse_now(args.now)
+    failed = False
+    for name in args.env or ["production"]:
+        result = drill.run(load_environment(name), now)
+        report = drill.write(result, Path(args.out))
+        for stack in result.stacks:
+            for check in stack.checks:
+                _log(f"{stack.after.stack}: {'pass' if check.ok else 'FAIL'} {check.name}: "
+                     f"{check.detail}")  # fmt: skip
+        _log(f"{name}: drill {'passed' if result.ok else 'FAILED'}; report {report}")
+        failed = failed or not result.ok
+    return EXIT_ERROR if failed else EXIT_OK
+
+
 def _stack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", action="append", metavar="ENV",
                         help="environment to include (repeatable; default: all)")  # fmt: skip
@@ -458,6 +475,16 @@ def parser() -> argparse.ArgumentParser:
 
     _add_stack_commands(commands)
     from infra.delivery.commands import add_commands as add_delivery_commands  # noqa: PLC0415
+
+    dr_drill = commands.add_parser(
+        "dr-drill", help="render a restore into a throwaway stack and check it offline"
+    )
+    add = dr_drill.add_argument
+    add("--env", action="append", metavar="ENV", help="environment to drill (default: production)")
+    add("--now", metavar="TIMESTAMP", help="restore to five minutes before this (default: now)")
+    dr_drill.add_argument("--out", default="build/dr-drill", help="where plans and report go")
+    dr_drill.set_defaults(func=cmd_dr_drill)
+
     from infra.policy.checks import add_commands  # noqa: PLC0415
 
     add_commands(commands)

@@ -180,10 +180,12 @@ class Database(pulumi.ComponentResource):
                 # protect: the ledger lives here. retain_on_delete: a replacement (a new
                 # identifier, engine or encryption key) must leave the old instance, with its
                 # data, in place. A restore releases it only one pull request after the switch.
+                # Released, it is deleted for real by the change that removes it (with a final
+                # snapshot, its automated backups kept).
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     protect=production and kept,
-                    retain_on_delete=production,
+                    retain_on_delete=production and kept,
                     depends_on=after,
                 ),
             )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.plans.model import Plan, load_plan
-from infra.plans.stateful import is_replica, is_stateful
+from infra.plans.stateful import RESTORE_INPUTS, is_replica, is_stateful, restore_keys
 from infra.settings import REPO_ROOT
 
 # Step operations that remove a resource's data, as `pulumi preview --json` names them.
@@ -44,6 +44,11 @@ class Change:
     def destructive(self) -> bool:
         return self.op in DESTRUCTIVE_OPS
 
+    @property
+    def restore(self) -> bool:
+        """A database instance created from a point in time, a snapshot or a backup."""
+        return self.op == "create" and bool(self.keys) and self.type in RESTORE_INPUTS
+
 
 @dataclass(frozen=True)
 class StackDiff:
@@ -70,7 +75,9 @@ def diff_plans(key: str, before: Plan | None, after: Plan | None) -> StackDiff:
     for urn in sorted(set(old) | set(new)):
         replica = any(is_replica(p[urn].type, p[urn].inputs) for p in (old, new) if urn in p)
         if urn not in old:
-            changes.append(Change(urn, new[urn].type, "create", replica=replica))
+            # A restore's create names its source (restoreToPointInTime, clone, ...).
+            keys = restore_keys(new[urn].type, new[urn].inputs)
+            changes.append(Change(urn, new[urn].type, "create", keys, replica=replica))
         elif urn not in new:
             changes.append(Change(urn, old[urn].type, "delete", replica=replica))
         else:

@@ -19,7 +19,7 @@ from infra.plans.allowances import Allowance
 from infra.plans.diff import Change, StackDiff
 from infra.plans.model import PlanError
 from infra.plans.report import Verdict
-from infra.plans.stateful import is_replica
+from infra.plans.stateful import is_replica, restore_keys
 
 GUARDED_ENVIRONMENTS = frozenset({"staging", "production"})
 
@@ -83,6 +83,8 @@ class GuardResult:
     allowed: list[tuple[str, Change]] = field(default_factory=list)
     unused_allowances: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+    # Restores beside the live instance: new instances, nothing deleted, so nothing is lost.
+    restores: list[tuple[str, Change]] = field(default_factory=list)
     source: str = ""
     # Why each allowed URN may go: the reviewed entry's reason, or "--allow-replace".
     reasons: dict[str, str] = field(default_factory=dict)
@@ -117,6 +119,8 @@ def guard(
             continue
         result.checked.append(diff.stack)
         for change in map(as_replacement, diff.changes):
+            if change.restore:
+                result.restores.append((diff.stack, change))
             if not (change.destructive and change.stateful):
                 continue
             if change.urn in reasons:
@@ -166,6 +170,9 @@ def diff_from_preview(data: object, source: Path | str) -> StackDiff:
         reasons = step.get("replaceReasons") or step.get("diffReasons") or []
         keys = [str(k) for k in reasons] if isinstance(reasons, list) else []
         type_ = type_ if isinstance(type_, str) else _type_of_urn(urn)
+        inputs = state.get("inputs") if isinstance(state, dict) else None
+        if op == "create" and isinstance(inputs, dict):
+            keys = restore_keys(type_, inputs)
         replica = any(
             isinstance(s, dict)
             and isinstance(s.get("inputs"), dict)
@@ -220,6 +227,10 @@ def verdict(result: GuardResult | None) -> Verdict:
                 "`environments/<env>/allow-replace.toml` in a reviewed pull request."
             ),
         ]
+    if result.restores:
+        lines += ["", ("Restored beside the live database (nothing is deleted, so no data is lost; "
+                  "the old instance stays until a later change removes it):")]  # fmt: skip
+        lines += [_line(s, c) for s, c in result.restores]
     if result.allowed:
         lines += ["", "Allowed by `--allow-replace` or `allow-replace.toml`:"]
         lines += [f"{_line(s, c)}: {result.reasons.get(c.urn, '')}" for s, c in result.allowed]

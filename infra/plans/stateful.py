@@ -42,6 +42,19 @@ REPLICA_INPUTS = {
 }
 
 
+# Inputs that make a new database instance a restore (of a point in time, a snapshot or a backup):
+# a copy created beside the live instance, which is kept.
+RESTORE_INPUTS: dict[str, tuple[str, ...]] = {
+    "aws:rds/instance:Instance": ("restoreToPointInTime", "snapshotIdentifier"),
+    "gcp:sql/databaseInstance:DatabaseInstance": ("clone", "restoreBackupContext"),
+}
+
+
+def restore_keys(type_: str, inputs: Mapping[str, Any]) -> list[str]:
+    """The restore inputs a new database instance names (empty: not a restore)."""
+    return [key for key in RESTORE_INPUTS.get(type_, ()) if inputs.get(key)]
+
+
 def is_stateful(type_: str) -> bool:
     return type_ in STATEFUL_TYPES
 
