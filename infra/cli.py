@@ -430,6 +430,17 @@ def _add_promote_command(commands: argparse._SubParsersAction[argparse.ArgumentP
     promote.set_defaults(func=cmd_promote)
 
 
+def _add_dr_drill(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dr_drill = commands.add_parser(
+        "dr-drill", help="render a restore into a throwaway stack and check it offline"
+    )
+    add = dr_drill.add_argument
+    add("--env", action="append", metavar="ENV", help="environment to drill (default: production)")
+    add("--now", metavar="TIMESTAMP", help="restore to five minutes before this (default: now)")
+    dr_drill.add_argument("--out", default="build/dr-drill", help="where plans and report go")
+    dr_drill.set_defaults(func=cmd_dr_drill)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m infra", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -476,14 +487,7 @@ def parser() -> argparse.ArgumentParser:
     _add_stack_commands(commands)
     from infra.delivery.commands import add_commands as add_delivery_commands  # noqa: PLC0415
 
-    dr_drill = commands.add_parser(
-        "dr-drill", help="render a restore into a throwaway stack and check it offline"
-    )
-    add = dr_drill.add_argument
-    add("--env", action="append", metavar="ENV", help="environment to drill (default: production)")
-    add("--now", metavar="TIMESTAMP", help="restore to five minutes before this (default: now)")
-    dr_drill.add_argument("--out", default="build/dr-drill", help="where plans and report go")
-    dr_drill.set_defaults(func=cmd_dr_drill)
+    _add_dr_drill(commands)
 
     from infra.policy.checks import add_commands  # noqa: PLC0415
 
