@@ -261,6 +261,27 @@ def delivery_issue(session: nox.Session) -> None:
     _run_with_exit_code(session, "python", "-m", "infra", "delivery-issue", *session.posargs)
 
 
+@nox.session(name="freeze-check", default=False)
+def freeze_check(session: nox.Session) -> None:
+    """Fail a pull request into a frozen environment without an approver's break-glass."""
+    _sync(session)
+    _run_with_exit_code(session, "python", "-m", "infra", "freeze-check", *session.posargs)
+
+
+@nox.session(name="deploy-plan", default=False)
+def deploy_plan(session: nox.Session) -> None:
+    """Per stack of a pushed commit: skip, apply the reviewed plan, or plan again."""
+    _sync(session)
+    _run_with_exit_code(session, "python", "-m", "infra", "deploy-plan", *session.posargs)
+
+
+@nox.session(name="catch-up", default=False)
+def catch_up(session: nox.Session) -> None:
+    """Dispatch deploy where a branch is ahead of its deployment and no longer frozen."""
+    _sync(session)
+    _run_with_exit_code(session, "python", "-m", "infra", "catch-up", *session.posargs)
+
+
 @nox.session(default=False)
 def comment(session: nox.Session) -> None:
     """Create or update the preview comment on a pull request: -- --pr N --results DIR."""

@@ -4,9 +4,16 @@ rollback, the freeze check, the deploy decision. Each is a Nox session the workf
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from github import GithubException
 
 from infra.delivery.comment import (
     CommentError,
@@ -16,7 +23,7 @@ from infra.delivery.comment import (
     read_reports,
     with_missing,
 )
-from infra.delivery.github import GitHubError, connection, repository, upsert_comment
+from infra.delivery.github import GitHubError, connection, message, repository, upsert_comment
 from infra.delivery.release import (
     ReleaseError,
     app_repository,
@@ -28,7 +35,12 @@ from infra.delivery.release import (
 )
 from infra.delivery.tracker import Subject, sync_issue
 from infra.plans.outcome import RESULTS_FILE, StackOutcome, read_results
-from infra.settings import load_environment
+from infra.settings import EnvironmentSettings, known_environments, load_environment
+
+if TYPE_CHECKING:
+    from github.Repository import Repository
+
+    from infra.delivery.reviewed import Decision
 
 ERRORS: tuple[type[Exception], ...] = (GitHubError, CommentError, ReleaseError)
 
@@ -57,6 +69,24 @@ def _found(paths: list[str], name: str) -> list[Path]:
     return found
 
 
+def _plan_records(repo: Repository, outcomes: list[StackOutcome], head: str) -> str:
+    """Hidden lines naming each saved plan, for deploy to find (see infra.delivery.reviewed)."""
+    from infra.delivery.release import deployed_commits  # noqa: PLC0415
+    from infra.delivery.reviewed import PlanRecord  # noqa: PLC0415
+
+    run_id = os.environ.get("GITHUB_RUN_ID", "")
+    deployed: dict[str, str] = {}
+    lines = []
+    for outcome in outcomes:
+        if outcome.status != "ok":
+            continue
+        env = outcome.stack.rsplit("-", 1)[0]
+        if env not in deployed:
+            deployed[env] = next(iter(deployed_commits(repo, env)), "")
+        lines.append(PlanRecord(outcome.stack, head, deployed[env], run_id).line())
+    return "\n".join(lines)
+
+
 def cmd_comment(args: argparse.Namespace) -> int:
     results = _found(args.results, RESULTS_FILE)
     outcomes = with_missing(read_results(results), expected_stacks(args.expect))
@@ -76,6 +106,10 @@ def cmd_comment(args: argparse.Namespace) -> int:
         print(body)
         return 0
     repo = repository(connection())
+    if args.record_plans:
+        body += "\n" + _plan_records(
+            repo, outcomes, args.commit or os.environ.get("GITHUB_SHA", "")
+        )
     comment_id, created = upsert_comment(repo, args.pr, marker(args.kind), body)
     print(f"{'Created' if created else 'Updated'} comment {comment_id} on #{args.pr} "
           f"({len(body):,} characters, {len(outcomes)} stacks).")  # fmt: skip
@@ -157,6 +191,140 @@ def cmd_delivery_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _now(value: str | None) -> dt.datetime:
+    if not value:
+        return dt.datetime.now(dt.UTC)
+    moment = dt.datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise CommentError(f"--now {value}: give a UTC offset")
+    return moment
+
+
+def cmd_freeze_check(args: argparse.Namespace) -> int:
+    """The required PR check: pass unless the base environment is frozen without break-glass."""
+    from infra.delivery.freeze import active_freeze  # noqa: PLC0415
+    from infra.delivery.freeze_gate import approved_break_glass  # noqa: PLC0415
+
+    # The checkout is the base branch: its settings say when it is frozen, not the PR's.
+    env = load_environment(args.env, Path(args.repo).resolve() / "environments")
+    freeze = active_freeze(env, _now(args.now))
+    if freeze is None:
+        print(f"{env.name} is not frozen: the change may merge.")
+        return 0
+    glass = approved_break_glass(repository(connection()), args.pr) if args.pr else None
+    if glass is not None:
+        print(f"{freeze.describe()}; break-glass: {glass.line()}.")
+        return 0
+    print(f"error: {freeze.describe()}. Merging waits for the window to end, or for an approving "
+          "review of the current head by someone with write access that says "
+          "'Break-glass: <reason>'.", file=sys.stderr)  # fmt: skip
+    return 1
+
+
+def _deploy_decisions(
+    repo: Repository, checkout: Path, env: EnvironmentSettings, after: str
+) -> tuple[list[Decision], int | None]:
+    from infra.delivery.release import deployed_commits  # noqa: PLC0415
+    from infra.delivery.reviewed import decide, merged_pull  # noqa: PLC0415
+
+    deployed = next(iter(deployed_commits(repo, env.name)), None)
+    merged = merged_pull(repo, after, env.branch)
+    pr, records = merged if merged else (None, {})
+    decisions = [
+        decide(
+            checkout,
+            env.name,
+            cloud.value,
+            after=after,
+            deployed=deployed,
+            pr=pr,
+            record=records.get(f"{env.name}-{cloud.value}"),
+        )
+        for cloud in env.clouds
+    ]
+    return decisions, pr
+
+
+def cmd_deploy_plan(args: argparse.Namespace) -> int:
+    """Per stack: skip, apply the reviewed plan, or plan again; and whether a freeze holds it."""
+    from infra.delivery.freeze import active_freeze  # noqa: PLC0415
+    from infra.delivery.freeze_gate import (  # noqa: PLC0415
+        approved_break_glass,
+        dispatched_break_glass,
+    )
+
+    checkout = Path(args.repo).resolve()
+    env = load_environment(args.env, checkout / "environments")
+    repo = repository(connection())
+    decisions, pr = _deploy_decisions(repo, checkout, env, args.after)
+    deploying = [d for d in decisions if d.action != "skip"]
+    glass = None
+    freeze = active_freeze(env, _now(args.now))
+    if freeze is not None and deploying:
+        glass = dispatched_break_glass(repo, args.actor or "", args.break_glass or "")
+        if glass is None and pr is not None:
+            glass = approved_break_glass(repo, pr)
+        if glass is None:
+            # Held, not failed: the catch-up schedule deploys when the window ends.
+            print(f"{freeze.describe()}: deploy held until the window ends.")
+            deploying = []
+    for d in decisions:
+        print(f"{d.stack}: {d.action}: {d.reason}")
+    if glass is not None:
+        print(f"Break-glass: {glass.line()}")
+    matrix = json.dumps({"include": [d.matrix_entry() for d in deploying]}, separators=(",", ":"))
+    print(matrix)
+    if args.github_output:
+        with Path(args.github_output).open("a", encoding="utf-8") as handle:
+            handle.write(f"matrix={matrix}\nany={'true' if deploying else 'false'}\n"
+                         f"break-glass={glass.line() if glass else ''}\n")  # fmt: skip
+    return 0
+
+
+def cmd_catch_up(args: argparse.Namespace) -> int:
+    """Dispatch deploy for each environment whose branch is ahead of its deployment and unfrozen."""
+    from infra.delivery.freeze import active_freeze  # noqa: PLC0415
+    from infra.delivery.promote import _worktree  # noqa: PLC0415
+    from infra.delivery.release import deployed_commits  # noqa: PLC0415
+    from infra.delivery.reviewed import changed_stacks  # noqa: PLC0415
+
+    checkout = Path(args.repo).resolve()
+    repo = repository(connection())
+    now = _now(args.now)
+    for name in args.env or known_environments(checkout / "environments"):
+        env = load_environment(name, checkout / "environments")
+        head = _git_head(checkout, f"{args.remote}/{env.branch}")
+        deployed = next(iter(deployed_commits(repo, env.name)), None)
+        mine = {f"{name}-{c.value}" for c in env.clouds}
+        pending = head != deployed and (
+            deployed is None or bool(changed_stacks(checkout, deployed, head) & mine)
+        )
+        # The environment's own branch says when it is frozen.
+        with _worktree(checkout, head) as tree:
+            freeze = active_freeze(load_environment(name, tree / "environments"), now)
+        if not pending:
+            print(f"{name}: up to date ({head[:12]})")
+        elif freeze is not None:
+            print(f"{name}: {head[:12]} waits: {freeze.describe()}")
+        else:
+            try:
+                repo.get_workflow(args.workflow).create_dispatch(ref=env.branch)
+            except GithubException as exc:
+                where = f"dispatch {args.workflow} on {env.branch}"
+                raise GitHubError(f"{where}: {message(exc)}") from None
+            print(f"{name}: {head[:12]} not deployed (deployed: {(deployed or 'nothing')[:12]}); "
+                  f"dispatched {args.workflow} on {env.branch}")  # fmt: skip
+    return 0
+
+
+def _git_head(checkout: Path, ref: str) -> str:
+    command = ["git", "-C", str(checkout), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise GitHubError(f"no {ref} in {checkout} (fetch it first)")
+    return done.stdout.strip()
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the GitHub-facing delivery commands on the `python -m infra` parser."""
     comment = commands.add_parser("comment", help="create or update the preview comment on a PR")
@@ -171,8 +339,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add("--commit", help="the commit previewed (default: $GITHUB_SHA)")
     add("--artifact", default="preview-report", help="the artifact holding the whole report")
     add("--print", dest="print_only", action="store_true", help="print the body, post nothing")
+    add("--record-plans", action="store_true",
+        help="record the saved plan of each previewed stack for deploy")  # fmt: skip
     comment.set_defaults(func=cmd_comment)
 
+    _add_release_commands(commands)
+    _add_issue_commands(commands)
+    _add_deploy_commands(commands)
+
+
+def _add_release_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     back = commands.add_parser("rollback", help="open a PR restoring the previous release's pins")
     add = back.add_argument
     add("--env", required=True, help="the environment to roll back")
@@ -189,6 +365,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     back.set_defaults(func=cmd_rollback)
 
+
+def _add_issue_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from infra.delivery.drift_issues import add_arguments  # noqa: PLC0415
 
     issues = commands.add_parser("drift-issues", help="open, update or close one issue per stack")
@@ -206,3 +384,32 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add("--log", type=Path, help="the job's log: its end goes into the issue")
     add("--commit", help="the commit (default: $GITHUB_SHA)")
     failure.set_defaults(func=cmd_delivery_issue)
+
+
+def _add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    check = commands.add_parser("freeze-check", help="the required PR check for change freezes")
+    check.add_argument("--env", required=True, help="the environment the PR merges into")
+    check.add_argument("--pr", type=int, help="the pull request (its reviews may break the glass)")
+    check.add_argument("--now", help="judge the freeze at this time (ISO 8601 with offset)")
+    check.add_argument("--repo", default=".", help="a checkout of the base branch (default: .)")
+    check.set_defaults(func=cmd_freeze_check)
+
+    plan = commands.add_parser("deploy-plan", help="per stack: skip, apply the reviewed plan, plan")
+    add = plan.add_argument
+    add("--env", required=True, help="the environment whose branch was pushed")
+    add("--after", required=True, metavar="SHA", help="the pushed commit")
+    add("--repo", default=".", help="the git checkout (default: .)")
+    add("--actor", help="who dispatched the run (a break-glass input needs write access)")
+    add("--break-glass", metavar="REASON", help="the workflow_dispatch break-glass input")
+    add("--now", help="judge the freeze at this time (ISO 8601 with offset)")
+    add("--github-output", metavar="FILE", help="append matrix=, any=, break-glass= to FILE")
+    plan.set_defaults(func=cmd_deploy_plan)
+
+    catch = commands.add_parser("catch-up", help="dispatch deploys a freeze held, once it ends")
+    add = catch.add_argument
+    add("--env", action="append", metavar="ENV", help="environments (default: all)")
+    add("--repo", default=".", help="the git checkout with the remote's branches fetched")
+    add("--remote", default="origin", help="remote of the environment branches")
+    add("--workflow", default="deploy.yml", help="the deploy workflow's file name")
+    add("--now", help="judge freezes at this time (ISO 8601 with offset)")
+    catch.set_defaults(func=cmd_catch_up)

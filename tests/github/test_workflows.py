@@ -15,7 +15,17 @@ WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.y*ml"))
 PINNED = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-/]+@[0-9a-f]{40}$")
 # PyYAML comes with the Pulumi SDK; it ships no type stubs.
 yaml: Any = importlib.import_module("yaml")
-EXPECTED = {"ci", "preview", "deploy", "promote", "drift", "services", "rollback", "engine"}
+EXPECTED = {
+    "ci",
+    "preview",
+    "deploy",
+    "promote",
+    "drift",
+    "services",
+    "rollback",
+    "engine",
+    "freeze",
+}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -89,17 +99,31 @@ def test_hardening(path: Path) -> None:
 
 def test_deploy_applies_the_reviewed_plan_and_never_cancels_up() -> None:
     deploy = load(REPO_ROOT / ".github" / "workflows" / "deploy.yml")
+    # Serialized per environment branch at workflow level; a running deploy is never cancelled.
+    assert deploy["concurrency"] == {"group": "deploy-${{ github.ref_name }}",
+                                     "cancel-in-progress": False}  # fmt: skip
     up = deploy["jobs"]["up"]
     assert up["concurrency"]["cancel-in-progress"] is False
-    assert "matrix.cloud" in up["concurrency"]["group"]
-    assert up["environment"] == "${{ github.ref_name }}"
-    assert up["needs"] == "plan"
+    assert "matrix.stack" in up["concurrency"]["group"]
+    assert up["environment"] == "${{ matrix.environment }}"
+    assert up["needs"] == ["decide", "plan"]
+    # Only the stacks deploy-plan kept run: a push that changes no stack asks for no approval.
+    assert up["strategy"]["matrix"] == "${{ fromJSON(needs.decide.outputs.matrix) }}"
+    assert deploy["jobs"]["plan"]["if"] == "needs.decide.outputs.any == 'true'"
     runs = "\n".join(step.get("run", "") for step in up["steps"])
     assert "nox -s up" in runs
     assert "--plan" in runs
-    plan_runs = "\n".join(step.get("run", "") for step in deploy["jobs"]["plan"]["steps"])
+    plan = deploy["jobs"]["plan"]
+    downloads = [s for s in plan["steps"] if s.get("uses", "").startswith("actions/download-art")]
+    assert downloads[0]["if"] == "matrix.action == 'apply'"
+    assert downloads[0]["with"]["run-id"] == "${{ matrix.run_id }}"  # the PR's preview run
+    plan_runs = "\n".join(step.get("run", "") for step in plan["steps"])
     assert "--save-plan" in plan_runs
     assert up["permissions"]["id-token"] == "write"
+    # Break-glass comes from deploy-plan (an approver), never from commit messages.
+    text = (REPO_ROOT / ".github" / "workflows" / "deploy.yml").read_text(encoding="utf-8")
+    assert "git log" not in text
+    assert "needs.decide.outputs.break-glass" in text
 
 
 def test_ci_needs_no_secrets() -> None:

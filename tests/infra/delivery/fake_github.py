@@ -13,6 +13,11 @@ behaviour where the flow depends on it.
   (https://docs.github.com/rest/deployments/deployments#list-deployments).
 - ``GET /repos/{o}/{r}/collaborators/{user}/permission`` answers admin, maintain, write, triage,
   read or none (https://docs.github.com/rest/collaborators/collaborators).
+- ``GET /repos/{o}/{r}/commits/{sha}/pulls`` lists the pull requests a commit belongs to, the one
+  it was merged by included (https://docs.github.com/rest/commits/commits).
+- ``POST /repos/{o}/{r}/actions/workflows/{file}/dispatches`` answers 204 and starts a run on the
+  ref (https://docs.github.com/rest/actions/workflows#create-a-workflow-dispatch-event); a
+  workflow_dispatch made with GITHUB_TOKEN does start a run, unlike other events.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class FakeGitHub:
     deployments: list[Json] = field(default_factory=list)
     statuses: dict[int, list[Json]] = field(default_factory=dict)
     permissions: dict[str, str] = field(default_factory=dict)
+    dispatches: list[tuple[str, str]] = field(default_factory=list)  # (workflow file, ref)
     calls: list[Call] = field(default_factory=list)
     # The bare repository behind the fake: a new pull request's head sha is read from it.
     git_dir: Path | None = None
@@ -81,6 +87,20 @@ class FakeGitHub:
         issue = self._issue(self._next_number(), title, body, labels, state)
         self.issues[issue["number"]] = issue
         return issue
+
+    def add_pull(self, head: str, base: str, title: str = "Change") -> int:
+        """A pull request opened by a person (its head sha read from the bare repository)."""
+        issue = self._issue(self._next_number(), title, "", [], "open")
+        issue["head"] = {"ref": head, "sha": self.branch_sha(head)}
+        issue["base"] = {"ref": base}
+        issue["merged"] = False
+        issue["merge_commit_sha"] = None
+        self.issues[issue["number"]] = issue
+        return int(issue["number"])
+
+    def merge_pull(self, number: int, merge_sha: str) -> None:
+        """The pull request merged as ``merge_sha`` (made in the bare repository by the test)."""
+        self.issues[number].update(state="closed", merged=True, merge_commit_sha=merge_sha)
 
     def add_review(self, pr: int, user: str, state: str, body: str) -> None:
         self.reviews.setdefault(pr, []).append({
@@ -318,6 +338,32 @@ def _list_statuses(gh: FakeGitHub, m: re.Match[str], _b: Json, _q: Query, _t: st
     return 200, list(reversed(gh.statuses[ident]))
 
 
+def _get_commit(gh: FakeGitHub, m: re.Match[str], _b: Json, _q: Query, _t: str) -> Answer:
+    sha = m["sha"]
+    return 200, {"sha": sha, "url": f"{gh.url}{gh.repo_path}/commits/{sha}"}
+
+
+def _commit_pulls(gh: FakeGitHub, m: re.Match[str], _b: Json, _q: Query, _t: str) -> Answer:
+    sha = m["sha"]
+    found = [gh._pull_json(p) for p in gh.pulls()
+             if p.get("merge_commit_sha") == sha or p["head"]["sha"] == sha]  # fmt: skip
+    return 200, found
+
+
+def _get_workflow(gh: FakeGitHub, m: re.Match[str], _b: Json, _q: Query, _t: str) -> Answer:
+    name = m["workflow"]
+    url = f"{gh.url}{gh.repo_path}/actions/workflows/{name}"
+    return 200, {"id": abs(hash(name)) % 10**6, "name": name, "state": "active", "url": url,
+                 "path": f".github/workflows/{name}"}  # fmt: skip
+
+
+def _dispatch(gh: FakeGitHub, m: re.Match[str], b: Json, _q: Query, _t: str) -> Answer:
+    if not gh.branch_sha(str(b.get("ref", ""))) and gh.git_dir is not None:
+        return 422, {"message": f"No ref found for: {b.get('ref')}"}
+    gh.dispatches.append((m["workflow"], str(b.get("ref", ""))))
+    return 204, None
+
+
 def _permission(gh: FakeGitHub, m: re.Match[str], _b: Json, _q: Query, _t: str) -> Answer:
     user = m["user"]
     level = gh.permissions.get(user, "none")
@@ -344,6 +390,18 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
         "GET",
         re.compile(r"^/repos/[^/]+/[^/]+/collaborators/(?P<user>[^/]+)/permission$"),
         _permission,
+    ),
+    ("GET", re.compile(r"^/repos/[^/]+/[^/]+/commits/(?P<sha>[0-9a-f]+)$"), _get_commit),
+    ("GET", re.compile(r"^/repos/[^/]+/[^/]+/commits/(?P<sha>[0-9a-f]+)/pulls$"), _commit_pulls),
+    (
+        "GET",
+        re.compile(r"^/repos/[^/]+/[^/]+/actions/workflows/(?P<workflow>[^/]+)$"),
+        _get_workflow,
+    ),
+    (
+        "POST",
+        re.compile(r"^/repos/[^/]+/[^/]+/actions/workflows/(?P<workflow>[^/]+)/dispatches$"),
+        _dispatch,
     ),
 ]
 
@@ -375,7 +433,7 @@ def serve(gh: FakeGitHub) -> tuple[ThreadingHTTPServer, threading.Thread]:
                                 gh, match, body, parse_qs(parsed.query), token
                             )
                             break
-            data = json.dumps(payload).encode()
+            data = b"" if payload is None else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
