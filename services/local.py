@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 
-from services.api.middleware.auth import mint_token
+from services.api.security import mint_token
 from services.billing import devservers
 from services.billing.config import JwtSettings
 
@@ -47,6 +47,8 @@ class LocalStack:
     """A running platform: its URL, the secrets it was given and the services' environments."""
 
     url: str
+    # Readiness and metrics: the API's internal port.
+    internal_url: str
     secrets: dict[str, str]
     api_env: dict[str, str]
     worker_env: dict[str, str]
@@ -97,10 +99,18 @@ def local_stack(
             "payment.gateway": "simulator",
         }
         api, worker = load_manifest("api"), load_manifest("worker")
+        internal_port = str(devservers.free_port())
         stack = LocalStack(
             url=f"http://127.0.0.1:{sources['service.port']}",
+            internal_url=f"http://127.0.0.1:{internal_port}",
             secrets=local_secrets,
-            api_env=manifest_environment(api, sources, local_secrets, BILLING_HOST="127.0.0.1"),
+            api_env=manifest_environment(
+                api,
+                sources,
+                local_secrets,
+                BILLING_HOST="127.0.0.1",
+                BILLING_INTERNAL_PORT=internal_port,
+            ),
             worker_env=manifest_environment(worker, sources, local_secrets),
         )
         subprocess.run(
@@ -145,6 +155,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, request_stop)
     with local_stack(directory, port=arguments.port, stop_requested=stop_requested) as stack:
         print(f"Billing API ready at {stack.url}", flush=True)  # the command's output
+        print(f"Readiness and metrics at {stack.internal_url}", flush=True)
         print(f"OpenAPI: {stack.url}/docs", flush=True)
         print(f"Bearer token (12 h): {stack.token('local-developer')}", flush=True)
         print("Ctrl-C stops everything.", flush=True)

@@ -1,4 +1,4 @@
-"""`python -m services.api`: serve the API on BILLING_HOST (default 0.0.0.0) and BILLING_PORT."""
+"""`python -m services.api`: serve on BILLING_HOST, BILLING_PORT and BILLING_INTERNAL_PORT."""
 
 from __future__ import annotations
 
@@ -6,14 +6,10 @@ import logging
 import os
 import sys
 
-import uvicorn
-
 from services.api.app import create_app
+from services.api.server import serve
 from services.billing.config import ConfigError, Settings
 from services.billing.logs import configure_logging
-
-# ECS and Cloud Run give a task 30 s between SIGTERM and SIGKILL; in-flight requests get most.
-GRACEFUL_SHUTDOWN_SECONDS = 25
 
 
 def main() -> int:
@@ -28,21 +24,11 @@ def main() -> int:
         extra={
             "host": settings.settings.bind_host,
             "port": settings.port,
+            "internal_port": settings.internal_port,
             "gateway": settings.settings.gateway.kind.value,
         },
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.settings.bind_host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        # Behind the load balancer: X-Forwarded-For names the client.
-        proxy_headers=True,
-        forwarded_allow_ips="*",
-        server_header=False,
-    )
+    serve(create_app(settings), settings)
     return 0
 
 

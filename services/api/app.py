@@ -9,10 +9,10 @@ from fastapi import FastAPI
 
 from services.api.dependencies import Runtime
 from services.api.errors import install_error_handlers
-from services.api.middleware.auth import AuthenticationMiddleware
+from services.api.idempotency import AnswerCache, StoredResponse, replay
 from services.api.middleware.context import RequestContextMiddleware
-from services.api.middleware.idempotency import IdempotencyMiddleware
-from services.api.middleware.ratelimit import RateLimit, RateLimitMiddleware
+from services.api.middleware.limits import BodyLimitMiddleware
+from services.api.ratelimit import RateLimit, RateLimiter
 from services.api.routes import (
     customers,
     invoices,
@@ -22,7 +22,7 @@ from services.api.routes import (
     subscriptions,
     webhooks,
 )
-from services.billing.cache import async_client, blocking_client
+from services.billing.cache import CircuitBreaker, async_client, blocking_client
 from services.billing.clock import Clock, system_clock
 from services.billing.db import create_database_engine, session_factory
 from services.billing.gateway import PaymentGateway, build_gateway
@@ -60,19 +60,23 @@ def create_app(
         summary="Customers, plans, subscriptions, invoices and payments; amounts in minor units.",
         lifespan=lifespan,
     )
+    # One breaker for the process's Redis: when it is down, every caller skips it at once.
+    breaker = CircuitBreaker()
     app.state.cache = cache
+    app.state.answers = AnswerCache(cache, breaker)
     app.state.runtime = Runtime(
         sessions=session_factory(engine),
         gateway=gateway or build_gateway(settings.settings.gateway, gateway_cache),
         clock=clock,
         webhook_secret=settings.settings.gateway.stripe_webhook_secret,
+        jwt=settings.jwt,
+        rate_limiter=RateLimiter(cache, breaker, rate_limit or RateLimit()),
     )
     install_error_handlers(app)
+    app.add_exception_handler(StoredResponse, replay)
     for module in (customers, plans, subscriptions, invoices, payments, webhooks, operations):
         app.include_router(module.router)
     # add_middleware wraps: the last added runs first.
-    app.add_middleware(IdempotencyMiddleware, cache=cache)
-    app.add_middleware(RateLimitMiddleware, cache=cache, limit=rate_limit or RateLimit())
-    app.add_middleware(AuthenticationMiddleware, settings=settings.jwt)
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -1,4 +1,8 @@
-"""What handlers get injected: a tenant's database session, the gateway, the clock, the caller."""
+"""What handlers get injected: the caller, a tenant's database session, the gateway, the clock.
+
+Authentication, scopes and the rate limit are route dependencies, not middleware: they run
+after routing, so an unknown path is a 404 and an unknown method a 405 whoever asks.
+"""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -8,8 +12,10 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.api.middleware.auth import Principal, TokenScope
+from services.api.ratelimit import RateLimiter
+from services.api.security import Principal, TokenRejectedError, TokenScope, verify_token
 from services.billing.clock import Clock
+from services.billing.config import JwtSettings
 from services.billing.db import tenant_session
 from services.billing.errors import BillingError
 from services.billing.gateway import PaymentGateway
@@ -23,11 +29,15 @@ class Runtime:
     gateway: PaymentGateway
     clock: Clock
     webhook_secret: str
+    jwt: JwtSettings
+    rate_limiter: RateLimiter
 
 
-# Documents the scheme in OpenAPI; AuthenticationMiddleware has already checked the token.
+BEARER_SCHEME = "bearer"
 _bearer = HTTPBearer(
+    scheme_name=BEARER_SCHEME,
     auto_error=False,
+    bearerFormat="JWT",
     description=(
         "HS256 JWT with claims iss, aud, sub, iat, exp (at most 24 h after iat), tenant and "
         "scope (space-separated: read, write, admin; each includes the ones before it)"
@@ -35,6 +45,12 @@ _bearer = HTTPBearer(
 )
 # Methods that only read; everything else needs the write scope.
 _READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class UnauthenticatedError(BillingError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message, status=401)
+        self.headers = {"WWW-Authenticate": "Bearer"}
 
 
 class InsufficientScopeError(BillingError):
@@ -49,29 +65,44 @@ def runtime(request: Request) -> Runtime:
     return value
 
 
-def principal(
+def authenticate(
     request: Request,
-    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
-    value: Principal = request.state.principal
-    return value
+    """The caller a valid bearer token names; 401 otherwise."""
+    if credentials is None:
+        raise UnauthenticatedError("unauthenticated", "Send a bearer token")
+    try:
+        caller = verify_token(credentials.credentials, runtime(request).jwt)
+    except TokenRejectedError as error:
+        raise UnauthenticatedError(error.code, error.message) from None
+    # Read by the access log.
+    request.state.principal = caller
+    return caller
 
 
-def authorize(request: Request, caller: Annotated[Principal, Depends(principal)]) -> Principal:
-    """Router-wide: reads need the read scope, anything else the write scope."""
+def authorize(request: Request, caller: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    """Reads need the read scope, anything else the write scope."""
     needed = TokenScope.READ if request.method in _READ_METHODS else TokenScope.WRITE
     if not caller.allows(needed):
         raise InsufficientScopeError(needed)
     return caller
 
 
-def require_admin(caller: Annotated[Principal, Depends(principal)]) -> None:
+async def within_rate_limit(
+    request: Request, caller: Annotated[Principal, Depends(authorize)]
+) -> None:
+    """Count the request against the caller's quota; the quota goes out as headers."""
+    request.state.quota = await runtime(request).rate_limiter.take(caller.key)
+
+
+def require_admin(caller: Annotated[Principal, Depends(authenticate)]) -> None:
     if not caller.allows(TokenScope.ADMIN):
         raise InsufficientScopeError(TokenScope.ADMIN)
 
 
 def database_session(
-    request: Request, caller: Annotated[Principal, Depends(principal)]
+    request: Request, caller: Annotated[Principal, Depends(authenticate)]
 ) -> Iterator[Session]:
     """A session that sees only the caller's tenant (queries scoped, row-level security set)."""
     # Handlers commit what they mean to keep; anything left uncommitted is rolled back here.
@@ -85,15 +116,10 @@ def system_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def idempotency_key(request: Request) -> str:
-    # Present: IdempotencyMiddleware refuses POST requests without one.
-    return request.headers.get("Idempotency-Key", "")
-
-
 DatabaseSession = Annotated[Session, Depends(database_session)]
 SystemSession = Annotated[Session, Depends(system_session)]
 CurrentRuntime = Annotated[Runtime, Depends(runtime)]
-CurrentPrincipal = Annotated[Principal, Depends(principal)]
-# Router-level dependencies: every route of a /v1 resource router is authorized by method.
-AUTHORIZED = [Depends(authorize)]
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+# Router-level dependencies of every /v1 resource: authenticated, scope by method, rate limit.
+AUTHORIZED = [Depends(within_rate_limit)]
 ADMIN_ONLY = [Depends(require_admin)]

@@ -30,6 +30,10 @@ _HTTP_CODES = {
 }
 
 
+# Where FastAPI reports a missing or malformed Idempotency-Key header.
+_KEY_LOCATION = ("header", "Idempotency-Key")
+
+
 def error_response(
     status: int,
     code: str,
@@ -55,7 +59,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 async def _billing_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, BillingError)  # noqa: S101 - registered for this type only
-    return error_response(error.status, error.code, error.message)
+    headers: Mapping[str, str] | None = getattr(error, "headers", None)
+    return error_response(error.status, error.code, error.message, headers=headers)
 
 
 async def _validation_error(_: Request, error: Exception) -> JSONResponse:
@@ -63,6 +68,17 @@ async def _validation_error(_: Request, error: Exception) -> JSONResponse:
     problems = list(error.errors())
     if any(problem.get("type") == "json_invalid" for problem in problems):
         return error_response(400, "invalid_json", "The request body is not valid JSON")
+    key_problems = [problem for problem in problems if tuple(problem["loc"]) == _KEY_LOCATION]
+    if key_problems:
+        if key_problems[0].get("type") == "missing":
+            return error_response(
+                400, "idempotency_key_missing", "POST requests need an Idempotency-Key header"
+            )
+        return error_response(
+            400,
+            "idempotency_key_invalid",
+            "Idempotency-Key must be 1-255 printable ASCII characters without spaces",
+        )
     details = [
         {"field": ".".join(str(part) for part in problem["loc"]), "message": problem["msg"]}
         for problem in problems

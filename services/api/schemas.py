@@ -13,8 +13,18 @@ from services.billing.periods import BillingInterval
 
 # 10^12 minor units: a trillion cents is beyond any subscription price and far inside BIGINT.
 MAX_AMOUNT = 10**12
-Email = Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+# Control characters (C0, DEL, C1) are refused in every text field with a 422: PostgreSQL
+# cannot store NUL in text at all, and the others only ever forge log lines or hide text.
+_PLAIN = r"\x00-\x1f\x7f-\x9f"
+Email = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=320,
+        pattern=rf"^[^@\s{_PLAIN}]+@[^@\s{_PLAIN}]+\.[^@\s{_PLAIN}]+$",
+    ),
+]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=rf"^[^{_PLAIN}]+$")]
 PaymentMethodToken = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,255}$")]
 
 

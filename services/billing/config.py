@@ -6,6 +6,7 @@ programs fill exactly these variables, so a rename here is a rename there.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -51,7 +52,19 @@ DEFAULT_BIND_HOST = "0.0.0.0"  # noqa: S104 - the API listens on all interfaces 
 # and audience.
 JWT_ISSUER_VARIABLE = "JWT_ISSUER"
 JWT_AUDIENCE_VARIABLE = "JWT_AUDIENCE"
-OPTIONAL_API_VARIABLES = (BIND_HOST_VARIABLE, JWT_ISSUER_VARIABLE, JWT_AUDIENCE_VARIABLE)
+# The port of /ready and /metrics, which the load balancer never routes to.
+INTERNAL_PORT_VARIABLE = "BILLING_INTERNAL_PORT"
+DEFAULT_INTERNAL_PORT = 9000
+# Comma-separated addresses or CIDR ranges of the load balancer; forwarded headers from
+# anyone else are ignored. Empty: none are believed.
+TRUSTED_PROXIES_VARIABLE = "BILLING_TRUSTED_PROXIES"
+OPTIONAL_API_VARIABLES = (
+    BIND_HOST_VARIABLE,
+    JWT_ISSUER_VARIABLE,
+    JWT_AUDIENCE_VARIABLE,
+    INTERNAL_PORT_VARIABLE,
+    TRUSTED_PROXIES_VARIABLE,
+)
 DEFAULT_JWT_ISSUER = "billing"
 DEFAULT_JWT_AUDIENCE = "billing-api"
 # RFC 7518 section 3.2: an HS256 key must be at least as long as the hash output (32 bytes).
@@ -137,6 +150,8 @@ class Settings:
     bind_host: str = DEFAULT_BIND_HOST
     jwt_issuer: str = DEFAULT_JWT_ISSUER
     jwt_audience: str = DEFAULT_JWT_AUDIENCE
+    internal_port: int = DEFAULT_INTERNAL_PORT
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -163,7 +178,17 @@ class Settings:
             bind_host=environ.get(BIND_HOST_VARIABLE) or DEFAULT_BIND_HOST,
             jwt_issuer=environ.get(JWT_ISSUER_VARIABLE) or DEFAULT_JWT_ISSUER,
             jwt_audience=environ.get(JWT_AUDIENCE_VARIABLE) or DEFAULT_JWT_AUDIENCE,
+            internal_port=(
+                reader.port(INTERNAL_PORT_VARIABLE)
+                if environ.get(INTERNAL_PORT_VARIABLE)
+                else DEFAULT_INTERNAL_PORT
+            ),
+            trusted_proxies=reader.networks(TRUSTED_PROXIES_VARIABLE),
         )
+        if settings.port is not None and settings.port == settings.internal_port:
+            raise ConfigError(
+                f"{INTERNAL_PORT_VARIABLE} must differ from BILLING_PORT ({settings.port})"
+            )
         if gateway_kind is GatewayKind.STRIPE and not settings.gateway.stripe_api_key:
             raise ConfigError("STRIPE_API_KEY is required when PAYMENT_GATEWAY is 'stripe'")
         return settings
@@ -183,6 +208,8 @@ class Settings:
         return ApiSettings(
             settings=self,
             port=self.port,
+            internal_port=self.internal_port,
+            trusted_proxies=self.trusted_proxies,
             jwt=JwtSettings(
                 secret=self.jwt_secret, issuer=self.jwt_issuer, audience=self.jwt_audience
             ),
@@ -196,6 +223,8 @@ class ApiSettings:
     settings: Settings
     port: int
     jwt: JwtSettings
+    internal_port: int = DEFAULT_INTERNAL_PORT
+    trusted_proxies: tuple[str, ...] = ()
 
 
 class _Reader:
@@ -221,6 +250,19 @@ class _Reader:
         if raw not in {"true", "false"}:
             raise ConfigError(f"{name} must be 'true' or 'false', got {raw!r}")
         return raw == "true"
+
+    def networks(self, name: str) -> tuple[str, ...]:
+        """Optional comma-separated IP addresses or CIDR ranges."""
+        raw = self._environ.get(name, "")
+        ranges = tuple(part.strip() for part in raw.split(",") if part.strip())
+        for item in ranges:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"{name} must list IP addresses or CIDR ranges, got {item!r}"
+                ) from None
+        return ranges
 
     def choice(self, name: str, kind: type[GatewayKind]) -> GatewayKind:
         raw = self.required(name)

@@ -9,6 +9,7 @@ either sees no tenant's rows at all: the database's policy fails closed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -34,18 +35,58 @@ class TenantMismatchError(RuntimeError):
     """A tenant's session was about to write a row of another tenant."""
 
 
-def create_database_engine(database: DatabaseSettings, *, pool_size: int = 10) -> Engine:
+@dataclass(frozen=True)
+class DatabaseTimeouts:
+    """Bounds on every wait a service can meet in PostgreSQL; none is unlimited.
+
+    Server settings, sent as startup options so they hold from a connection's first statement
+    (https://www.postgresql.org/docs/15/runtime-config-client.html#GUC-STATEMENT-TIMEOUT).
+    """
+
+    # libpq's connect_timeout, whole seconds (https://www.postgresql.org/docs/15/libpq-connect.html).
+    connect_seconds: int = 5
+    statement: str = "10s"
+    # A request that meets a held row lock answers 409 after this rather than queueing.
+    lock: str = "3s"
+    # Ends a transaction left open (a leaked session, a stuck handler) and frees its locks; it
+    # must outlast the gateway's timeout, since a request may call the gateway mid-transaction.
+    idle_in_transaction: str = "60s"
+    # How long a request waits for a pooled connection before failing.
+    pool_seconds: float = 5.0
+
+    def options(self) -> str:
+        return " ".join(
+            [
+                # Every session in UTC whatever the server, role or database default: timestamps
+                # come back in UTC and SQL date arithmetic is done on the UTC calendar.
+                "-c timezone=UTC",
+                f"-c statement_timeout={self.statement}",
+                f"-c lock_timeout={self.lock}",
+                f"-c idle_in_transaction_session_timeout={self.idle_in_transaction}",
+            ]
+        )
+
+
+def create_database_engine(
+    database: DatabaseSettings,
+    *,
+    pool_size: int = 10,
+    timeouts: DatabaseTimeouts = DatabaseTimeouts(),
+) -> Engine:
     return create_engine(
         database.url(),
         pool_size=pool_size,
         max_overflow=pool_size,
+        pool_timeout=timeouts.pool_seconds,
         # RDS and Cloud SQL fail over by moving the endpoint; stale pooled connections then error.
         pool_pre_ping=True,
+        # Errors name the statement but never its parameters: those carry customers' emails
+        # and names into logs and tracebacks.
+        hide_parameters=True,
         connect_args={
             "application_name": "billing",
-            # Every session in UTC whatever the server, role or database default: timestamps
-            # come back in UTC and SQL date arithmetic is done on the UTC calendar.
-            "options": "-c timezone=UTC",
+            "connect_timeout": timeouts.connect_seconds,
+            "options": timeouts.options(),
         },
     )
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -334,3 +335,26 @@ class WebhookEvent(Base):
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(100))
     received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class IdempotencyKey(TenantOwned, Base):
+    """A client's Idempotency-Key: claimed with the request's first statement, answered in the
+    same transaction as the request's effect, so the two commit (or vanish) together."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        # The purge of expired keys scans by age.
+        Index("ix_idempotency_keys_created_at", "created_at"),
+    )
+
+    # Keys belong to a tenant, as Stripe's belong to an account.
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # SHA-256 of method, path, query and body: the same key with another request is refused.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    # When the running request claimed it; an unanswered claim this old may be taken over.
+    claimed_at: Mapped[datetime]
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -23,8 +23,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.app import create_app
-from services.api.middleware.auth import mint_token
-from services.api.middleware.ratelimit import RateLimit
+from services.api.ratelimit import RateLimit
+from services.api.security import mint_token
 from services.billing import devservers
 from services.billing.config import JwtSettings, Settings
 from services.billing.db import create_database_engine, session_factory

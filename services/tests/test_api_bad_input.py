@@ -50,6 +50,23 @@ CASES = [
         "validation_error",
     ),
     BadRequest("POST", "/v1/customers", INVALID_JSON, 400, "invalid_json"),
+    # Control characters: PostgreSQL cannot store NUL (it was a 500), the rest forge or hide.
+    BadRequest(
+        "POST", "/v1/customers", {"email": "a@b.co", "name": "A\u0000da"}, 422, "validation_error"
+    ),
+    BadRequest(
+        "POST", "/v1/customers", {"email": "a\u0000@b.co", "name": "A"}, 422, "validation_error"
+    ),
+    BadRequest(
+        "PATCH", "/v1/customers/{customer}", {"name": "A\u001b[2J"}, 422, "validation_error"
+    ),
+    BadRequest(
+        "POST",
+        "/v1/plans",
+        {"name": "P\u0085", "amount": 1, "currency": "USD", "interval": "month"},
+        422,
+        "validation_error",
+    ),
     BadRequest("GET", "/v1/customers/not-a-uuid", None, 422, "validation_error"),
     BadRequest("GET", f"/v1/customers/{RANDOM_ID}", None, 404, "customer_not_found"),
     BadRequest("GET", "/v1/customers?limit=0", None, 422, "validation_error"),

@@ -6,13 +6,14 @@ import time
 from datetime import timedelta
 
 import httpx
+import psycopg
 import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.api.middleware.ratelimit import window_key
+from services.api.ratelimit import window_key
 from services.billing.models import Customer
-from services.tests.conftest import TEST_RATE_LIMIT, BillingClient, bearer_token
+from services.tests.conftest import TEST_RATE_LIMIT, BillingClient, Servers, bearer_token
 
 CUSTOMER = {"email": "ada@example.com", "name": "Ada", "payment_method": "pm_card_visa"}
 
@@ -99,21 +100,25 @@ def test_a_rejected_request_does_not_burn_its_key(client: BillingClient, db: Ses
     assert customer_count(db) == 1
 
 
-def test_a_key_in_use_answers_409(client: BillingClient, cache: redis.Redis) -> None:
-    # A claim left by a request still running (the same one a crashed process leaves behind).
-    from services.api.middleware import idempotency
-
-    body = httpx.Request("POST", "/", json=CUSTOMER).content
-    key = "billing:idempotency:" + idempotency._digest(b"merchant-1", b"busy-key")
-    fingerprint = idempotency._digest(b"POST", b"/v1/customers", b"", body)
-    cache.set(key, f'{{"state": "in_progress", "fingerprint": "{fingerprint}"}}')
-    response = client.post(
-        "/v1/customers",
-        content=body,
-        headers={"Idempotency-Key": "busy-key", "Content-Type": "application/json"},
-    )
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "idempotency_request_in_progress"
+def test_a_key_in_use_answers_409(client: BillingClient, servers: Servers, db: Session) -> None:
+    busy = {"Idempotency-Key": "busy-key"}
+    # Another transaction holds an uncommitted claim on the key, as a request still running does.
+    with psycopg.connect(servers.postgres.conninfo()) as running:
+        running.execute("SELECT set_config('billing.tenant_id', 'merchant-1', true)")
+        running.execute(
+            "INSERT INTO idempotency_keys (tenant_id, key, fingerprint, created_at, claimed_at)"
+            " VALUES ('merchant-1', 'busy-key', 'f', now(), now())"
+        )
+        response = client.post(
+            "/v1/customers", json=CUSTOMER, headers={"Idempotency-Key": "busy-key"}
+        )
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "idempotency_request_in_progress"
+        running.rollback()
+    # The claim's transaction rolled back: nothing was done, so the key is free again.
+    retried = client.post("/v1/customers", json=CUSTOMER, headers=busy)
+    assert retried.status_code == 201
+    assert customer_count(db) == 1
 
 
 def test_rate_limit_answers_429_with_retry_after(client: BillingClient, cache: redis.Redis) -> None:
@@ -177,9 +182,8 @@ def test_openapi_documents_every_resource_and_the_bearer_scheme(client: BillingC
         "/v1/payments",
         "/v1/webhooks/stripe",
         "/health",
-        "/ready",
     ):
         assert path in paths
-    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     amount = schema["components"]["schemas"]["PlanCreate"]["properties"]["amount"]
     assert amount["type"] == "integer"

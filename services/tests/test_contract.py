@@ -17,6 +17,7 @@ import pytest
 
 from infra.plans.offline import render
 from infra.settings import Cloud, environment
+from services.billing.devservers import free_port
 from services.tests.processes import start_service, stop, wait_until_serving
 
 pytestmark = pytest.mark.slow
@@ -54,6 +55,8 @@ def test_api_starts_from_the_dev_plan_and_answers_its_health_path(
     assert not missing, f"the plan names variables the local servers cannot fill: {missing}"
     env = {name: service_env[name] for name in names}
     env["BILLING_HOST"] = "127.0.0.1"
+    # Optional, and in no manifest: a free port here, not the default another run may hold.
+    env["BILLING_INTERNAL_PORT"] = str(free_port())
     env["PATH"] = os.environ["PATH"]
     log = tmp_path / "api.log"
     process = start_service("services.api", env, log=log)

@@ -49,7 +49,11 @@ def test_local_serves_the_api_and_stops_cleanly(state_dir: Path) -> None:
         )
         url = next(line.split()[-1] for line in printed if line.startswith("Billing API ready at"))
         token = next(line.split()[-1] for line in printed if line.startswith("Bearer token"))
-        assert httpx.get(f"{url}/ready").json()["status"] == "ready"
+        internal = next(
+            line.split()[-1] for line in printed if line.startswith("Readiness and metrics at")
+        )
+        assert httpx.get(f"{internal}/ready").json()["status"] == "ready"
+        assert httpx.get(f"{url}/ready").status_code == 404
         listed = httpx.get(f"{url}/v1/plans", headers={"Authorization": f"Bearer {token}"})
         assert listed.status_code == 200
         local.send_signal(signal.SIGTERM)

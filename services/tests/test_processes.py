@@ -33,11 +33,17 @@ def test_api_finishes_in_flight_requests_on_sigterm(
     port = devservers.free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "api.log"
-    env = subprocess_env(service_env, BILLING_PORT=str(port), BILLING_HOST="127.0.0.1")
+    internal_port = devservers.free_port()
+    env = subprocess_env(
+        service_env,
+        BILLING_PORT=str(port),
+        BILLING_HOST="127.0.0.1",
+        BILLING_INTERNAL_PORT=str(internal_port),
+    )
     api = start_service("services.api", env, log=log)
     try:
         wait_until_serving(url, api, log)
-        assert httpx.get(f"{url}/ready").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{internal_port}/ready").status_code == 200
         headers = {"Authorization": f"Bearer {bearer_token()}"}
         with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
 

@@ -1,1 +1,1 @@
-"""ASGI middleware, outermost first: request context, authentication, rate limit, idempotency."""
+"""ASGI middleware: request ids, the access log and HTTP metrics."""

@@ -16,6 +16,8 @@ from services.billing import logs
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from services.api.ratelimit import Quota
+
 logger = logging.getLogger("services.api.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -54,7 +56,13 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                # Set by the rate limit dependency for requests it counted.
+                quota: Quota | None = scope["state"].get("quota")
+                if quota is not None:
+                    for name, value in quota.headers().items():
+                        headers[name] = value
             await send(message)
 
         try:
@@ -71,6 +79,8 @@ class RequestContextMiddleware:
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
+                    # The peer, or the client a trusted load balancer forwarded for.
+                    "client": (scope.get("client") or ("",))[0],
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
                     "tenant": principal.tenant_id if principal else None,

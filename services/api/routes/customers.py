@@ -1,9 +1,8 @@
 """Customers and their saved payment method."""
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 
 from services.api import schemas
@@ -12,8 +11,8 @@ from services.api.dependencies import (
     CurrentPrincipal,
     CurrentRuntime,
     DatabaseSession,
-    idempotency_key,
 )
+from services.api.idempotency import Idempotent
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import error_responses
 from services.billing import customers
@@ -27,24 +26,23 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Customer)
 def create_customer(
     body: schemas.CustomerCreate,
     session: DatabaseSession,
     runtime: CurrentRuntime,
     principal: CurrentPrincipal,
-    request_key: Annotated[str, Depends(idempotency_key)],
-) -> schemas.Customer:
+    idempotency: Idempotent,
+) -> Response:
     customer = customers.create_customer(
         session,
         runtime.gateway,
         email=body.email,
         name=body.name,
         payment_method=body.payment_method,
-        request_key=f"{principal.tenant_id}:{request_key}",
+        request_key=f"{principal.tenant_id}:{idempotency.key}",
     )
-    session.commit()
-    return schemas.Customer.model_validate(customer)
+    return idempotency.respond(schemas.Customer.model_validate(customer), status=201)
 
 
 @router.get("")

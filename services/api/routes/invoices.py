@@ -8,11 +8,11 @@ from sqlalchemy.orm import selectinload
 
 from services.api import schemas
 from services.api.dependencies import ADMIN_ONLY, AUTHORIZED, CurrentRuntime, DatabaseSession
+from services.api.idempotency import Idempotent
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import error_responses
 from services.billing import invoices
 from services.billing.collection import FAILURE_OUTCOMES, CollectionOutcome
-from services.billing.errors import ConflictError, PaymentDeclinedError
 from services.billing.gateway import GatewayUnavailableError
 from services.billing.models import Invoice, InvoiceStatus, Payment
 
@@ -50,6 +50,7 @@ def get_invoice(invoice_id: uuid.UUID, session: DatabaseSession) -> schemas.Invo
 
 @router.post(
     "/{invoice_id}/pay",
+    response_model=schemas.PaymentAttempt,
     responses={
         202: {"model": schemas.PaymentAttempt, "description": "Accepted; a webhook settles it"},
         **error_responses(402, 404, 409, 503),
@@ -59,38 +60,54 @@ def pay_invoice(
     invoice_id: uuid.UUID,
     session: DatabaseSession,
     runtime: CurrentRuntime,
-    response: Response,
-) -> schemas.PaymentAttempt:
+    idempotency: Idempotent,
+) -> Response:
     """Charge the invoice now; a decline counts toward the dunning schedule."""
     invoice, outcome = invoices.pay_invoice(
         session, runtime.gateway, invoice_id, now=runtime.clock()
     )
-    session.commit()
+    # The attempt was claimed and its outcome recorded in transactions of their own (a gateway
+    # call holds none open); the answer is stored next, so a retry replays it. A crash in
+    # between leaves the claim unanswered: after STALE_CLAIM the same request runs again and
+    # finds the invoice settled, never charging twice.
     if outcome in {CollectionOutcome.DECLINED, CollectionOutcome.EXHAUSTED}:
         failure = session.scalars(
             select(Payment.failure_message).where(
                 Payment.invoice_id == invoice.id, Payment.attempt_number == invoice.attempt_count
             )
         ).first()
-        raise PaymentDeclinedError("payment_declined", failure or "The payment was declined")
+        return idempotency.respond_error(
+            402, "payment_declined", failure or "The payment was declined"
+        )
     if outcome in FAILURE_OUTCOMES:
-        # No answer from the gateway; the same attempt is sent again by the worker.
+        # No answer from the gateway; the worker sends the same attempt again, and the same
+        # key may ask again: nothing about this answer is final.
+        idempotency.release()
+        session.commit()
         raise GatewayUnavailableError(invoice.last_error or "gateway unavailable")
     if outcome in {CollectionOutcome.VOIDED, CollectionOutcome.REFUNDING}:
-        raise ConflictError("invoice_not_open", "The subscription was canceled; invoice voided")
-    if outcome is CollectionOutcome.NEEDS_REVIEW:
-        raise ConflictError(
-            "payment_needs_review", "An earlier attempt's outcome is unknown; see the gateway"
+        return idempotency.respond_error(
+            409, "invoice_not_open", "The subscription was canceled; invoice voided"
         )
-    if outcome is CollectionOutcome.PENDING:
-        response.status_code = status.HTTP_202_ACCEPTED
-    return schemas.PaymentAttempt(invoice=schemas.Invoice.model_validate(invoice), outcome=outcome)
+    if outcome is CollectionOutcome.NEEDS_REVIEW:
+        return idempotency.respond_error(
+            409,
+            "payment_needs_review",
+            "An earlier attempt's outcome is unknown; see the gateway",
+        )
+    attempt = schemas.PaymentAttempt(
+        invoice=schemas.Invoice.model_validate(invoice), outcome=outcome
+    )
+    status_code = status.HTTP_202_ACCEPTED if outcome is CollectionOutcome.PENDING else 200
+    return idempotency.respond(attempt, status=status_code)
 
 
-@router.post("/{invoice_id}/void", dependencies=ADMIN_ONLY)
+@router.post("/{invoice_id}/void", response_model=schemas.Invoice, dependencies=ADMIN_ONLY)
 def void_invoice(
-    invoice_id: uuid.UUID, session: DatabaseSession, runtime: CurrentRuntime
-) -> schemas.Invoice:
+    invoice_id: uuid.UUID,
+    session: DatabaseSession,
+    runtime: CurrentRuntime,
+    idempotency: Idempotent,
+) -> Response:
     invoice = invoices.void_invoice(session, invoice_id, now=runtime.clock())
-    session.commit()
-    return schemas.Invoice.model_validate(invoice)
+    return idempotency.respond(schemas.Invoice.model_validate(invoice))

@@ -2,11 +2,12 @@
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 
 from services.api import schemas
 from services.api.dependencies import ADMIN_ONLY, AUTHORIZED, DatabaseSession
+from services.api.idempotency import Idempotent
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import error_responses
 from services.billing import catalog
@@ -20,8 +21,12 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=ADMIN_ONLY)
-def create_plan(body: schemas.PlanCreate, session: DatabaseSession) -> schemas.Plan:
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=schemas.Plan, dependencies=ADMIN_ONLY
+)
+def create_plan(
+    body: schemas.PlanCreate, session: DatabaseSession, idempotency: Idempotent
+) -> Response:
     plan = catalog.create_plan(
         session,
         name=body.name,
@@ -30,8 +35,7 @@ def create_plan(body: schemas.PlanCreate, session: DatabaseSession) -> schemas.P
         interval=body.interval,
         trial_days=body.trial_days,
     )
-    session.commit()
-    return schemas.Plan.model_validate(plan)
+    return idempotency.respond(schemas.Plan.model_validate(plan), status=201)
 
 
 @router.get("")

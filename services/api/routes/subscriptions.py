@@ -2,11 +2,12 @@
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 
 from services.api import schemas
 from services.api.dependencies import AUTHORIZED, CurrentRuntime, DatabaseSession
+from services.api.idempotency import Idempotent
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import error_responses
 from services.billing import subscriptions
@@ -20,17 +21,17 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Subscription)
 def create_subscription(
     body: schemas.SubscriptionCreate,
     session: DatabaseSession,
     runtime: CurrentRuntime,
-) -> schemas.Subscription:
+    idempotency: Idempotent,
+) -> Response:
     subscription = subscriptions.start_subscription(
         session, customer_id=body.customer_id, plan_id=body.plan_id, now=runtime.clock()
     )
-    session.commit()
-    return schemas.Subscription.model_validate(subscription)
+    return idempotency.respond(schemas.Subscription.model_validate(subscription), status=201)
 
 
 @router.get("")
@@ -57,50 +58,56 @@ def get_subscription(subscription_id: uuid.UUID, session: DatabaseSession) -> sc
     return schemas.Subscription.model_validate(subscription)
 
 
-@router.post("/{subscription_id}/change-plan")
+@router.post("/{subscription_id}/change-plan", response_model=schemas.PlanChangeResult)
 def change_plan(
     subscription_id: uuid.UUID,
     body: schemas.PlanChange,
     session: DatabaseSession,
     runtime: CurrentRuntime,
-) -> schemas.PlanChangeResult:
+    idempotency: Idempotent,
+) -> Response:
     subscription, invoice = subscriptions.change_plan(
         session, subscription_id, plan_id=body.plan_id, now=runtime.clock()
     )
-    session.commit()
-    return schemas.PlanChangeResult(
-        subscription=schemas.Subscription.model_validate(subscription),
-        invoice=schemas.Invoice.model_validate(invoice) if invoice is not None else None,
+    return idempotency.respond(
+        schemas.PlanChangeResult(
+            subscription=schemas.Subscription.model_validate(subscription),
+            invoice=schemas.Invoice.model_validate(invoice) if invoice is not None else None,
+        )
     )
 
 
-@router.post("/{subscription_id}/cancel")
+@router.post("/{subscription_id}/cancel", response_model=schemas.Subscription)
 def cancel_subscription(
     subscription_id: uuid.UUID,
     body: schemas.Cancellation,
     session: DatabaseSession,
     runtime: CurrentRuntime,
-) -> schemas.Subscription:
+    idempotency: Idempotent,
+) -> Response:
     subscription = subscriptions.cancel(
         session, subscription_id, at_period_end=body.at_period_end, now=runtime.clock()
     )
-    session.commit()
-    return schemas.Subscription.model_validate(subscription)
+    return idempotency.respond(schemas.Subscription.model_validate(subscription))
 
 
-@router.post("/{subscription_id}/pause")
+@router.post("/{subscription_id}/pause", response_model=schemas.Subscription)
 def pause_subscription(
-    subscription_id: uuid.UUID, session: DatabaseSession, runtime: CurrentRuntime
-) -> schemas.Subscription:
+    subscription_id: uuid.UUID,
+    session: DatabaseSession,
+    runtime: CurrentRuntime,
+    idempotency: Idempotent,
+) -> Response:
     subscription = subscriptions.pause(session, subscription_id, now=runtime.clock())
-    session.commit()
-    return schemas.Subscription.model_validate(subscription)
+    return idempotency.respond(schemas.Subscription.model_validate(subscription))
 
 
-@router.post("/{subscription_id}/resume")
+@router.post("/{subscription_id}/resume", response_model=schemas.Subscription)
 def resume_subscription(
-    subscription_id: uuid.UUID, session: DatabaseSession, runtime: CurrentRuntime
-) -> schemas.Subscription:
+    subscription_id: uuid.UUID,
+    session: DatabaseSession,
+    runtime: CurrentRuntime,
+    idempotency: Idempotent,
+) -> Response:
     subscription = subscriptions.resume(session, subscription_id, now=runtime.clock())
-    session.commit()
-    return schemas.Subscription.model_validate(subscription)
+    return idempotency.respond(schemas.Subscription.model_validate(subscription))

@@ -22,12 +22,43 @@ from services.billing.gateway.webhooks import (
 )
 from services.billing.models import WebhookEvent
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=error_responses(400, 503))
+router = APIRouter(
+    prefix="/v1/webhooks", tags=["webhooks"], responses=error_responses(400, 413, 503)
+)
+
+
+# Stripe's events are a few KiB; its documentation does not give a maximum, and a single event
+# object stays far below this.
+MAX_WEBHOOK_BYTES = 64 * 1024
+
+
+class PayloadTooLargeError(BillingError):
+    def __init__(self) -> None:
+        super().__init__(
+            "payload_too_large",
+            f"Webhook bodies are limited to {MAX_WEBHOOK_BYTES} bytes",
+            status=413,
+        )
 
 
 async def raw_body(request: Request) -> bytes:
-    # The signature covers the exact bytes sent, so the body is read unparsed.
-    return await request.body()
+    """The exact bytes sent (the signature covers them), read no further than the limit.
+
+    Anyone may call this endpoint before its signature is checked, so the body is never held
+    whole beyond MAX_WEBHOOK_BYTES: a declared length over it is refused unread, and a streamed
+    body is cut off as soon as it passes it.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
+        raise PayloadTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_WEBHOOK_BYTES:
+            raise PayloadTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @router.post("/stripe")

@@ -1,4 +1,4 @@
-"""JWT bearer authentication for everything under /v1 except the gateway's webhooks.
+"""Bearer tokens: who calls, for which tenant, with which scopes.
 
 A token names its tenant (the merchant whose rows it may touch), its subject (who acts) and its
 scopes. It must carry `iss` and `aud` matching the API's settings, `iat` and `exp` no further
@@ -14,19 +14,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import jwt
-from starlette.datastructures import Headers
 
-from services.api.errors import error_response
 from services.billing.models import TENANT_ID_PATTERN
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Receive, Scope, Send
-
     from services.billing.config import JwtSettings
 
-PROTECTED_PREFIX = "/v1/"
-# Webhooks authenticate by the gateway's signature instead.
-PUBLIC_PREFIXES = ("/v1/webhooks/",)
 ALGORITHM = "HS256"
 # A stolen token is useful for at most this long.
 MAX_TOKEN_LIFETIME = timedelta(hours=24)
@@ -97,10 +90,6 @@ def mint_token(
     return jwt.encode(claims, settings.secret, algorithm=ALGORITHM)
 
 
-def is_protected(path: str) -> bool:
-    return path.startswith(PROTECTED_PREFIX) and not path.startswith(PUBLIC_PREFIXES)
-
-
 def verify_token(token: str, settings: JwtSettings) -> Principal:
     """The principal a token speaks for; TokenRejectedError says why it does not."""
     try:
@@ -137,31 +126,3 @@ def verify_token(token: str, settings: JwtSettings) -> Principal:
         except ValueError:
             raise TokenRejectedError("token_invalid", f"Unknown scope {name!r}") from None
     return Principal(tenant_id=tenant, subject=str(claims["sub"]), scopes=frozenset(granted))
-
-
-class AuthenticationMiddleware:
-    def __init__(self, app: ASGIApp, *, settings: JwtSettings) -> None:
-        self.app = app
-        self._settings = settings
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_protected(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        authorization = Headers(scope=scope).get("authorization", "")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            await _refuse("unauthenticated", "Send a bearer token", scope, receive, send)
-            return
-        try:
-            principal = verify_token(token, self._settings)
-        except TokenRejectedError as error:
-            await _refuse(error.code, error.message, scope, receive, send)
-            return
-        scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
-
-
-async def _refuse(code: str, message: str, scope: Scope, receive: Receive, send: Send) -> None:
-    response = error_response(401, code, message, headers={"WWW-Authenticate": "Bearer"})
-    await response(scope, receive, send)

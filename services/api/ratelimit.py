@@ -1,0 +1,89 @@
+"""Per-principal rate limiting: a fixed window counter in Redis, shared by every API task.
+
+It runs after routing and authentication (a route dependency), so an unknown path or method
+never counts. It fails open: Redis is not worth an outage of the API, and its circuit breaker
+keeps a dead Redis from costing each request its timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import redis.asyncio
+import redis.exceptions
+
+from services.billing.errors import BillingError
+
+if TYPE_CHECKING:
+    from services.billing.cache import CircuitBreaker
+
+logger = logging.getLogger(__name__)
+
+LIMIT_HEADER = "X-RateLimit-Limit"
+REMAINING_HEADER = "X-RateLimit-Remaining"
+RETRY_AFTER_HEADER = "Retry-After"
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    requests: int = 600
+    window_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What the caller has left in this window; sent as X-RateLimit-* headers."""
+
+    limit: int
+    remaining: int
+
+    def headers(self) -> dict[str, str]:
+        return {LIMIT_HEADER: str(self.limit), REMAINING_HEADER: str(self.remaining)}
+
+
+class RateLimitedError(BillingError):
+    def __init__(self, limit: RateLimit, retry_after: int) -> None:
+        super().__init__(
+            "rate_limited",
+            f"More than {limit.requests} requests in {limit.window_seconds} s",
+            status=429,
+        )
+        self.headers = {RETRY_AFTER_HEADER: str(retry_after)}
+
+
+def window_key(principal: str, window_seconds: int, now: float) -> str:
+    return f"billing:ratelimit:{principal}:{int(now // window_seconds)}"
+
+
+class RateLimiter:
+    def __init__(
+        self, cache: redis.asyncio.Redis, breaker: CircuitBreaker, limit: RateLimit
+    ) -> None:
+        self._cache = cache
+        self._breaker = breaker
+        self.limit = limit
+
+    async def take(self, principal: str) -> Quota | None:
+        """Count one request; RateLimitedError past the limit, None when Redis cannot count."""
+        now = time.time()
+        key = window_key(principal, self.limit.window_seconds, now)
+
+        async def count() -> int:
+            async with self._cache.pipeline(transaction=True) as pipeline:
+                pipeline.incr(key)
+                pipeline.expire(key, self.limit.window_seconds + 1)
+                counted, _ = await pipeline.execute()
+            return int(counted)
+
+        try:
+            counted = await self._breaker.call(count)
+        except redis.exceptions.RedisError:
+            logger.warning("rate limiter unavailable; request let through")
+            return None
+        if counted > self.limit.requests:
+            window_ends = (int(now // self.limit.window_seconds) + 1) * self.limit.window_seconds
+            raise RateLimitedError(self.limit, max(1, int(window_ends - now)))
+        return Quota(self.limit.requests, max(0, self.limit.requests - counted))
