@@ -67,6 +67,11 @@ class DatabaseTimeouts:
         )
 
 
+# The worker's transactions are batches, and a tenant's renewals queue on its invoice-number
+# row: it may wait longer than a request should, but never without a bound.
+WORKER_TIMEOUTS = DatabaseTimeouts(statement="60s", lock="30s")
+
+
 def create_database_engine(
     database: DatabaseSettings,
     *,

@@ -16,7 +16,7 @@ from services.billing.cache import blocking_client
 from services.billing.clock import system_clock
 from services.billing.collection import CLAIM_LEASE
 from services.billing.config import ConfigError, Settings
-from services.billing.db import create_database_engine, session_factory
+from services.billing.db import WORKER_TIMEOUTS, create_database_engine, session_factory
 from services.billing.gateway import build_gateway
 from services.billing.logs import configure_logging
 from services.worker.heartbeat import DEFAULT_HEARTBEAT_FILE
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
     configure_logging("worker", settings.environment)
     if arguments.metrics_port:
         start_http_server(arguments.metrics_port, addr="127.0.0.1")
-    engine = create_database_engine(settings.database, pool_size=2)
+    engine = create_database_engine(settings.database, pool_size=2, timeouts=WORKER_TIMEOUTS)
     cache = blocking_client(settings.cache)
     worker = Worker(
         session_factory(engine),
