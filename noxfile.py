@@ -283,6 +283,13 @@ def catch_up(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def backport(session: nox.Session) -> None:
+    """Open a PR bringing a hotfix back upstream: -- --from production --to staging."""
+    _sync(session)
+    _run_with_exit_code(session, "python", "-m", "infra", "backport", *session.posargs)
+
+
+@nox.session(default=False)
 def comment(session: nox.Session) -> None:
     """Create or update the preview comment on a pull request: -- --pr N --results DIR."""
     _sync(session)

@@ -325,6 +325,25 @@ def _git_head(checkout: Path, ref: str) -> str:
     return done.stdout.strip()
 
 
+def cmd_backport(args: argparse.Namespace) -> int:
+    """Open the pull request that brings a downstream hotfix back upstream."""
+    from infra.delivery.promote import back_merge  # noqa: PLC0415
+
+    checkout = Path(args.repo).resolve()
+    github = app_repository() if args.open_pr else None
+    result = back_merge(args.source, args.target, repo=checkout, remote=args.remote)
+    print(f"Built {result.branch} at {result.commit[:12]}: {result.code_commits} commits of "
+          f"{args.source} come back to {args.target}.")  # fmt: skip
+    if github is not None:
+        push_branch(checkout, args.remote, result.branch)
+        base = load_environment(args.target, checkout / "environments").branch
+        title = f"Back-merge {args.source} into {args.target}"
+        body = result.body_path.read_text(encoding="utf-8")
+        pull = open_or_update_pr(github, result.branch, base, title, body)
+        print(f"{'Opened' if pull.created else 'Updated'} pull request #{pull.number}.")
+    return 0
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the GitHub-facing delivery commands on the `python -m infra` parser."""
     comment = commands.add_parser("comment", help="create or update the preview comment on a PR")
@@ -364,6 +383,15 @@ def _add_release_commands(commands: argparse._SubParsersAction[argparse.Argument
         help="push rollback/<env>, open or update the PR with the App token (PROMOTION_TOKEN)",
     )
     back.set_defaults(func=cmd_rollback)
+
+    port = commands.add_parser("backport", help="bring a downstream hotfix back upstream, as a PR")
+    add = port.add_argument
+    add("--from", dest="source", required=True, metavar="ENV", help="where the hotfix landed")
+    add("--to", dest="target", required=True, metavar="ENV", help="its upstream environment")
+    add("--repo", default=".", help="the git checkout (default: .)")
+    add("--remote", default="origin", help="remote whose branches are used when present")
+    add("--open-pr", action="store_true", help="push and open the PR with the App token")
+    port.set_defaults(func=cmd_backport)
 
 
 def _add_issue_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

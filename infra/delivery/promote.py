@@ -410,3 +410,51 @@ def promote(
     out.write_text(body, encoding="utf-8")
     _git(repo, "branch", "--force", branch, commit)
     return Promotion(source, target, branch, commit, changes, out, note, released, code_commits)
+
+
+# -- back-merge: a hotfix flows back --------------------------------------------------------------
+
+
+def backport_branch(source: str, target: str) -> str:
+    return f"backport/{source}-to-{target}"
+
+
+def back_merge(
+    source: str, target: str, *, repo: Path = REPO_ROOT, remote: str = "origin"
+) -> Promotion:
+    """Build ``backport/<source>-to-<target>``: the downstream branch (a hotfix on production)
+    merged back into its upstream, so the next promotion does not undo it.
+
+    The target's environment directory stays exactly as its branch has it (its pins and sizing
+    are its own); everything else merges. Refuses, changing nothing, when there is nothing to
+    bring back or the merge conflicts.
+    """
+    check_order(target, source)  # source comes right after target: production -> staging
+    repo = repo.resolve()
+    branch = backport_branch(source, target)
+    _check_clean(repo, branch)
+    source_ref = _resolve(repo, remote, _load_target(repo, source, "HEAD").branch)
+    target_branch = _load_target(repo, target, "HEAD").branch
+    target_ref = _resolve(repo, remote, target_branch)
+    count = int(_git(repo, "rev-list", "--count", "--no-merges",
+                     f"{target_ref}..{source_ref}").stdout)  # fmt: skip
+    if not count:
+        raise PromotionError(
+            f"{target} already has every change of {source}; nothing to bring back"
+        )
+    target_dir = f"environments/{target}"
+    with _worktree(repo, target_ref) as tree:
+        _merge(tree, source_ref, target_ref, target_branch)
+        _git(tree, "rm", "-r", "-q", "-f", "--ignore-unmatch", "--", target_dir)
+        _git(tree, "checkout", target_ref, "--", target_dir)
+        message = (f"Back-merge {source} into {target}\n\n{count} commits made on {source} "
+                   f"(a hotfix) come back to {target}; {target_dir}/ is unchanged.\n")  # fmt: skip
+        _git(tree, "commit", "--quiet", "--no-verify", "-m", message)
+        commit = _git(tree, "rev-parse", "HEAD").stdout.strip()
+    _git(repo, "branch", "--force", branch, commit)
+    body = default_body_path(repo, source, target)
+    body.parent.mkdir(parents=True, exist_ok=True)
+    body.write_text(f"# Back-merge {source} into {target}\n\n{message.split(chr(10), 2)[2]}",
+                    encoding="utf-8")  # fmt: skip
+    released = _git(repo, "rev-parse", f"{source_ref}^{{commit}}").stdout.strip()
+    return Promotion(source, target, branch, commit, [], body, None, released, count)

@@ -166,3 +166,41 @@ def test_rollback_body_carries_the_preview_and_verdicts(
     assert "## Changes against" in text
     assert "## Policy: pass" in text
     assert "## Destructive-change guard: pass" in text
+
+
+def test_a_production_hotfix_flows_back_to_staging_and_dev(
+    remote: Remote, github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    github.git_dir = remote.bare
+    monkeypatch.setenv("PROMOTION_TOKEN", APP_TOKEN)
+    fix = remote.commit_to("production", {"infra/fix.py": "RETRIES = 3\n"}, "hotfix: retries")
+    _set_api(remote, "production", PROD_PINS, "0.2.1")  # production's own pin stays its own
+    repo = remote.clone("checkout")
+
+    assert main(["backport", "--from", "production", "--to", "staging", "--repo", str(repo),
+                 "--open-pr"]) == 0  # fmt: skip
+    assert remote.read("backport/production-to-staging", "infra/fix.py") == "RETRIES = 3"
+    # Staging's directory is staging's: the hotfix's production pins do not leak into it.
+    changed = git(remote.bare, "diff", "--name-only", "staging", "backport/production-to-staging")
+    assert changed.splitlines() == ["environments/production/pins.toml", "infra/fix.py"]
+    [pull] = github.pulls()
+    assert (pull["base"]["ref"], pull["triggers_workflows"]) == ("staging", True)
+
+    # Merged into staging; then staging's back-merge carries it on to dev.
+    git(repo, "fetch", "--quiet", "origin")
+    git(
+        repo,
+        "push",
+        "--quiet",
+        "origin",
+        "origin/backport/production-to-staging:refs/heads/staging",
+    )
+    git(repo, "fetch", "--quiet", "origin")
+    assert main(["backport", "--from", "staging", "--to", "dev", "--repo", str(repo)]) == 0
+    branch_commit = git(repo, "rev-parse", "backport/staging-to-dev")
+    assert git(repo, "merge-base", "--is-ancestor", fix, branch_commit) == ""
+    # Back-merges go upstream only, and only when there is something to bring back.
+    assert main(["backport", "--from", "dev", "--to", "staging", "--repo", str(repo)]) == 1
+    git(repo, "push", "--quiet", "origin", f"{branch_commit}:refs/heads/dev")
+    git(repo, "fetch", "--quiet", "origin")
+    assert main(["backport", "--from", "staging", "--to", "dev", "--repo", str(repo)]) == 1
