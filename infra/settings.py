@@ -479,6 +479,14 @@ class PolicySettings(_Model):
         return value
 
 
+class GithubSettings(_Model):
+    """The repository's GitHub environment for this environment (bootstrap manages it)."""
+
+    # Teams (slugs in the repository owner's organisation) that must approve each deploy; the
+    # one who started the deploy cannot approve it.
+    reviewers: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]] = []
+
+
 class EnvironmentSettings(_Model):
     """Everything that differs between environments, after defaults are applied."""
 
@@ -498,6 +506,7 @@ class EnvironmentSettings(_Model):
     freeze: list[FreezeWindow] = []
     freeze_weekly: list[WeeklyFreeze] = []
     policy: PolicySettings = PolicySettings()
+    github: GithubSettings = GithubSettings()
     pins: Pins
 
     @field_validator("clouds", mode="before")
@@ -645,6 +654,11 @@ def load_environment(  # noqa: PLR0912, PLR0915 - one check after another, each 
         if getattr(settings.pulumi, cloud.value) is None:
             missing = f"clouds lists {cloud} but [pulumi.{cloud}] is missing"
             raise SettingsError(settings_file, f"pulumi.{cloud.value}", missing)
+    if settings.is_production and not settings.github.reviewers:
+        raise SettingsError(
+            origin.get(("github",), settings_file), "github.reviewers",
+            "production deploys need at least one reviewer team",
+        )  # fmt: skip
     if settings.gcp is not None and settings.pulumi.gcp is not None:
         key_project = settings.pulumi.gcp.secrets_provider.removeprefix("gcpkms://").split("/")
         if key_project[:2] != ["projects", settings.gcp.project]:

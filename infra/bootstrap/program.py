@@ -11,11 +11,14 @@ from collections.abc import Callable
 import pulumi
 import pulumi_aws as aws
 import pulumi_gcp as gcp
+import pulumi_github as github
 from pulumi.runtime import mocks, settings, stack
 from pulumi.runtime.sync_await import _sync_await
 
 from infra.bootstrap.aws import AwsBootstrap, AwsBootstrapArgs
 from infra.bootstrap.gcp import GcpBootstrap, GcpBootstrapArgs
+from infra.bootstrap.github import preview_environment
+from infra.bootstrap.repository import GithubEnvironments, GithubEnvironmentsArgs, team_ids
 from infra.plans.mocks import RecordingMonitor
 from infra.plans.model import Plan
 from infra.plans.offline import RenderError, target_of
@@ -23,6 +26,22 @@ from infra.settings import Cloud, EnvironmentSettings, environment
 from infra.tagging import labels, tags
 
 PROJECTS = {Cloud.AWS: "billing-bootstrap-aws", Cloud.GCP: "billing-bootstrap-gcp"}
+
+
+def github_side(
+    env: EnvironmentSettings, cloud: Cloud, variables: dict[str, dict[str, pulumi.Input[str]]]
+) -> GithubEnvironments:
+    """The GitHub environments: the first cloud's bootstrap owns them, each sets its variables."""
+    owner = env.repository.split("/", 1)[0]
+    provider = github.Provider("github", github.ProviderArgs(owner=owner))
+    owns = cloud == env.clouds[0]
+    teams = team_ids(env, pulumi.InvokeOutputOptions(provider=provider)) if owns else []
+    return GithubEnvironments(
+        "github",
+        GithubEnvironmentsArgs(settings=env, variables=variables, manage_environments=owns,
+                               reviewer_team_ids=teams),
+        opts=pulumi.ResourceOptions(providers=[provider]),
+    )  # fmt: skip
 
 
 def aws_main() -> None:
@@ -36,6 +55,11 @@ def aws_main() -> None:
     ))  # fmt: skip
     bootstrap = AwsBootstrap("bootstrap", AwsBootstrapArgs(settings=env),
                              opts=pulumi.ResourceOptions(providers=[provider]))  # fmt: skip
+    preview, deploy = preview_environment(env.name), env.name
+    github_side(env, Cloud.AWS, {
+        preview: {"AWS_REGION": env.aws.region, "AWS_ROLE_ARN": bootstrap.preview_role_arn},
+        deploy: {"AWS_REGION": env.aws.region, "AWS_ROLE_ARN": bootstrap.deploy_role_arn},
+    })  # fmt: skip
     pulumi.export("state_bucket", bootstrap.state_bucket)
     pulumi.export("preview_role_arn", bootstrap.preview_role_arn)
     pulumi.export("deploy_role_arn", bootstrap.deploy_role_arn)
@@ -50,6 +74,14 @@ def gcp_main() -> None:
     ))  # fmt: skip
     bootstrap = GcpBootstrap("bootstrap", GcpBootstrapArgs(settings=env),
                              opts=pulumi.ResourceOptions(providers=[provider]))  # fmt: skip
+    preview, deploy = preview_environment(env.name), env.name
+    provider_name = bootstrap.provider_name
+    github_side(env, Cloud.GCP, {
+        preview: {"GCP_WORKLOAD_IDENTITY_PROVIDER": provider_name,
+                  "GCP_SERVICE_ACCOUNT": bootstrap.preview_service_account},
+        deploy: {"GCP_WORKLOAD_IDENTITY_PROVIDER": provider_name,
+                 "GCP_SERVICE_ACCOUNT": bootstrap.deploy_service_account},
+    })  # fmt: skip
     pulumi.export("workload_identity_provider", bootstrap.provider_name)
     pulumi.export("preview_service_account", bootstrap.preview_service_account)
     pulumi.export("deploy_service_account", bootstrap.deploy_service_account)

@@ -210,7 +210,7 @@ class RecordingMonitor(mocks.MockMonitor):
 
 
 # Registers the clouds' computed outputs and invokes.
-from infra.plans import mocks_aws, mocks_gcp  # noqa: E402, F401
+from infra.plans import mocks_aws, mocks_gcp, mocks_github  # noqa: E402, F401
 
 
 def _random_password(resource: NewResource) -> dict[str, Any]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from infra.bootstrap.program import render
 from infra.plans.model import Plan, Resource
-from infra.settings import Cloud, environment
+from infra.settings import ENVIRONMENTS_DIR, Cloud, SettingsError, environment, load_environment
 
 REPOSITORY = "example-org/billing-platform"
 # pulumi_aws warns, when its s3 module first loads, about the V2 classes this code never uses.
@@ -163,3 +165,71 @@ def test_deploy_job_asks_for_the_session_and_releases_a_failed_deploy() -> None:
     release = steps[-1]
     assert release["if"] == "failure() || cancelled()"
     assert "nox -s release" in release["run"]
+
+
+ENVIRONMENT = "github:index/repositoryEnvironment:RepositoryEnvironment"
+BRANCH_POLICY = (
+    "github:index/repositoryEnvironmentDeploymentPolicy:RepositoryEnvironmentDeploymentPolicy"
+)
+VARIABLE = "github:index/actionsEnvironmentVariable:ActionsEnvironmentVariable"
+
+
+def _variables(plan: Plan) -> dict[tuple[str, str], str]:
+    return {(r.inputs["environment"], r.inputs["variableName"]): r.inputs["value"]
+            for r in plan.resources if r.type == VARIABLE}  # fmt: skip
+
+
+def test_production_deploys_only_from_its_branch_after_another_persons_approval(
+    aws_plan: Plan,
+) -> None:
+    production = one(aws_plan, ENVIRONMENT, "github-production")
+    assert production.inputs["repository"] == "billing-platform"
+    assert production.inputs["deploymentBranchPolicy"] == {
+        "protectedBranches": False, "customBranchPolicies": True,
+    }  # fmt: skip
+    (reviewers,) = production.inputs["reviewers"]
+    assert len(reviewers["teams"]) == 1  # settings: github.reviewers = ["billing-platform-leads"]
+    assert all(isinstance(team, int) for team in reviewers["teams"])
+    assert production.inputs["preventSelfReview"] is True
+    assert production.inputs["canAdminsBypass"] is False
+    (policy,) = [r for r in aws_plan.resources if r.type == BRANCH_POLICY]
+    assert policy.inputs["branchPattern"] == "production"
+    assert policy.inputs["environment"] == "production"
+    # The read-only role's environment exists too, without reviewers.
+    assert "reviewers" not in one(aws_plan, ENVIRONMENT, "github-preview-production").inputs
+
+
+def test_dev_deploys_only_from_dev_without_reviewers() -> None:
+    plan = render(environment("dev"), Cloud.AWS)
+    dev = one(plan, ENVIRONMENT, "github-dev")
+    assert dev.inputs["deploymentBranchPolicy"]["customBranchPolicies"] is True
+    assert "reviewers" not in dev.inputs
+    (policy,) = [r for r in plan.resources if r.type == BRANCH_POLICY]
+    assert policy.inputs["branchPattern"] == "dev"
+
+
+def test_each_environment_gets_its_own_roles_as_variables(aws_plan: Plan, gcp_plan: Plan) -> None:
+    aws = _variables(aws_plan)
+    assert aws[("production", "AWS_ROLE_ARN")].endswith(":role/billing-production-deploy")
+    assert aws[("preview-production", "AWS_ROLE_ARN")].endswith(":role/billing-production-preview")
+    assert aws[("production", "AWS_REGION")] == "us-east-1"
+    gcp = _variables(gcp_plan)
+    assert gcp[("production", "GCP_SERVICE_ACCOUNT")].startswith("billing-production-deploy@")
+    assert gcp[("preview-production", "GCP_SERVICE_ACCOUNT")].startswith(
+        "billing-production-preview@"
+    )
+    assert ("production", "GCP_WORKLOAD_IDENTITY_PROVIDER") in gcp
+    # The first cloud's bootstrap owns the environments; the other adds its variables only.
+    assert not [r for r in gcp_plan.resources if r.type in (ENVIRONMENT, BRANCH_POLICY)]
+
+
+def test_production_without_reviewers_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "environments"
+    shutil.copytree(ENVIRONMENTS_DIR, root)
+    settings = root / "production" / "settings.toml"
+    text = settings.read_text()
+    settings.write_text(text.replace('reviewers = ["billing-platform-leads"]', "reviewers = []"))
+    with pytest.raises(SettingsError) as raised:
+        load_environment("production", root)
+    assert raised.value.key == "github.reviewers"
+    assert raised.value.file.endswith("production/settings.toml")
