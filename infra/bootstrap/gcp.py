@@ -49,6 +49,47 @@ def principal_set(pool_name: str, github_environment: str) -> str:
     )
 
 
+# State and secrets: the preview account reads state, writes only lock files (under
+# .pulumi/locks/, pkg/backend/diy/lock.go in github.com/pulumi/pulumi) and decrypts; the deploy
+# account writes state and encrypts. Project roles (viewer, editor) grant neither object reads
+# nor Cloud KMS encryption.
+STATE_ROLES = {"preview": "roles/storage.objectViewer", "deploy": "roles/storage.objectAdmin"}
+KEY_ROLES = {"preview": "roles/cloudkms.cryptoKeyDecrypter",
+             "deploy": "roles/cloudkms.cryptoKeyEncrypterDecrypter"}  # fmt: skip
+
+
+def lock_condition(bucket_name: str) -> str:
+    """IAM condition: objects under the bucket's .pulumi/locks/ prefix only."""
+    return f'resource.name.startsWith("projects/_/buckets/{bucket_name}/objects/.pulumi/locks/")'
+
+
+def state_access(
+    name: str,
+    role: str,
+    account: gcp.serviceaccount.Account,
+    bucket: gcp.storage.Bucket,
+    key: gcp.kms.CryptoKey,
+    opts: pulumi.ResourceOptions,
+) -> None:
+    """``account``'s access to the state bucket and the secrets key, as ``role`` needs."""
+    member = account.email.apply(lambda email: f"serviceAccount:{email}")
+    gcp.storage.BucketIAMMember(f"{name}-state", bucket=bucket.name, role=STATE_ROLES[role],
+                                member=member, opts=opts)  # fmt: skip
+    if role == "preview":
+        gcp.storage.BucketIAMMember(
+            f"{name}-state-locks",
+            bucket=bucket.name,
+            role="roles/storage.objectUser",
+            member=member,
+            condition=gcp.storage.BucketIAMMemberConditionArgs(
+                title="pulumi-locks", expression=bucket.name.apply(lock_condition)
+            ),
+            opts=opts,
+        )
+    gcp.kms.CryptoKeyIAMMember(f"{name}-secrets-key", crypto_key_id=key.id, role=KEY_ROLES[role],
+                               member=member, opts=opts)  # fmt: skip
+
+
 class GcpBootstrap(pulumi.ComponentResource):
     """Workload identity pool and GitHub provider, preview and deploy service accounts."""
 
@@ -68,8 +109,9 @@ class GcpBootstrap(pulumi.ComponentResource):
 
         state = settings.pulumi.backend(Cloud.GCP)
         backend = backend_bucket(state.backend_url)
+        bucket = key = None
         if backend and backend[0] == "gs":
-            gcp.storage.Bucket(
+            bucket = gcp.storage.Bucket(
                 f"{name}-state",
                 name=backend[1],
                 project=project,
@@ -86,7 +128,7 @@ class GcpBootstrap(pulumi.ComponentResource):
             location, ring_name, key_name = kms
             ring = gcp.kms.KeyRing(f"{name}-secrets-ring", name=ring_name, project=project,
                                    location=location, opts=child)  # fmt: skip
-            gcp.kms.CryptoKey(
+            key = gcp.kms.CryptoKey(
                 f"{name}-secrets-key",
                 name=key_name,
                 key_ring=ring.id,
@@ -144,6 +186,8 @@ class GcpBootstrap(pulumi.ComponentResource):
                     opts=child,
                 )
             accounts[role] = account
+            if bucket is not None and key is not None:
+                state_access(f"{name}-{role}", role, account, bucket, key, child)
 
         self.pool_name = pool.name
         self.provider_name = provider.name

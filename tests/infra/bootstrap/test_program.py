@@ -233,3 +233,22 @@ def test_production_without_reviewers_is_refused(tmp_path: Path) -> None:
         load_environment("production", root)
     assert raised.value.key == "github.reviewers"
     assert raised.value.file.endswith("production/settings.toml")
+
+
+def test_gcp_accounts_reach_state_and_key_as_their_role_needs(gcp_plan: Plan) -> None:
+    bucket_roles = {r.name: r.inputs for r in gcp_plan.resources
+                    if r.type == "gcp:storage/bucketIAMMember:BucketIAMMember"}  # fmt: skip
+    assert bucket_roles["bootstrap-preview-state"]["role"] == "roles/storage.objectViewer"
+    assert bucket_roles["bootstrap-deploy-state"]["role"] == "roles/storage.objectAdmin"
+    locks = bucket_roles["bootstrap-preview-state-locks"]
+    assert locks["role"] == "roles/storage.objectUser"
+    assert locks["condition"]["expression"] == (
+        'resource.name.startsWith("projects/_/buckets/example-billing-pulumi-state-production-gcp'
+        '/objects/.pulumi/locks/")'
+    )
+    key_roles = {r.name: r.inputs["role"] for r in gcp_plan.resources
+                 if r.type == "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"}  # fmt: skip
+    assert key_roles == {
+        "bootstrap-preview-secrets-key": "roles/cloudkms.cryptoKeyDecrypter",
+        "bootstrap-deploy-secrets-key": "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+    }
