@@ -31,7 +31,7 @@ PROJECTS = {Cloud.AWS: "billing-bootstrap-aws", Cloud.GCP: "billing-bootstrap-gc
 def github_side(
     env: EnvironmentSettings, cloud: Cloud, variables: dict[str, dict[str, pulumi.Input[str]]]
 ) -> GithubEnvironments:
-    """The GitHub environments: the first cloud's bootstrap owns them, each sets its variables."""
+    """The GitHub environments: the first cloud's bootstrap owns them; each sets its identifiers."""
     owner = env.repository.split("/", 1)[0]
     provider = github.Provider("github", github.ProviderArgs(owner=owner))
     owns = cloud == env.clouds[0]
@@ -57,8 +57,8 @@ def aws_main() -> None:
                              opts=pulumi.ResourceOptions(providers=[provider]))  # fmt: skip
     preview, deploy = preview_environment(env.name), env.name
     github_side(env, Cloud.AWS, {
-        preview: {"AWS_REGION": env.aws.region, "AWS_ROLE_ARN": bootstrap.preview_role_arn},
-        deploy: {"AWS_REGION": env.aws.region, "AWS_ROLE_ARN": bootstrap.deploy_role_arn},
+        preview: {"AWS_REGION": env.aws.region, "AWS_PREVIEW_ROLE_ARN": bootstrap.preview_role_arn},
+        deploy: {"AWS_REGION": env.aws.region, "AWS_DEPLOY_ROLE_ARN": bootstrap.deploy_role_arn},
     })  # fmt: skip
     pulumi.export("state_bucket", bootstrap.state_bucket)
     pulumi.export("preview_role_arn", bootstrap.preview_role_arn)
@@ -78,9 +78,9 @@ def gcp_main() -> None:
     provider_name = bootstrap.provider_name
     github_side(env, Cloud.GCP, {
         preview: {"GCP_WORKLOAD_IDENTITY_PROVIDER": provider_name,
-                  "GCP_SERVICE_ACCOUNT": bootstrap.preview_service_account},
+                  "GCP_PREVIEW_SERVICE_ACCOUNT": bootstrap.preview_service_account},
         deploy: {"GCP_WORKLOAD_IDENTITY_PROVIDER": provider_name,
-                 "GCP_SERVICE_ACCOUNT": bootstrap.deploy_service_account},
+                 "GCP_DEPLOY_SERVICE_ACCOUNT": bootstrap.deploy_service_account},
     })  # fmt: skip
     pulumi.export("workload_identity_provider", bootstrap.provider_name)
     pulumi.export("preview_service_account", bootstrap.preview_service_account)

