@@ -350,17 +350,32 @@ def record_many(
             .with_for_update()
         )
     }
-    outcomes = [
-        _apply(
-            session,
-            invoices[attempt.invoice_id],
-            payments[attempt.payment_id],
-            attempt,
-            answer,
-            now=now,
-        )
-        for attempt, answer in answers
-    ]
+    # No flush per payment: the changes go out together, as one executemany per table.
+    with session.no_autoflush:
+        outcomes = [
+            _apply(
+                session,
+                invoices[attempt.invoice_id],
+                payments[attempt.payment_id],
+                attempt,
+                answer,
+                now=now,
+                restore=False,
+            )
+            for attempt, answer in answers
+        ]
+    session.flush()
+    restore_if_settled(
+        session,
+        sorted(
+            {
+                subscription_id
+                for (attempt, _), outcome in zip(answers, outcomes, strict=True)
+                if outcome is CollectionOutcome.PAID
+                and (subscription_id := invoices[attempt.invoice_id].subscription_id)
+            }
+        ),
+    )
     session.commit()
     return outcomes
 
@@ -389,6 +404,7 @@ def _apply(  # noqa: PLR0911 - one return per state the payment moves to
     answer: GatewayAnswer,
     *,
     now: datetime,
+    restore: bool = True,
 ) -> CollectionOutcome:
     if attempt.action is Action.REFUND:
         if payment.status is not PaymentStatus.REFUNDING:
@@ -416,7 +432,7 @@ def _apply(  # noqa: PLR0911 - one return per state the payment moves to
     if result.reference and not payment.gateway_reference:
         payment.gateway_reference = result.reference
     if result.outcome is ChargeOutcome.SUCCEEDED:
-        return apply_success(session, invoice, payment, now=now)
+        return apply_success(session, invoice, payment, now=now, restore=restore)
     if result.outcome is ChargeOutcome.PENDING:
         # Settled by its webhook, or asked about again by the reconciliation scan.
         payment.next_check_at = now + PROCESSING_CHECK_INTERVAL
@@ -432,21 +448,16 @@ def _apply(  # noqa: PLR0911 - one return per state the payment moves to
 
 
 def apply_success(
-    session: Session, invoice: Invoice, payment: Payment, *, now: datetime
+    session: Session, invoice: Invoice, payment: Payment, *, now: datetime, restore: bool = True
 ) -> CollectionOutcome:
-    """Money arrived for this payment: it pays the invoice if open, else it goes back."""
-    already_paid = session.scalar(
-        select(
-            exists().where(
-                Payment.invoice_id == invoice.id,
-                Payment.status == PaymentStatus.SUCCEEDED,
-                Payment.id != payment.id,
-            )
-        )
-    )
+    """Money arrived for this payment: it pays the invoice if open, else it goes back.
+
+    An open invoice has no successful payment (settling one is what closes it, and a unique
+    index allows one), so an open invoice is paid by this one.
+    """
     payment.failure_code = payment.failure_message = None
-    if invoice.status is InvoiceStatus.OPEN and not already_paid:
-        settle_paid(session, invoice, payment, now=now)
+    if invoice.status is InvoiceStatus.OPEN:
+        settle_paid(session, invoice, payment, now=now, restore=restore)
         return CollectionOutcome.PAID
     logger.warning(
         "payment succeeded for a settled invoice; refunding",
@@ -457,7 +468,10 @@ def apply_success(
     return CollectionOutcome.REFUNDING
 
 
-def settle_paid(session: Session, invoice: Invoice, payment: Payment, *, now: datetime) -> None:
+def settle_paid(
+    session: Session, invoice: Invoice, payment: Payment, *, now: datetime, restore: bool = True
+) -> None:
+    """Mark both paid; `restore=False` leaves restore_if_settled to the caller (batches)."""
     payment.status = PaymentStatus.SUCCEEDED
     payment.next_check_at = None
     invoice.status = InvoiceStatus.PAID
@@ -465,9 +479,9 @@ def settle_paid(session: Session, invoice: Invoice, payment: Payment, *, now: da
     invoice.paid_at = now
     invoice.next_attempt_at = None
     invoice.last_error = None
-    session.flush()
-    if invoice.subscription_id is not None:
-        restore_if_settled(session, invoice.subscription_id)
+    if restore and invoice.subscription_id is not None:
+        session.flush()
+        restore_if_settled(session, [invoice.subscription_id])
 
 
 def record_decline(
@@ -517,13 +531,15 @@ def record_decline(
     return CollectionOutcome.EXHAUSTED
 
 
-def restore_if_settled(session: Session, subscription_id: object) -> None:
+def restore_if_settled(session: Session, subscription_ids: Sequence[uuid.UUID]) -> None:
     """A past-due subscription is active again once no open invoice has a failed attempt."""
+    if not subscription_ids:
+        return
     other = aliased(Invoice)
     session.execute(
         update(Subscription)
         .where(
-            Subscription.id == subscription_id,
+            Subscription.id.in_(subscription_ids),
             Subscription.status == SubscriptionStatus.PAST_DUE,
             ~exists().where(
                 and_(

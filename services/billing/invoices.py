@@ -54,7 +54,7 @@ def void_invoice(session: Session, invoice_id: uuid.UUID, *, now: datetime) -> I
     invoice = _lock_open(session, invoice_id)
     void_open_invoice(session, invoice, now=now)
     if invoice.subscription_id is not None:
-        restore_if_settled(session, invoice.subscription_id)
+        restore_if_settled(session, [invoice.subscription_id])
     return invoice
 
 
