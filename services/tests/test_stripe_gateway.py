@@ -62,11 +62,15 @@ def fake_stripe() -> Iterator[FakeStripe]:
             status, body = fake.replies.pop(0) if fake.replies else (500, {})
             time.sleep(fake.delay)
             payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client timed out and hung up first, as the timeout test means it to.
+                pass
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
             del format, args
@@ -252,6 +256,14 @@ def test_an_invalid_request_is_a_decline_of_that_charge(
     fake_stripe.replies.append((400, stripe_error("invalid_request_error", code, message)))
     result = StripeGateway("sk_test_fake", api_base=fake_stripe.url).charge(charge_request())
     assert (result.outcome, result.failure_code) == (ChargeOutcome.DECLINED, code)
+
+
+def test_a_key_still_in_use_is_not_a_decline(fake_stripe: FakeStripe) -> None:
+    fake_stripe.replies.append(
+        (409, stripe_error("invalid_request_error", "idempotency_key_in_use", "In use"))
+    )
+    with pytest.raises(GatewayUnavailableError):
+        StripeGateway("sk_test_fake", api_base=fake_stripe.url).charge(charge_request())
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -103,6 +103,10 @@ class StripeGateway:
             reference = details.payment_intent.id if details and details.payment_intent else None
             return ChargeResult(ChargeOutcome.DECLINED, reference, code, error.user_message)
         except stripe.InvalidRequestError as error:
+            if error.code == "idempotency_key_in_use":
+                # The same attempt is still being processed (a retry raced its original): the
+                # outcome is unknown, not a decline (https://docs.stripe.com/error-codes).
+                raise GatewayUnavailableError(str(error)) from error
             # This charge cannot be made as asked (under the minimum, a detached payment
             # method, an amount the currency cannot take): a decline of the attempt, so dunning
             # goes on and a fixed payment method can succeed on the next retry.
