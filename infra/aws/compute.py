@@ -186,6 +186,10 @@ class ComputeArgs:
     target_group_arns: dict[str, pulumi.Output[str]]
     # The listener that attaches the target groups to the ALB; services wait for it.
     listener: pulumi.Resource
+    # The VPC whose private DNS names internal services (Cloud Map).
+    vpc_id: pulumi.Input[str]
+    # Path rules that attach routed services' target groups; each service waits for its own.
+    listener_rules: dict[str, pulumi.Resource]
     secret_arns: dict[SecretName, pulumi.Output[str]]
     data_key_arn: pulumi.Input[str]
     logs_key_arn: pulumi.Input[str]
@@ -218,6 +222,7 @@ class Compute(pulumi.ComponentResource):
     repository_urls: dict[str, pulumi.Output[str]]
     migration_task_definition_arn: pulumi.Output[str]
     log_group_names: dict[str, pulumi.Output[str]]
+    internal_names: dict[str, pulumi.Output[str]]
 
     def __init__(
         self, name: str, args: ComputeArgs, opts: pulumi.ResourceOptions | None = None
@@ -225,6 +230,8 @@ class Compute(pulumi.ComponentResource):
         super().__init__("billing:aws:Compute", name, None, opts)
         self._name = name
         self._args = args
+        self._namespace: aws.servicediscovery.PrivateDnsNamespace | None = None
+        self.internal_names: dict[str, pulumi.Output[str]] = {}
         settings = args.settings
         production = settings.is_production
         child = pulumi.ResourceOptions(parent=self)
@@ -317,6 +324,7 @@ class Compute(pulumi.ComponentResource):
                 "repository_urls": self.repository_urls,
                 "migration_task_definition_arn": self.migration_task_definition_arn,
                 "log_group_names": self.log_group_names,
+                "internal_names": self.internal_names,
             }
         )
 
@@ -430,6 +438,48 @@ class Compute(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
+    def _discovery(
+        self, service: str, manifest: ServiceManifest
+    ) -> aws.ecs.ServiceServiceRegistriesArgs | None:
+        """An internal service's name in the environment's private namespace (Cloud Map)."""
+        if not manifest.internal:
+            return None
+        settings = self._args.settings
+        if self._namespace is None:
+            # One private DNS namespace per environment: <service>.billing-<env>.internal.
+            self._namespace = aws.servicediscovery.PrivateDnsNamespace(
+                f"{self._name}-discovery",
+                aws.servicediscovery.PrivateDnsNamespaceArgs(
+                    name=f"billing-{settings.name}.internal",
+                    description="Internal services by name",
+                    vpc=self._args.vpc_id,
+                    tags=tags(settings),
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        entry = aws.servicediscovery.Service(
+            f"{self._name}-{service}-discovery",
+            aws.servicediscovery.ServiceArgs(
+                name=service,
+                description=f"{service}'s tasks (A records, one per healthy task)",
+                dns_config=aws.servicediscovery.ServiceDnsConfigArgs(
+                    namespace_id=self._namespace.id,
+                    routing_policy="MULTIVALUE",
+                    dns_records=[
+                        aws.servicediscovery.ServiceDnsConfigDnsRecordArgs(ttl=10, type="A")
+                    ],
+                ),
+                # ECS reports task health to Cloud Map (custom health checks).
+                health_check_custom_config=aws.servicediscovery.ServiceHealthCheckCustomConfigArgs(),
+                tags=tags(settings, service),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.internal_names[service] = pulumi.Output.concat(
+            service, ".billing-", settings.name, ".internal"
+        )
+        return aws.ecs.ServiceServiceRegistriesArgs(registry_arn=entry.arn)
+
     def _service(
         self,
         service: str,
@@ -442,6 +492,8 @@ class Compute(pulumi.ComponentResource):
         settings = args.settings
         scaling = settings.services[service]
         target_group = args.target_group_arns.get(service)
+        rule = [args.listener_rules[service]] if service in args.listener_rules else []
+        registries = self._discovery(service, manifest)
         load_balancers = (
             [
                 aws.ecs.ServiceLoadBalancerArgs(
@@ -468,6 +520,7 @@ class Compute(pulumi.ComponentResource):
                     assign_public_ip=False,
                 ),
                 load_balancers=load_balancers,
+                service_registries=registries,
                 health_check_grace_period_seconds=60 if load_balancers else None,
                 deployment_minimum_healthy_percent=100,
                 deployment_maximum_percent=200,
@@ -484,7 +537,7 @@ class Compute(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 ignore_changes=["desiredCount"],
-                depends_on=[args.listener] if load_balancers else [],
+                depends_on=[args.listener, *rule] if load_balancers else [],
             ),
         )
         target = aws.appautoscaling.Target(

@@ -52,6 +52,8 @@ class Edge(pulumi.ComponentResource):
     alb_zone_id: pulumi.Output[str]
     https_listener: aws.lb.Listener
     https_listener_arn: pulumi.Output[str]
+    listener_rule_arns: dict[str, pulumi.Output[str]]
+    listener_rules: dict[str, aws.lb.ListenerRule]
     target_group_arns: dict[str, pulumi.Output[str]]
     target_group_arn_suffixes: dict[str, pulumi.Output[str]]
     logs_bucket_name: pulumi.Output[str]
@@ -153,8 +155,21 @@ class Edge(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
-        # The one public service answers "/"; more would need path rules here.
-        default_service = next(iter(target_groups))
+        # The public service without paths answers every path no rule claims; with none, the
+        # listener answers 404 itself.
+        default_service = next((s for s in target_groups if not args.services[s].paths), None)
+        default_action = (
+            aws.lb.ListenerDefaultActionArgs(
+                type="forward", target_group_arn=target_groups[default_service].arn
+            )
+            if default_service is not None
+            else aws.lb.ListenerDefaultActionArgs(
+                type="fixed-response",
+                fixed_response=aws.lb.ListenerDefaultActionFixedResponseArgs(
+                    content_type="text/plain", message_body="Not Found", status_code="404"
+                ),
+            )
+        )
         https = aws.lb.Listener(
             f"{name}-https",
             aws.lb.ListenerArgs(
@@ -163,15 +178,40 @@ class Edge(pulumi.ComponentResource):
                 protocol="HTTPS",
                 ssl_policy=SSL_POLICY,
                 certificate_arn=settings.aws.certificate_arn,
-                default_actions=[
-                    aws.lb.ListenerDefaultActionArgs(
-                        type="forward", target_group_arn=target_groups[default_service].arn
-                    )
-                ],
+                default_actions=[default_action],
                 tags=tags(settings),
             ),
             opts=child,
         )
+        # A rule per routed service, at the priority its manifest fixes: adding or removing a
+        # service never renumbers another (infra/manifests.py, ServiceManifest.priority).
+        self.listener_rule_arns = {}
+        self.listener_rules = {}
+        for service, group_ in sorted(target_groups.items()):
+            manifest = args.services[service]
+            if not manifest.paths:
+                continue
+            rule = aws.lb.ListenerRule(
+                f"{name}-{service}-route",
+                aws.lb.ListenerRuleArgs(
+                    listener_arn=https.arn,
+                    priority=manifest.priority,
+                    actions=[
+                        aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=group_.arn)
+                    ],
+                    conditions=[
+                        aws.lb.ListenerRuleConditionArgs(
+                            path_pattern=aws.lb.ListenerRuleConditionPathPatternArgs(
+                                values=manifest.paths
+                            )
+                        )
+                    ],
+                    tags=tags(settings, service),
+                ),
+                opts=child,
+            )
+            self.listener_rule_arns[service] = rule.arn
+            self.listener_rules[service] = rule
         aws.lb.Listener(
             f"{name}-http-redirect",
             aws.lb.ListenerArgs(
@@ -293,6 +333,7 @@ class Edge(pulumi.ComponentResource):
                 "alb_zone_id": self.alb_zone_id,
                 "https_listener_arn": self.https_listener_arn,
                 "target_group_arns": self.target_group_arns,
+                "listener_rule_arns": self.listener_rule_arns,
                 "target_group_arn_suffixes": self.target_group_arn_suffixes,
                 "logs_bucket_name": self.logs_bucket_name,
                 "web_acl_arn": self.web_acl_arn,

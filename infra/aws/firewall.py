@@ -114,6 +114,19 @@ class SecurityGroups(pulumi.ComponentResource):
                 cidr_blocks=args.data_cidrs,
             ),
         ]
+        internal_ports = sorted(
+            {m.port for m in args.services.values() if m.internal and m.port is not None}
+        )
+        service_egress += [
+            aws.ec2.SecurityGroupEgressArgs(
+                description=f"To internal services on port {port} in the app subnets",
+                protocol="tcp",
+                from_port=port,
+                to_port=port,
+                cidr_blocks=args.app_cidrs,
+            )
+            for port in internal_ports
+        ]
         services: dict[str, aws.ec2.SecurityGroup] = {}
         for service, manifest in sorted(args.services.items()):
             ingress = (
@@ -127,6 +140,16 @@ class SecurityGroups(pulumi.ComponentResource):
                     )
                 ]
                 if manifest.public and manifest.port is not None
+                else [
+                    aws.ec2.SecurityGroupIngressArgs(
+                        description="From the other services, by its Cloud Map name",
+                        protocol="tcp",
+                        from_port=manifest.port,
+                        to_port=manifest.port,
+                        cidr_blocks=args.app_cidrs,
+                    )
+                ]
+                if manifest.internal and manifest.port is not None
                 else []
             )
             services[service] = group(

@@ -122,6 +122,8 @@ def main() -> None:
             security_group_ids=groups.service_ids,
             target_group_arns=edge.target_group_arns,
             listener=edge.https_listener,
+            vpc_id=network.vpc_id,
+            listener_rules=dict(edge.listener_rules),
             secret_arns=secrets.arns,
             data_key_arn=keys.data_key_arn,
             logs_key_arn=keys.logs_key_arn,
@@ -175,8 +177,13 @@ def main() -> None:
     pulumi.export("alb_dns_name", edge.alb_dns_name)
     pulumi.export("alb_logs_bucket", edge.logs_bucket_name)
     pulumi.export("rds_endpoint", database.endpoint)
-    pulumi.export("database_address", database.address)
-    pulumi.export("database_read_address", database.read_address)
+    endpoints = {
+        "database_address": database.address,
+        "database_read_address": database.read_address,
+        "internal_service_names": compute.internal_names,
+    }
+    for key, value in endpoints.items():
+        pulumi.export(key, value)
     pulumi.export("redis_endpoint", cache.primary_endpoint)
     pulumi.export("ecs_cluster_name", compute.cluster_name)
     pulumi.export("service_names", compute.service_names)

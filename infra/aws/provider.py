@@ -23,8 +23,8 @@ LOCAL_ENDPOINT_KEY = "localEndpoint"
 # The services the platform program calls (infra/aws/*), by their provider endpoint names.
 SERVICES = (
     "acm", "appautoscaling", "cloudfront", "cloudwatch", "cloudwatchlogs", "ec2", "ecr", "ecs",
-    "elasticache", "elb", "elbv2", "iam", "kms", "rds", "route53", "s3", "secretsmanager", "sns",
-    "sts", "wafv2",
+    "elasticache", "elb", "elbv2", "iam", "kms", "rds", "route53", "s3", "secretsmanager",
+    "servicediscovery", "sns", "sts", "wafv2",
 )  # fmt: skip
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
 

@@ -400,6 +400,9 @@ PRICERS: dict[str, Pricer] = {
     "aws:cloudfront/distribution:Distribution": _cloudfront,
     "aws:wafv2/webAcl:WebAcl": _web_acl,
     "aws:route53/zone:Zone": _monthly("route53_zone_month", "Route 53 hosted zone"),
+    "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace": _monthly(
+        "route53_zone_month", "Cloud Map private namespace (a Route 53 private zone)"
+    ),
     "gcp:sql/databaseInstance:DatabaseInstance": _cloud_sql,
     "gcp:redis/instance:Instance": _memorystore,
     "gcp:cloudrunv2/service:Service": _cloud_run,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
@@ -37,7 +37,10 @@ def _all_ips() -> gcp.compute.SecurityPolicyRuleMatchArgs:
 @dataclass(frozen=True)
 class EdgeArgs:
     settings: EnvironmentSettings
+    # The Cloud Run service that answers every path no rule claims.
     service_name: pulumi.Input[str]
+    # Services routed by path: manifest name -> (Cloud Run service name, path prefixes).
+    routes: dict[str, tuple[pulumi.Input[str], list[str]]] = field(default_factory=dict)
 
 
 class Edge(pulumi.ComponentResource):
@@ -139,9 +142,53 @@ class Edge(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        # A serverless NEG and backend per routed service, each behind the same Cloud Armor policy;
+        # a URL-map path matcher sends each service's prefixes to it.
+        path_rules = []
+        for service, (run_name, paths) in sorted(args.routes.items()):
+            group = gcp.compute.RegionNetworkEndpointGroup(
+                f"{name}-{service}-neg",
+                gcp.compute.RegionNetworkEndpointGroupArgs(
+                    name=f"{prefix}-{service}",
+                    region=settings.gcp.region,
+                    network_endpoint_type="SERVERLESS",
+                    cloud_run=gcp.compute.RegionNetworkEndpointGroupCloudRunArgs(service=run_name),
+                ),
+                opts=child,
+            )
+            routed = gcp.compute.BackendService(
+                f"{name}-{service}-backend",
+                gcp.compute.BackendServiceArgs(
+                    name=f"{prefix}-{service}",
+                    load_balancing_scheme="EXTERNAL_MANAGED",
+                    protocol="HTTPS",
+                    backends=[gcp.compute.BackendServiceBackendArgs(group=group.id)],
+                    security_policy=armor.self_link,
+                    log_config=gcp.compute.BackendServiceLogConfigArgs(
+                        enable=True, sample_rate=1.0
+                    ),
+                ),
+                opts=child,
+            )
+            path_rules.append(
+                gcp.compute.URLMapPathMatcherPathRuleArgs(paths=paths, service=routed.id)
+            )
         url_map = gcp.compute.URLMap(
             f"{name}-url-map",
-            gcp.compute.URLMapArgs(name=f"{prefix}-api", default_service=backend.id),
+            gcp.compute.URLMapArgs(
+                name=f"{prefix}-api",
+                default_service=backend.id,
+                host_rules=[gcp.compute.URLMapHostRuleArgs(hosts=["*"], path_matcher="services")]
+                if path_rules
+                else None,
+                path_matchers=[
+                    gcp.compute.URLMapPathMatcherArgs(
+                        name="services", default_service=backend.id, path_rules=path_rules
+                    )
+                ]
+                if path_rules
+                else None,
+            ),
             opts=child,
         )
 

@@ -49,6 +49,8 @@ class ObservabilityArgs:
     health_host: pulumi.Input[str]
     health_path: str
     health_https: bool
+    # The manifest name of the service behind the load balancer's default route.
+    front_service: str = "api"
 
 
 class Observability(pulumi.ComponentResource):
@@ -131,7 +133,7 @@ class Observability(pulumi.ComponentResource):
                 '"',
             )
 
-        api = settings.services["api"]
+        api = settings.services[args.front_service]
         connections = max_connections(settings.database.cloud_sql_tier)
         thresholds: list[tuple[Threshold, pulumi.Input[str], pulumi.Input[str] | None]] = [
             (

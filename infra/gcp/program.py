@@ -32,10 +32,14 @@ def main() -> None:
     if settings.gcp.project not in settings.gcp.allowed_projects:  # pragma: no cover
         raise ValueError(f"project {settings.gcp.project} is not allowed")
     services = stack.services()
-    public = sorted(name for name, manifest in services.items() if manifest.public)
-    if len(public) != 1:
-        raise SettingsError(SERVICES_DIR, "public", f"GCP serves one public service, not {public}")
-    front = services[public[0]]
+    public = sorted(
+        (m for m in services.values() if m.public), key=lambda m: (bool(m.paths), m.priority)
+    )
+    if not public:
+        raise SettingsError(SERVICES_DIR, "public", "no public service for the load balancer")
+    # The URL map needs a default backend: the public service without paths, or else the routed
+    # service with the first priority (on AWS the listener answers 404 there instead).
+    front = public[0]
 
     provider = gcp.Provider(
         "gcp",
@@ -129,7 +133,15 @@ def main() -> None:
     )
     edge = Edge(
         "edge",
-        EdgeArgs(settings=settings, service_name=compute.service_names[front.name]),
+        EdgeArgs(
+            settings=settings,
+            service_name=compute.service_names[front.name],
+            routes={
+                m.name: (compute.service_names[m.name], m.paths)
+                for m in public
+                if m.paths and m is not front
+            },
+        ),
         opts=opts,
     )
     domain = settings.gcp.domain
@@ -138,6 +150,7 @@ def main() -> None:
         ObservabilityArgs(
             settings=settings,
             api_service_name=compute.service_names[front.name],
+            front_service=front.name,
             database_instance_name=database.instance_name,
             replica_names=database.replica_names,
             redis_instance_name=cache.instance_name,
