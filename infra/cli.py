@@ -11,9 +11,10 @@ import datetime as dt
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from infra.errors import EXIT_ERROR, EXIT_OK, InfraError
 from infra.plans.diff import StackDiff
 from infra.plans.model import Plan
 from infra.plans.outcome import StackOutcome
@@ -21,17 +22,12 @@ from infra.plans.report import Verdict
 from infra.settings import (
     Cloud,
     EnvironmentSettings,
-    SettingsError,
     known_environments,
     load_environment,
 )
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_DRIFT = 2
 
-
-class UsageError(Exception):
+class UsageError(InfraError):
     """A command-line mistake, reported in one line."""
 
 
@@ -496,27 +492,11 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from infra.cost.prices import PricesError  # noqa: PLC0415
-    from infra.delivery.affected import AffectedError  # noqa: PLC0415
-    from infra.delivery.commands import ERRORS as GITHUB_ERRORS  # noqa: PLC0415
-    from infra.delivery.freeze import FreezeError  # noqa: PLC0415
-    from infra.delivery.promote import PromotionError  # noqa: PLC0415
-    from infra.plans.diff import DiffError  # noqa: PLC0415
-    from infra.plans.model import PlanError  # noqa: PLC0415
-    from infra.plans.offline import RenderError  # noqa: PLC0415
-
-    known: tuple[type[Exception], ...] = (
-        SettingsError, UsageError, PlanError, RenderError, DiffError, AffectedError, FreezeError,
-        PromotionError, PricesError, *GITHUB_ERRORS,
-    )  # fmt: skip
     try:
         code: int = args.func(args)
-    except known as exc:
+    except InfraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return code

@@ -26,7 +26,10 @@ from pydantic import (
     field_validator,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from infra import errors
+from infra.errors import InfraError
+
+REPO_ROOT = errors.REPO_ROOT
 ENVIRONMENTS_DIR = REPO_ROOT / "environments"
 SERVICES_DIR = REPO_ROOT / "services"
 DEFAULTS_FILE = "defaults.toml"
@@ -37,19 +40,10 @@ PINS_FILE = "pins.toml"
 PROMOTION_ORDER = ("dev", "staging", "production")
 
 
-class SettingsError(Exception):
+class SettingsError(InfraError):
     """A problem in an environment file, named by file and key."""
 
-    def __init__(self, file: Path | str, key: str | None, message: str) -> None:
-        path = Path(file)
-        # Name files as a person in the repository would type them.
-        self.file = (
-            str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
-        )
-        self.key = key
-        self.message = message
-        where = f"{self.file}: key '{key}'" if key else self.file
-        super().__init__(f"{where}: {message}")
+    file: str  # always named
 
 
 class Cloud(StrEnum):

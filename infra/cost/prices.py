@@ -10,17 +10,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from infra.errors import InfraError
+
 PRICES_FILE = Path(__file__).resolve().parent / "prices.toml"
 
 Price = Annotated[float, Field(ge=0)]
 
 
-class PricesError(Exception):
+class PricesError(InfraError):
     """A price file that cannot be used, named by file and key."""
-
-    def __init__(self, file: Path, key: str | None, message: str) -> None:
-        where = f"{file}: key '{key}'" if key else str(file)
-        super().__init__(f"{where}: {message}")
 
 
 class _Model(BaseModel):

@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from infra.errors import InfraError
 from infra.settings import (
     DEFAULTS_FILE,
     PINS_FILE,
@@ -30,7 +31,7 @@ _NO_STACK_DIRS = frozenset({"docs", "tests", ".github"})
 _NO_STACK_FILES = frozenset({"LICENSE", ".gitignore", ".pre-commit-config.yaml"})
 
 
-class AffectedError(Exception):
+class AffectedError(InfraError):
     """A base ref git cannot diff against."""
 
 

@@ -16,16 +16,14 @@ from typing import TYPE_CHECKING
 from github import GithubException
 
 from infra.delivery.comment import (
-    CommentError,
     comment_body,
     expected_stacks,
     marker,
     read_reports,
     with_missing,
 )
-from infra.delivery.github import GitHubError, connection, message, repository, upsert_comment
+from infra.delivery.github import connection, message, repository, upsert_comment
 from infra.delivery.release import (
-    ReleaseError,
     app_repository,
     deployed_commits,
     open_or_update_pr,
@@ -41,8 +39,6 @@ if TYPE_CHECKING:
     from github.Repository import Repository
 
     from infra.delivery.reviewed import Decision
-
-ERRORS: tuple[type[Exception], ...] = (GitHubError, CommentError, ReleaseError)
 
 
 def run_url(environ: dict[str, str] | None = None) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from infra.delivery.github import BODY_LIMIT
+from infra.errors import InfraError
 from infra.plans.outcome import StackOutcome
 from infra.plans.report import outcome_table
 
@@ -19,7 +20,7 @@ from infra.plans.report import outcome_table
 _MARGIN = 1_000
 
 
-class CommentError(Exception):
+class CommentError(InfraError):
     """Input the comment cannot be built from (a malformed matrix)."""
 
 

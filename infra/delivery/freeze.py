@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from infra.errors import InfraError
 from infra.settings import EnvironmentSettings, Weekday
 
 # datetime.weekday() numbering: Monday is 0.
@@ -17,7 +18,7 @@ _WEEKDAYS = (Weekday.MON, Weekday.TUE, Weekday.WED, Weekday.THU, Weekday.FRI, We
              Weekday.SUN)  # fmt: skip
 
 
-class FreezeError(Exception):
+class FreezeError(InfraError):
     """A change into a frozen environment without a break-glass reason."""
 
 

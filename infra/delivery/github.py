@@ -16,13 +16,15 @@ from github import Auth, Github, GithubException
 from github.Issue import Issue
 from github.Repository import Repository
 
+from infra.errors import InfraError
+
 # "Body is too long (maximum is 65536 characters)": GitHub's 422 for a longer issue or comment
 # body (seen in peter-evans/create-or-update-comment#182, danger/danger#424, release-please#1034).
 BODY_LIMIT = 65_536
 DEFAULT_API_URL = "https://api.github.com"
 
 
-class GitHubError(Exception):
+class GitHubError(InfraError):
     """A GitHub call that could not be made or was refused; the message is one line."""
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.delivery.freeze import FreezeError, check_freeze, utc_now
+from infra.errors import InfraError
 from infra.plans.diff import StackDiff, diff_plan_sets
 from infra.plans.model import Plan, PlanError, load_plan
 from infra.plans.report import Verdict, markdown
@@ -37,7 +38,7 @@ from infra.settings import (
 )
 
 
-class PromotionError(Exception):
+class PromotionError(InfraError):
     """A promotion that cannot go ahead; the message is one line and nothing was changed."""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.errors import InfraError
 from infra.plans.model import Plan, load_plan
 from infra.plans.stateful import RESTORE_INPUTS, is_replica, is_stateful, restore_keys
 from infra.settings import REPO_ROOT
@@ -23,7 +24,7 @@ DESTRUCTIVE_OPS = frozenset({
 })  # fmt: skip
 
 
-class DiffError(Exception):
+class DiffError(InfraError):
     """A git ref that cannot be rendered."""
 
 

@@ -10,14 +10,13 @@ provider can only apply by replacing the resource counts as a replacement here.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.plans.allowances import Allowance
 from infra.plans.diff import Change, StackDiff
-from infra.plans.model import PlanError
+from infra.plans.formats import Preview, Step, Urn, read_preview
 from infra.plans.report import Verdict
 from infra.plans.stateful import is_replica, restore_keys
 
@@ -135,62 +134,41 @@ def guard(
 # -- live: `pulumi preview --json` ---------------------------------------------------------------
 
 
-def _type_of_urn(urn: str) -> str:
-    parts = urn.split("::")
-    return parts[2].split("$")[-1] if len(parts) >= 4 else ""
+def _replica(step: Step) -> bool:
+    """A read replica (before or after the step) holds no data of its own."""
+    states = (step.new_state, step.old_state)
+    return any(state is not None and is_replica(step.type, state.inputs) for state in states)
 
 
-def _stack_key(urn: str) -> str:
-    # urn:pulumi:<stack>::<project>::...; projects are billing-aws and billing-gcp.
-    parts = urn.removeprefix("urn:pulumi:").split("::")
-    project = parts[1] if len(parts) > 1 else ""
-    return f"{parts[0]}-{project.removeprefix('billing-')}"
+def _change(step: Step) -> Change:
+    keys = step.keys
+    state = step.new_state or step.old_state
+    if step.op == "create" and state is not None:
+        # A created database names the restore it starts from, if any.
+        keys = restore_keys(step.type, state.inputs)
+    return Change(step.urn, step.type, step.op, keys, replica=_replica(step))
 
 
-def diff_from_preview(data: object, source: Path | str) -> StackDiff:
-    """The changes in one stack's `pulumi preview --json` output, from its steps."""
-    if not isinstance(data, dict):
-        raise PlanError(source, None, "a preview is a JSON object")
-    steps = data.get("steps", [])
-    if not isinstance(steps, list):
-        raise PlanError(source, "steps", "not a list")
-    changes: list[Change] = []
+def changes_from_preview(preview: Preview) -> list[Change]:
+    """The changes in one stack's ``pulumi preview --json``: every step that is not unchanged."""
+    return [_change(step) for step in preview.steps if step.changed]
+
+
+def diff_from_preview(preview: Preview) -> StackDiff:
+    """One stack's preview as a diff, keyed ``<env>-<cloud>`` from its URNs."""
     stack = ""
-    for index, step in enumerate(steps):
-        if not isinstance(step, dict):
-            raise PlanError(source, f"steps[{index}]", "not an object")
-        urn, op = step.get("urn"), step.get("op")
-        if not isinstance(urn, str) or not isinstance(op, str):
-            raise PlanError(source, f"steps[{index}]", "needs string 'urn' and 'op'")
-        stack = stack or _stack_key(urn)
-        if op == "same":
-            continue
-        state = step.get("newState") or step.get("oldState") or {}
-        type_ = state.get("type") if isinstance(state, dict) else None
-        reasons = step.get("replaceReasons") or step.get("diffReasons") or []
-        keys = [str(k) for k in reasons] if isinstance(reasons, list) else []
-        type_ = type_ if isinstance(type_, str) else _type_of_urn(urn)
-        inputs = state.get("inputs") if isinstance(state, dict) else None
-        if op == "create" and isinstance(inputs, dict):
-            keys = restore_keys(type_, inputs)
-        replica = any(
-            isinstance(s, dict)
-            and isinstance(s.get("inputs"), dict)
-            and is_replica(type_, s["inputs"])
-            for s in (step.get("newState"), step.get("oldState"))
-        )
-        changes.append(Change(urn, type_, op, keys, replica=replica))
-    return StackDiff(stack, changes)
+    try:
+        urn = Urn.parse(preview.steps[0].urn)
+    except (IndexError, ValueError):
+        pass  # no steps, or none that names a stack
+    else:
+        # Projects are billing-aws and billing-gcp.
+        stack = f"{urn.stack}-{urn.project.removeprefix('billing-')}"
+    return StackDiff(stack, changes_from_preview(preview))
 
 
 def load_preview(path: Path) -> StackDiff:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlanError(path, None, "file not found") from None
-    except json.JSONDecodeError as exc:
-        raise PlanError(path, None, f"malformed JSON: {exc}") from None
-    return diff_from_preview(data, path)
+    return diff_from_preview(read_preview(path))
 
 
 # -- report --------------------------------------------------------------------------------------

@@ -18,9 +18,21 @@ from typing import Any
 import yaml
 from pulumi import automation as auto
 
+from infra.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK
 from infra.plans import drift as drift_report
 from infra.plans.diff import StackDiff
-from infra.plans.model import SECRET, UNKNOWN, Plan, PlanError, Resource
+from infra.plans.formats import (
+    STACK_TYPE,
+    Preview,
+    ResourceState,
+    Urn,
+    decode,
+    parse_preview,
+    read_preview,
+    redact,
+)
+from infra.plans.guard import changes_from_preview
+from infra.plans.model import Plan, PlanError, Resource
 from infra.plans.offline import PROJECTS
 from infra.settings import (
     ENVIRONMENTS_DIR,
@@ -32,11 +44,6 @@ from infra.settings import (
 )
 
 STACKS_DIR = REPO_ROOT / "infra" / "stacks"
-
-# Wire-format markers the engine leaves in JSON output (see sdk/go/common/resource/sig).
-_SIG_KEY = "4dabf18193072939515e22adb298388d"
-_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-_UNKNOWN_VALUE = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 
 class LiveError(PlanError):
@@ -190,62 +197,31 @@ def _first_error_line(text: str) -> str:
     return (errors or lines or ["the Pulumi CLI failed"])[-1]
 
 
-def _redact(value: Any) -> Any:
-    """Live JSON values as plan files hold them: secrets and unknowns as markers."""
-    if isinstance(value, dict):
-        if value.get(_SIG_KEY) == _SECRET_SIG:
-            return SECRET
-        return {key: _redact(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_redact(item) for item in value]
-    if value == _UNKNOWN_VALUE:
-        return UNKNOWN
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def _resource(state: dict[str, Any], where: str, source: str) -> Resource:
-    def field(key: str, kind: type, default: Any) -> Any:
-        value = state.get(key, default)
-        if value is None:
-            value = default
-        if not isinstance(value, kind):
-            raise PlanError(source, f"{where}.newState.{key}", f"not {kind.__name__}")
-        return value
-
-    urn = field("urn", str, "")
-    type_ = field("type", str, "")
-    if not urn or not type_:
-        raise PlanError(source, f"{where}.newState.{'urn' if not urn else 'type'}", "missing")
+def _resource(state: ResourceState) -> Resource:
     return Resource(
-        urn=urn,
-        type=type_,
-        name=urn.split("::")[-1],
-        parent=field("parent", str, ""),
-        protect=field("protect", bool, False),  # noqa: FBT003 - a default, not a flag
-        inputs=_redact(field("inputs", dict, {})),
-        dependencies=sorted(set(field("dependencies", list, []))),
-        custom=field("custom", bool, False),  # noqa: FBT003
-        provider=field("provider", str, ""),
+        urn=state.urn,
+        type=state.type,
+        name=Urn.parse(state.urn).name,
+        parent=state.parent,
+        protect=state.protect,
+        inputs=redact(state.inputs),
+        dependencies=sorted(set(state.dependencies)),
+        custom=state.custom,
+        provider=state.provider,
     )
 
 
-def plan_from_preview(data: object, env: EnvironmentSettings, cloud: Cloud, source: str) -> Plan:
+def plan_from_preview(preview: Preview, env: EnvironmentSettings, cloud: Cloud) -> Plan:
     """A plan from live ``pulumi preview --json``: one resource per step with a newState."""
-    steps = drift_report.parse_preview(data, source)
     resources = []
     outputs: dict[str, Any] = {}
-    for index, step in enumerate(steps):
+    for step in preview.steps:
         # A delete has no newState: the resource is not in the plan.
         if step.new_state is None:
             continue
-        resource = _resource(step.new_state, f"steps[{index}]", source)
-        resources.append(resource)
-        if resource.type == "pulumi:pulumi:Stack":
-            raw_outputs = step.new_state.get("outputs") or {}
-            if isinstance(raw_outputs, dict):
-                outputs = _redact(raw_outputs)
+        resources.append(_resource(step.new_state))
+        if step.new_state.type == STACK_TYPE:
+            outputs = redact(step.new_state.outputs)
     project = PROJECTS[cloud]
     return Plan(
         environment=env.name,
@@ -288,8 +264,6 @@ def preview_with_changes(
     env: EnvironmentSettings, cloud: Cloud, *, save_plan: Path | None = None
 ) -> tuple[Plan, StackDiff]:
     """Preview one stack live: its plan, and its steps as changes against the deployed state."""
-    from infra.plans.guard import diff_from_preview  # noqa: PLC0415 - guard imports this module's peers
-
     stack = open_stack(env, cloud)
     source = f"pulumi preview --json ({env.name}-{cloud.value})"
     if save_plan is not None:
@@ -297,11 +271,9 @@ def preview_with_changes(
     stdout, stderr, ok = _run_preview(stack, source, refresh=False, save_plan=save_plan)
     if not ok:
         raise LiveError(source, None, stderr)
-    data = drift_report.decode(stdout, source)
-    changes = diff_from_preview(data, source).changes
-    return plan_from_preview(data, env, cloud, source), StackDiff(
-        f"{env.name}-{cloud.value}", changes
-    )
+    preview = parse_preview(decode(stdout, source), source)
+    changes = StackDiff(f"{env.name}-{cloud.value}", changes_from_preview(preview))
+    return plan_from_preview(preview, env, cloud), changes
 
 
 def up(env: EnvironmentSettings, cloud: Cloud, plan_file: Path | None = None) -> str:
@@ -354,7 +326,7 @@ def drift_stack(env: EnvironmentSettings, cloud: Cloud) -> drift_report.DriftRep
         stdout, stderr, ok = _run_preview(stack, source, refresh=True, save_plan=None)
         # --expect-no-changes exits non-zero on drift; the JSON on stdout still says what drifted.
         try:
-            steps = drift_report.parse_preview(drift_report.decode(stdout, source), source)
+            steps = parse_preview(decode(stdout, source), source).steps
         except PlanError as exc:
             raise LiveError(source, None, stderr if not ok else str(exc)) from None
         report = drift_report.DriftReport(name, steps)
@@ -380,19 +352,19 @@ def drift(stacks: Sequence[tuple[EnvironmentSettings, Cloud]], out_dir: Path) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.md").write_text(drift_report.summary_markdown(reports), encoding="utf-8")
     codes = {r.exit_code for r in reports}
-    for code in (drift_report.EXIT_ERROR, drift_report.EXIT_DRIFT):
+    for code in (EXIT_ERROR, EXIT_DRIFT):
         if code in codes:
             return code
-    return drift_report.EXIT_CLEAN
+    return EXIT_OK
 
 
 def drift_from_file(path: Path, out_dir: Path) -> int:
     """Analyse a saved ``pulumi preview --json``; write ``out_dir/<stem>.md``; 0, 2, or 1."""
     try:
-        steps = drift_report.read_preview(path)
+        steps = read_preview(path).steps
     except PlanError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return drift_report.EXIT_ERROR
+        return EXIT_ERROR
     report = drift_report.DriftReport(path.stem, steps)
     _finish(report, out_dir)
     return report.exit_code

@@ -17,14 +17,8 @@ from google.protobuf import json_format
 from pulumi.runtime import mocks
 from pulumi.runtime.settings import get_project, get_stack
 
-from infra.plans.model import SECRET, UNKNOWN, Resource
-
-# Markers of the Pulumi wire format (sdk/python/lib/pulumi/runtime/rpc.py).
-_SIG_KEY = "4dabf18193072939515e22adb298388d"
-_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-_RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
-_OUTPUT_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
-_UNKNOWN_VALUE = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+from infra.plans.formats import STACK_TYPE, Urn, redact, secret
+from infra.plans.model import Resource
 
 
 class UnansweredInvokeError(Exception):
@@ -131,7 +125,7 @@ class OfflineMocks(mocks.Mocks):
         # The engine marks a resource's additionalSecretOutputs secret; so do the mocks.
         for key in self._secret_outputs.get((args.typ, args.name), []):
             if key in state:
-                state[key] = {_SIG_KEY: _SECRET_SIG, "value": state[key]}
+                state[key] = secret(state[key])
         return resource_id, state
 
     def call(self, args: mocks.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
@@ -140,28 +134,6 @@ class OfflineMocks(mocks.Mocks):
         if answer is None:
             raise UnansweredInvokeError(args.token)
         return answer(args.args, self.target)
-
-
-def _clean(value: Any) -> Any:  # noqa: PLR0911 - one return per wire-format case
-    """Wire-format values as a reader wants them: secrets redacted, numbers as ints."""
-    if isinstance(value, dict):
-        sig = value.get(_SIG_KEY)
-        if sig == _SECRET_SIG:
-            return SECRET
-        if sig == _RESOURCE_SIG:
-            return value.get("urn", "")
-        if sig == _OUTPUT_SIG:
-            if value.get("secret"):
-                return SECRET
-            return _clean(value["value"]) if "value" in value else UNKNOWN
-        return {key: _clean(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_clean(item) for item in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if value == _UNKNOWN_VALUE:
-        return UNKNOWN
-    return value
 
 
 class RecordingMonitor(mocks.MockMonitor):
@@ -174,12 +146,7 @@ class RecordingMonitor(mocks.MockMonitor):
         super().__init__(self.offline_mocks)
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
-        # As the engine builds them: the parent's full qualified type, except the root Stack's.
-        if parent and type_ != "pulumi:pulumi:Stack":
-            parent_type = parent.split("::")[2]
-            if parent_type != "pulumi:pulumi:Stack":
-                type_ = f"{parent_type}${type_}"
-        return "::".join(["urn:pulumi:" + get_stack(), get_project(), type_, name])
+        return str(Urn.of_child(get_stack(), get_project(), parent, type_, name))
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
         # The mocks see only type and name; hand them the parent to build the same URN.
@@ -187,7 +154,7 @@ class RecordingMonitor(mocks.MockMonitor):
         self.offline_mocks._parents[key] = request.parent  # noqa: SLF001
         self.offline_mocks._secret_outputs[key] = list(request.additionalSecretOutputs)  # noqa: SLF001
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
-        inputs = _clean(json_format.MessageToDict(request.object))
+        inputs = redact(json_format.MessageToDict(request.object))
         self.recorded.append(
             Resource(
                 urn=response.urn,
@@ -204,8 +171,8 @@ class RecordingMonitor(mocks.MockMonitor):
         return response
 
     def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-        if request.urn.split("::")[2] == "pulumi:pulumi:Stack":
-            self.stack_outputs = _clean(json_format.MessageToDict(request.outputs))
+        if Urn.parse(request.urn).qualified_type == STACK_TYPE:
+            self.stack_outputs = redact(json_format.MessageToDict(request.outputs))
         return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
 
 

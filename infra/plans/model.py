@@ -12,18 +12,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from infra.errors import InfraError
+
 Mode = Literal["offline", "live"]
 PLAN_DIR = Path("build/plans")
 SECRET = "[secret]"
 UNKNOWN = "[unknown]"
 
 
-class PlanError(Exception):
+class PlanError(InfraError):
     """A plan or preview file that cannot be read, named by file and key."""
-
-    def __init__(self, file: Path | str, key: str | None, message: str) -> None:
-        where = f"{file}: key '{key}'" if key else str(file)
-        super().__init__(f"{where}: {message}")
 
 
 @dataclass(frozen=True)

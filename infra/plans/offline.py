@@ -10,6 +10,7 @@ import pulumi
 from pulumi.runtime import mocks, settings, stack
 from pulumi.runtime.sync_await import _sync_await
 
+from infra.errors import InfraError
 from infra.manifests import ServiceManifest
 from infra.plans.mocks import RecordingMonitor, Target, UnansweredInvokeError
 from infra.plans.model import Plan
@@ -19,7 +20,7 @@ from infra.stack import rendering
 PROJECTS = {Cloud.AWS: "billing-aws", Cloud.GCP: "billing-gcp"}
 
 
-class RenderError(Exception):
+class RenderError(InfraError):
     """A stack program that failed under the mock runtime."""
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from infra.plans.diff import Change, StackDiff
+from infra.plans.formats import short
 from infra.plans.model import Plan
 from infra.plans.outcome import StackOutcome
 from infra.plans.stateful import is_stateful
@@ -19,12 +20,6 @@ class Verdict:
     title: str
     ok: bool
     markdown: str
-
-
-def _short(urn: str) -> str:
-    # urn:pulumi:<stack>::<project>::<qualified type>::<name> -> "<type> <name>"
-    parts = urn.split("::")
-    return f"{parts[2].split('$')[-1]} {parts[-1]}" if len(parts) >= 4 else urn
 
 
 def summary(plan: Plan) -> str:
@@ -45,7 +40,7 @@ def summary(plan: Plan) -> str:
 
 def _change_line(change: Change) -> str:
     keys = f" ({', '.join(change.keys)})" if change.keys else ""
-    return f"- `{change.op}` {_short(change.urn)}{keys}"
+    return f"- `{change.op}` {short(change.urn)}{keys}"
 
 
 def diff_markdown(diff: StackDiff) -> str:

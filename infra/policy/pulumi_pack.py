@@ -24,6 +24,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
+from infra.plans.formats import Urn
 from infra.policy.rules import RULES, Context, ResourceView, Rule
 from infra.settings import Enforcement, EnvironmentSettings, SettingsError, environment
 
@@ -32,7 +33,7 @@ PACK_NAME = "billing-platform"
 
 def stack_of(urn: str) -> str:
     """The stack name in ``urn:pulumi:<stack>::<project>::<type>::<name>``."""
-    return urn.removeprefix("urn:pulumi:").split("::", 1)[0]
+    return Urn.parse(urn).stack
 
 
 def _settings(urn: str) -> EnvironmentSettings | None:

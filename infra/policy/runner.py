@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from infra.plans.formats import short
 from infra.plans.model import Plan
 from infra.plans.report import Verdict
 from infra.policy.rules import RULES, Context, ResourceView, Rule, rules_by_name
@@ -152,11 +153,6 @@ def evaluate(
     )
 
 
-def _short(urn: str) -> str:
-    parts = urn.split("::")
-    return f"{parts[2].split('$')[-1]} {parts[-1]}" if len(parts) >= 4 else urn
-
-
 def verdict(result: PolicyResult) -> Verdict:
     """The report section: counts, then every finding, mandatory failures first."""
     failures = result.failures
@@ -180,7 +176,7 @@ def verdict(result: PolicyResult) -> Verdict:
             else:
                 level = "**mandatory**" if f.blocking else f.level.value
             lines.append(f"| {f.stack} | `{f.rule}` ({', '.join(f.controls)}) | {level} | "
-                         f"{_short(f.urn)} | {f.message} |")  # fmt: skip
+                         f"{short(f.urn)} | {f.message} |")  # fmt: skip
     return Verdict("Policy", result.ok, "\n".join(lines))
 
 
@@ -189,7 +185,7 @@ def console(result: PolicyResult) -> str:
     lines = []
     for f in sorted(result.findings, key=lambda f: (not f.blocking, f.stack, f.rule, f.urn)):
         mark = "FAIL" if f.blocking else ("exempt" if f.exemption else f.level.value)
-        lines.append(f"{mark:9s} {f.stack:18s} {f.rule}: {_short(f.urn)}: {f.message}")
+        lines.append(f"{mark:9s} {f.stack:18s} {f.rule}: {short(f.urn)}: {f.message}")
     status = "pass" if result.ok else "FAIL"
     lines.append(
         f"policy: {status} ({result.rules} rules, {result.resources} resources, "

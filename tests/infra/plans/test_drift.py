@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.plans import drift, live
+from infra.plans import live
+from infra.plans.formats import read_preview
 from infra.plans.model import PlanError
 from infra.settings import REPO_ROOT
 
@@ -98,7 +99,7 @@ def test_unchanging_ops_are_not_drift(op: str, tmp_path: Path) -> None:
 
 
 def test_changed_keys_come_from_detailed_diff_and_reasons() -> None:
-    steps = drift.read_preview(DRIFTED)
+    steps = read_preview(DRIFTED).steps
     by_name = {s.name: s for s in steps}
     assert by_name["database-instance"].keys == ["engineVersion"]
     assert by_name["network-app-sg"].keys == ["ingress", "ingress[0].cidrBlocks[0]", "tags.owner"]
@@ -110,9 +111,9 @@ MALFORMED = {
     "not_json.json": ('{"steps": [', None, "malformed JSON"),
     "empty.json": ("", None, "empty"),
     "list.json": ("[]", None, "not a `pulumi preview --json` object"),
-    "no_steps.json": ('{"changeSummary": {}}', "steps", "missing or not a list"),
-    "steps_object.json": ('{"steps": {"op": "same"}}', "steps", "missing or not a list"),
-    "step_string.json": ('{"steps": ["create"]}', "steps[0]", "not an object"),
+    "no_steps.json": ('{"changeSummary": {}}', "steps", "required key is missing"),
+    "steps_object.json": ('{"steps": {"op": "same"}}', "steps", "valid list"),
+    "step_string.json": ('{"steps": ["create"]}', "steps[0]", "valid dictionary"),
     "no_op.json": ('{"steps": [{"urn": "urn:pulumi:dev::p::t::n"}]}', "steps[0].op", "missing"),
     "no_urn.json": (
         '{"steps": [{"op": "same", "urn": "u"}, {"op": "create"}]}',
@@ -122,7 +123,7 @@ MALFORMED = {
     "bad_diff.json": (
         '{"steps": [{"op": "update", "urn": "u", "detailedDiff": []}]}',
         "steps[0].detailedDiff",
-        "not an object",
+        "valid dictionary",
     ),
 }
 
@@ -149,7 +150,7 @@ def test_malformed_preview_is_an_error_naming_file_and_key(
 
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="file not found"):
-        drift.read_preview(tmp_path / "absent.json")
+        read_preview(tmp_path / "absent.json")
     assert live.drift_from_file(tmp_path / "absent.json", tmp_path / "out") == 1
 
 
@@ -181,6 +182,6 @@ def test_cli_drift_from_malformed_json_fails_cleanly(tmp_path: Path) -> None:
     bad.write_text('{"steps": [{"op": "update"}]}', encoding="utf-8")
     result = _cli("drift", "--from-json", str(bad), "--out", str(tmp_path / "drift"), cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"error: {bad}: key 'steps[0].urn': missing or not a string")
+    assert result.stderr.strip() == (f"error: {bad}: key 'steps[0].urn': required key is missing")
     assert "no drift" not in result.stdout.lower()
     assert not (tmp_path / "drift").exists()

@@ -110,7 +110,7 @@ def test_live_preview_steps_are_guarded(tmp_path: Path) -> None:
     path.write_text(json.dumps(_preview(
         {"op": "same", "urn": urn.replace("database-instance", "x")},
         {"op": "create-replacement", "urn": urn, "replaceReasons": ["name"],
-         "newState": {"type": "gcp:sql/databaseInstance:DatabaseInstance"}},
+         "newState": {"urn": urn, "type": "gcp:sql/databaseInstance:DatabaseInstance"}},
         {"op": "delete-replaced", "urn": urn},
     )), encoding="utf-8")  # fmt: skip
     diff = guard.load_preview(path)
@@ -125,7 +125,7 @@ def test_live_preview_steps_are_guarded(tmp_path: Path) -> None:
 def test_malformed_preview_names_the_key(tmp_path: Path) -> None:
     path = tmp_path / "preview.json"
     path.write_text(json.dumps({"steps": [{"op": "delete"}]}), encoding="utf-8")
-    with pytest.raises(PlanError, match=r"key 'steps\[0\]'"):
+    with pytest.raises(PlanError, match=r"key 'steps\[0\]\.urn': required key is missing"):
         guard.load_preview(path)
     path.write_text("{", encoding="utf-8")
     with pytest.raises(PlanError, match="malformed JSON"):

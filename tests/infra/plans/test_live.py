@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from infra.plans import live
+from infra.plans.formats import parse_preview
 from infra.plans.model import SECRET, UNKNOWN, Plan, PlanError, load_plan
 from infra.plans.offline import render
 from infra.settings import REPO_ROOT, Cloud, EnvironmentSettings, SettingsError, environment
@@ -315,7 +316,7 @@ def test_malformed_new_state_names_the_key() -> None:
     state = {"urn": urn, "type": "aws:s3/bucket:Bucket", "inputs": ["not", "an", "object"]}
     data = {"steps": [{"op": "create", "urn": urn, "newState": state}]}
     with pytest.raises(PlanError, match=r"preview\.json: key 'steps\[0\]\.newState\.inputs'"):
-        live.plan_from_preview(data, environment("dev"), Cloud.AWS, "preview.json")
+        live.plan_from_preview(parse_preview(data, "preview.json"), environment("dev"), Cloud.AWS)
 
 
 def test_preview_without_engine_events_is_an_error(standin: Standin) -> None:
