@@ -42,7 +42,11 @@ def _sync(session: nox.Session, *groups: str) -> None:
 
 
 def _environment_names() -> list[str]:
-    order = ["dev", "staging", "production"]
+    """Environments in promotion order (environments/promotion.toml), then any others by name."""
+    try:
+        order = list(tomllib.loads((ENVIRONMENTS / "promotion.toml").read_text())["order"])
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        order = []  # the loader in `python -m infra` names the file and key; let it report
     found = {p.parent.name for p in ENVIRONMENTS.glob("*/settings.toml")}
     return [e for e in order if e in found] + sorted(found - set(order))
 

@@ -7,6 +7,7 @@ all read through here, so every bad input reads the same way:
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -62,3 +63,21 @@ def load_toml_model(path: Path, model: type[Model], error: type[Error]) -> Model
         return model.model_validate(read_toml(path, error))
     except ValidationError as exc:
         raise first_error(exc, path, error) from None
+
+
+def read_text(path: Path, error: type[Error]) -> str:
+    """A UTF-8 file's text, or ``error`` naming the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(path, None, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(path, None, f"cannot read: {exc}") from None
+
+
+def decode_json(text: str, source: Path | str, error: type[Error]) -> object:
+    """Decoded JSON, or ``error`` naming the source."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(source, None, f"malformed JSON: {exc}") from None

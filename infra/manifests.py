@@ -7,15 +7,15 @@ names and default CPU and memory. Both clouds' programs and ``nox -s local`` rea
 
 from __future__ import annotations
 
-import tomllib
 import zlib
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from infra.loading import load_toml_model
 from infra.settings import SERVICES_DIR, SettingsError, service_names
 
 
@@ -116,20 +116,7 @@ class ServiceManifest(BaseModel):
 
 def load_manifest(path: Path) -> ServiceManifest:
     """Read and validate one manifest, or raise SettingsError naming the file and key."""
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise SettingsError(path, None, "file is missing") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(path, None, f"invalid TOML: {exc}") from None
-    try:
-        manifest = ServiceManifest.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        key = ".".join(str(p) for p in error["loc"])
-        message = "unknown key" if error["type"] == "extra_forbidden" else str(error["msg"])
-        raise SettingsError(path, key, message) from None
+    manifest = load_toml_model(path, ServiceManifest, SettingsError)
     if manifest.name != path.parent.name:
         raise SettingsError(path, "name", f"'{manifest.name}' differs from the folder name")
     if manifest.public and (manifest.port is None or manifest.health_path is None):

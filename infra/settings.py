@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
-import tomllib
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -21,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -28,6 +28,7 @@ from pydantic import (
 
 from infra import errors
 from infra.errors import InfraError
+from infra.loading import describe, key_of, load_toml_model, read_toml
 
 REPO_ROOT = errors.REPO_ROOT
 ENVIRONMENTS_DIR = REPO_ROOT / "environments"
@@ -35,9 +36,8 @@ SERVICES_DIR = REPO_ROOT / "services"
 DEFAULTS_FILE = "defaults.toml"
 SETTINGS_FILE = "settings.toml"
 PINS_FILE = "pins.toml"
-
-# The order changes move through; each environment's upstream is the one before it.
-PROMOTION_ORDER = ("dev", "staging", "production")
+# The promotion order and each environment's tier.
+PROMOTION_FILE = "promotion.toml"
 
 
 class SettingsError(InfraError):
@@ -49,6 +49,19 @@ class SettingsError(InfraError):
 class Cloud(StrEnum):
     AWS = "aws"
     GCP = "gcp"
+
+
+class Tier(StrEnum):
+    """What an environment is held to; environments/promotion.toml gives each one its tier."""
+
+    DEV = "dev"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+    @property
+    def hardened(self) -> bool:
+        """Stricter policy rules and the destructive-change guard apply."""
+        return self is not Tier.DEV
 
 
 class NatGateways(StrEnum):
@@ -115,6 +128,7 @@ LogRetention = Annotated[int, AfterValidator(_log_retention)]
 
 class _Model(BaseModel):
     # strict: "2" is not an integer and 1 is not a string; extra: an unknown key is an error.
+    # Enum fields are Strict(strict=False): TOML has no enums, so their values arrive as strings.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
@@ -124,7 +138,7 @@ class AwsSettings(_Model):
     allowed_account_ids: Annotated[list[str], Field(min_length=1)]
     availability_zones: Annotated[int, Field(ge=2, le=6)]
     vpc_cidr: Cidr
-    nat_gateways: NatGateways
+    nat_gateways: Annotated[NatGateways, Strict(strict=False)]
     certificate_arn: Annotated[
         str, Field(pattern=r"^arn:aws:acm:[a-z0-9-]+:\d{12}:certificate/.+$")
     ]
@@ -149,11 +163,6 @@ class AwsSettings(_Model):
         if account is not None and account not in value:
             raise ValueError(f"account_id {account} is not in allowed_account_ids {value}")
         return value
-
-    @field_validator("nat_gateways", mode="before")
-    @classmethod
-    def _nat_from_str(cls, value: object) -> object:
-        return NatGateways(value) if isinstance(value, str) and value in set(NatGateways) else value
 
 
 class GcpSettings(_Model):
@@ -255,20 +264,13 @@ class RestoreSettings(_Model):
     backup_id: Annotated[int, Field(ge=1)] | None = None
     # Serve from the restored instance; false restores beside the live one for a check first.
     switch: bool = True
-    original: OriginalDatabase = OriginalDatabase.KEEP
+    original: Annotated[OriginalDatabase, Strict(strict=False)] = OriginalDatabase.KEEP
 
     @field_validator("point_in_time")
     @classmethod
     def _utc(cls, value: dt.datetime | None) -> dt.datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("must carry a UTC offset, for example 2026-11-29T07:55:00Z")
-        return value
-
-    @field_validator("original", mode="before")
-    @classmethod
-    def _original_from_str(cls, value: object) -> object:
-        if isinstance(value, str) and value in set(OriginalDatabase):
-            return OriginalDatabase(value)
         return value
 
     @field_validator("original")
@@ -317,15 +319,8 @@ class DatabaseSettings(_Model):
 class CacheSettings(_Model):
     node_type: Annotated[str, Field(pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$")]
     nodes: Annotated[int, Field(ge=1, le=6)]
-    memorystore_tier: MemorystoreTier
+    memorystore_tier: Annotated[MemorystoreTier, Strict(strict=False)]
     memorystore_size_gb: Annotated[int, Field(ge=1, le=300)]
-
-    @field_validator("memorystore_tier", mode="before")
-    @classmethod
-    def _tier_from_str(cls, value: object) -> object:
-        if isinstance(value, str) and value in set(MemorystoreTier):
-            return MemorystoreTier(value)
-        return value
 
 
 class ServiceScaling(_Model):
@@ -401,17 +396,10 @@ _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 class WeeklyFreeze(_Model):
     """A recurring weekly change freeze, in UTC (for example Friday afternoons)."""
 
-    days: Annotated[list[Weekday], Field(min_length=1)]
+    days: Annotated[list[Annotated[Weekday, Strict(strict=False)]], Field(min_length=1)]
     start: Annotated[str, Field(pattern=_HHMM)]
     end: Annotated[str, Field(pattern=_HHMM)]
     reason: Annotated[str, Field(min_length=1)]
-
-    @field_validator("days", mode="before")
-    @classmethod
-    def _days_from_str(cls, value: object) -> object:
-        if isinstance(value, list):
-            return [Weekday(v) if isinstance(v, str) and v in set(Weekday) else v for v in value]
-        return value
 
     @field_validator("end")
     @classmethod
@@ -460,17 +448,36 @@ class PolicyExemption(_Model):
 class PolicySettings(_Model):
     """Per-environment enforcement overrides (rule name -> level) and exemptions."""
 
-    enforcement: dict[str, Enforcement] = {}
+    enforcement: dict[str, Annotated[Enforcement, Strict(strict=False)]] = {}
     exemptions: list[PolicyExemption] = []
 
-    @field_validator("enforcement", mode="before")
+
+class Promotion(_Model):
+    """environments/promotion.toml: the promotion order and each environment's tier."""
+
+    order: Annotated[list[str], Field(min_length=1)]
+    tier: dict[str, Annotated[Tier, Strict(strict=False)]]
+
+    @field_validator("order")
     @classmethod
-    def _levels_from_str(cls, value: object) -> object:
-        if isinstance(value, dict):
-            known = set(Enforcement)
-            return {k: Enforcement(v) if isinstance(v, str) and v in known else v
-                    for k, v in value.items()}  # fmt: skip
+    def _once_each(cls, value: list[str]) -> list[str]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} listed more than once")
         return value
+
+    @field_validator("tier")
+    @classmethod
+    def _tier_for_each(cls, value: dict[str, Tier], info: ValidationInfo) -> dict[str, Tier]:
+        missing = [name for name in info.data.get("order", []) if name not in value]
+        if missing:
+            raise ValueError(f"no tier for {', '.join(missing)}")
+        return value
+
+    @property
+    def hardened(self) -> list[str]:
+        """The environments whose tier is hardened, in promotion order."""
+        return [name for name in self.order if self.tier[name].hardened]
 
 
 class GithubSettings(_Model):
@@ -485,7 +492,8 @@ class EnvironmentSettings(_Model):
     """Everything that differs between environments, after defaults are applied."""
 
     name: str
-    clouds: Annotated[list[Cloud], Field(min_length=1)]
+    tier: Tier
+    clouds: Annotated[list[Annotated[Cloud, Strict(strict=False)]], Field(min_length=1)]
     branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9._/\-]+$")]
     cost_centre: str
     repository: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$")]
@@ -503,16 +511,9 @@ class EnvironmentSettings(_Model):
     github: GithubSettings = GithubSettings()
     pins: Pins
 
-    @field_validator("clouds", mode="before")
-    @classmethod
-    def _clouds_from_str(cls, value: object) -> object:
-        if isinstance(value, list):
-            return [Cloud(v) if isinstance(v, str) and v in set(Cloud) else v for v in value]
-        return value
-
     @property
     def is_production(self) -> bool:
-        return self.name == "production"
+        return self.tier is Tier.PRODUCTION
 
     def stacks(self) -> list[tuple[str, Cloud]]:
         return [(self.name, cloud) for cloud in self.clouds]
@@ -521,21 +522,26 @@ class EnvironmentSettings(_Model):
 # -- loading -------------------------------------------------------------------------------------
 
 
+@cache
+def promotion(root: Path = ENVIRONMENTS_DIR) -> Promotion:
+    """The promotion order and the tiers, from ``environments/promotion.toml``."""
+    return load_toml_model(root / PROMOTION_FILE, Promotion, SettingsError)
+
+
+def promotion_order(root: Path = ENVIRONMENTS_DIR) -> list[str]:
+    return list(promotion(root).order)
+
+
+def tier_of(name: str, root: Path = ENVIRONMENTS_DIR) -> Tier | None:
+    """An environment's tier; None for a name environments/promotion.toml does not list."""
+    return promotion(root).tier.get(name)
+
+
 def known_environments(root: Path = ENVIRONMENTS_DIR) -> list[str]:
     """Environment names: the folders of environments/ with a settings file, in promotion order."""
     found = {p.parent.name for p in root.glob(f"*/{SETTINGS_FILE}")}
-    ordered = [e for e in PROMOTION_ORDER if e in found]
+    ordered = [e for e in promotion_order(root) if e in found]
     return ordered + sorted(found - set(ordered))
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise SettingsError(path, None, "file is missing") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(path, None, f"invalid TOML: {exc}") from None
 
 
 def _merge(
@@ -570,10 +576,9 @@ def _record(data: dict[str, Any], file: Path, origin: dict[tuple[str, ...], Path
 def _first_error(
     exc: ValidationError, origin: dict[tuple[str, ...], Path], fallback: Path
 ) -> SettingsError:
+    """The first error, naming the file that supplied the key (or its nearest parent)."""
     error = exc.errors(include_url=False)[0]
     loc = tuple(str(part) for part in error["loc"])
-    # Name the file that supplied the key (or its nearest parent); a missing key is the
-    # environment's own settings file's to add.
     file = fallback
     if error["type"] == "missing":
         # A missing key belongs in the environment's own file (or its pins file).
@@ -584,15 +589,8 @@ def _first_error(
             if loc[:length] in origin:
                 file = origin[loc[:length]]
                 break
-    if loc and loc[0] == "pins":
-        loc = loc[1:]
-    message = str(error["msg"])
-    if error["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif error["type"] == "missing":
-        message = "required key is missing"
-    message = message.removeprefix("Value error, ")
-    return SettingsError(file, ".".join(loc) or None, message)
+    key = error["loc"][1:] if loc[:1] == ("pins",) else error["loc"]
+    return SettingsError(file, key_of(key), describe(error))
 
 
 def service_names(services_dir: Path = SERVICES_DIR) -> list[str]:
@@ -612,11 +610,14 @@ def load_environment(  # noqa: PLR0912, PLR0915 - one check after another, each 
     defaults_file = root / DEFAULTS_FILE
     settings_file = root / name / SETTINGS_FILE
     pins_file = root / name / PINS_FILE
-    defaults = _read_toml(defaults_file)
-    overrides = _read_toml(settings_file)
-    pins = _read_toml(pins_file)
+    defaults = read_toml(defaults_file, SettingsError)
+    overrides = read_toml(settings_file, SettingsError)
+    pins = read_toml(pins_file, SettingsError)
 
-    for forbidden in ("name", "pins"):
+    tier = tier_of(name, root)
+    if tier is None:
+        raise SettingsError(root / PROMOTION_FILE, f"tier.{name}", "required key is missing")
+    for forbidden in ("name", "tier", "pins"):
         for file, data in ((defaults_file, defaults), (settings_file, overrides)):
             if forbidden in data:
                 raise SettingsError(file, forbidden, "unknown key")
@@ -636,7 +637,9 @@ def load_environment(  # noqa: PLR0912, PLR0915 - one check after another, each 
                 merged["pulumi"] = {k: v for k, v in merged["pulumi"].items() if k != cloud.value}
 
     try:
-        settings = EnvironmentSettings.model_validate({**merged, "name": name, "pins": pins})
+        settings = EnvironmentSettings.model_validate(
+            {**merged, "name": name, "tier": tier, "pins": pins}
+        )
     except ValidationError as exc:
         raise _first_error(exc, origin, settings_file) from None
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from infra.errors import InfraError
+from infra.loading import load_toml_model
 
 PRICES_FILE = Path(__file__).resolve().parent / "prices.toml"
 
@@ -60,19 +60,7 @@ class Prices(_Model):
 
 
 def load_prices(path: Path = PRICES_FILE) -> Prices:
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise PricesError(path, None, "file is missing") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PricesError(path, None, f"invalid TOML: {exc}") from None
-    try:
-        return Prices.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        key = ".".join(str(part) for part in error["loc"])
-        raise PricesError(path, key or None, str(error["msg"])) from None
+    return load_toml_model(path, Prices, PricesError)
 
 
 @cache

@@ -16,13 +16,20 @@ from typing import TYPE_CHECKING
 from github import GithubException
 
 from infra.delivery.comment import (
+    CommentError,
     comment_body,
     expected_stacks,
     marker,
     read_reports,
     with_missing,
 )
-from infra.delivery.github import connection, message, repository, upsert_comment
+from infra.delivery.github import (
+    GitHubError,
+    connection,
+    message,
+    repository,
+    upsert_comment,
+)
 from infra.delivery.release import (
     app_repository,
     deployed_commits,

@@ -30,11 +30,11 @@ from infra.plans.model import Plan, PlanError, load_plan
 from infra.plans.report import Verdict, markdown
 from infra.settings import (
     PINS_FILE,
-    PROMOTION_ORDER,
     REPO_ROOT,
     EnvironmentSettings,
     SettingsError,
     load_environment,
+    promotion_order,
 )
 
 
@@ -165,17 +165,18 @@ def pin_changes(before: dict[str, str], after: dict[str, str]) -> list[PinChange
 
 def check_order(source: str, target: str) -> None:
     """Raise PromotionError unless ``source`` comes right before ``target`` in the order."""
-    order = " -> ".join(PROMOTION_ORDER)
+    chain = promotion_order()
+    order = " -> ".join(chain)
     for name in (source, target):
-        if name not in PROMOTION_ORDER:
+        if name not in chain:
             raise PromotionError(f"unknown environment '{name}' (promotion order: {order})")
-    upstream = PROMOTION_ORDER.index(target) - 1
+    upstream = chain.index(target) - 1
     if upstream < 0:
         raise PromotionError(f"{target} is first in the promotion order ({order})")
-    if PROMOTION_ORDER[upstream] != source:
+    if chain[upstream] != source:
         raise PromotionError(
             f"{source} is not {target}'s upstream: {target} takes changes from "
-            f"{PROMOTION_ORDER[upstream]} (promotion order: {order})"
+            f"{chain[upstream]} (promotion order: {order})"
         )
 
 

@@ -7,14 +7,13 @@ Pulumi SDK.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from infra.loading import first_error
+from infra.loading import decode_json, first_error, read_text
 from infra.plans.model import SECRET, UNKNOWN, PlanError
 
 # -- URNs ----------------------------------------------------------------------------------------
@@ -205,18 +204,9 @@ def decode(text: str, source: Path | str) -> object:
     """Decode preview JSON text, or raise PlanError naming the source."""
     if not text.strip():
         raise PlanError(source, None, "empty: no `pulumi preview --json` output")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanError(source, None, f"malformed JSON: {exc}") from None
+    return decode_json(text, source, PlanError)
 
 
 def read_preview(path: Path) -> Preview:
     """A saved ``pulumi preview --json`` file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanError(path, None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(path, None, f"cannot read: {exc}") from None
-    return parse_preview(decode(text, path), path)
+    return parse_preview(decode(read_text(path, PlanError), path), path)

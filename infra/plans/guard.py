@@ -1,6 +1,7 @@
-"""Destructive-change guard: no stateful resource is deleted or replaced in staging or production
-unless its URN is allowed: reviewed in ``environments/<env>/allow-replace.toml`` (with a reason
-and an expiry date; see ``infra.plans.allowances``) or named for one run with ``--allow-replace``.
+"""Destructive-change guard: no stateful resource is deleted or replaced in an environment of a
+hardened tier (staging, production) unless its URN is allowed: reviewed in
+``environments/<env>/allow-replace.toml`` (with a reason and an expiry date; see
+``infra.plans.allowances``) or named for one run with ``--allow-replace``.
 
 It reads an offline diff (``preview --against REF``) or the steps of a live
 ``pulumi preview --json``. An offline diff sees only inputs, so an update to an input that the
@@ -18,49 +19,8 @@ from infra.plans.allowances import Allowance
 from infra.plans.diff import Change, StackDiff
 from infra.plans.formats import Preview, Step, Urn, read_preview
 from infra.plans.report import Verdict
-from infra.plans.stateful import is_replica, restore_keys
-
-GUARDED_ENVIRONMENTS = frozenset({"staging", "production"})
-
-# Inputs whose change forces a replacement (the providers' ForceNew arguments), per stateful type.
-REPLACE_KEYS: dict[str, frozenset[str]] = {
-    "aws:rds/instance:Instance": frozenset({
-        "identifier", "identifierPrefix", "engine", "storageEncrypted", "kmsKeyId", "username",
-        "dbName", "availabilityZone", "characterSetName", "snapshotIdentifier", "timezone",
-        "restoreToPointInTime",
-    }),
-    "aws:rds/cluster:Cluster": frozenset({
-        "clusterIdentifier", "engine", "storageEncrypted", "kmsKeyId", "masterUsername",
-        "databaseName", "availabilityZones",
-    }),
-    "aws:elasticache/replicationGroup:ReplicationGroup": frozenset({
-        "replicationGroupId", "atRestEncryptionEnabled", "kmsKeyId", "subnetGroupName", "engine",
-        "snapshotArns", "snapshotName",
-    }),
-    "aws:s3/bucket:Bucket": frozenset({"bucket", "bucketPrefix", "objectLockEnabled"}),
-    "aws:s3/bucketV2:BucketV2": frozenset({"bucket", "bucketPrefix", "objectLockEnabled"}),
-    "aws:kms/key:Key": frozenset({
-        "customerMasterKeySpec", "keyUsage", "multiRegion", "customKeyStoreId",
-    }),
-    "aws:secretsmanager/secret:Secret": frozenset({"name", "namePrefix"}),
-    "aws:cloudwatch/logGroup:LogGroup": frozenset({"name", "namePrefix"}),
-    "aws:ecr/repository:Repository": frozenset({"name"}),
-    "aws:dynamodb/table:Table": frozenset({"name", "hashKey", "rangeKey"}),
-    "gcp:sql/databaseInstance:DatabaseInstance": frozenset({
-        "name", "region", "project", "databaseVersion", "masterInstanceName", "encryptionKeyName",
-        "clone",
-    }),
-    "gcp:sql/database:Database": frozenset({"name", "instance", "project"}),
-    "gcp:redis/instance:Instance": frozenset({
-        "name", "region", "project", "tier", "locationId", "authorizedNetwork", "connectMode",
-        "transitEncryptionMode", "reservedIpRange", "customerManagedKey",
-    }),
-    "gcp:storage/bucket:Bucket": frozenset({"name", "location", "project"}),
-    "gcp:kms/cryptoKey:CryptoKey": frozenset({"name", "keyRing", "purpose"}),
-    "gcp:kms/keyRing:KeyRing": frozenset({"name", "location", "project"}),
-    "gcp:secretmanager/secret:Secret": frozenset({"secretId", "replication", "project"}),
-    "gcp:artifactregistry/repository:Repository": frozenset({"repositoryId", "location", "format"}),
-}  # fmt: skip
+from infra.plans.stateful import REPLACE_KEYS, is_replica, restore_keys
+from infra.settings import promotion, tier_of
 
 
 def as_replacement(change: Change) -> Change:
@@ -114,7 +74,8 @@ def guard(
     result.reasons.update(reasons)
     used: set[str] = set()
     for diff in diffs:
-        if environment_of(diff.stack) not in GUARDED_ENVIRONMENTS:
+        tier = tier_of(environment_of(diff.stack))
+        if tier is None or not tier.hardened:
             continue
         result.checked.append(diff.stack)
         for change in map(as_replacement, diff.changes):
@@ -187,7 +148,7 @@ def verdict(result: GuardResult | None) -> Verdict:
             "for deletions and replacements of stateful resources."
         ))  # fmt: skip
     checked = ", ".join(result.checked) or "no guarded stacks"
-    guarded = ", ".join(sorted(GUARDED_ENVIRONMENTS))
+    guarded = ", ".join(sorted(promotion().hardened))
     lines = [f"Checked {checked} against {result.source} (guarded: {guarded})."]
     if result.expired:
         lines += [

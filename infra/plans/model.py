@@ -12,7 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+
 from infra.errors import InfraError
+from infra.loading import decode_json, first_error, read_text
 
 Mode = Literal["offline", "live"]
 PLAN_DIR = Path("build/plans")
@@ -24,6 +27,8 @@ class PlanError(InfraError):
     """A plan or preview file that cannot be read, named by file and key."""
 
 
+# Strict: a plan file's "true" is not a boolean, nor 1 a string; unknown fields are ignored.
+@with_config(ConfigDict(strict=True))
 @dataclass(frozen=True)
 class Resource:
     urn: str
@@ -37,6 +42,7 @@ class Resource:
     provider: str = ""
 
 
+@with_config(ConfigDict(strict=True))
 @dataclass(frozen=True)
 class Plan:
     environment: str
@@ -71,57 +77,18 @@ class Plan:
         return path
 
 
-_RESOURCE_FIELDS = {"urn": str, "type": str, "name": str, "parent": str, "protect": bool,
-                    "inputs": dict, "dependencies": list}  # fmt: skip
+_PLAN = TypeAdapter(Plan)
 
 
 def plan_from_dict(data: object, source: Path | str) -> Plan:
     """Validate a decoded plan file; raise PlanError naming the first bad key."""
     if not isinstance(data, dict):
         raise PlanError(source, None, "a plan is a JSON object")
-    for key in ("environment", "cloud", "stack", "mode"):
-        if not isinstance(data.get(key), str):
-            raise PlanError(source, key, "missing or not a string")
-    if data["mode"] not in ("offline", "live"):
-        raise PlanError(source, "mode", "must be 'offline' or 'live'")
-    raw = data.get("resources")
-    if not isinstance(raw, list):
-        raise PlanError(source, "resources", "missing or not a list")
-    resources = []
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise PlanError(source, f"resources[{index}]", "not an object")
-        for name, kind in _RESOURCE_FIELDS.items():
-            if not isinstance(item.get(name), kind):
-                raise PlanError(
-                    source, f"resources[{index}].{name}", f"missing or not {kind.__name__}"
-                )
-        resources.append(
-            Resource(
-                urn=item["urn"],
-                type=item["type"],
-                name=item["name"],
-                parent=item["parent"],
-                protect=item["protect"],
-                inputs=item["inputs"],
-                dependencies=item["dependencies"],
-                custom=bool(item.get("custom", True)),
-                provider=str(item.get("provider", "")),
-            )
-        )
-    outputs = data.get("outputs", {})
-    if not isinstance(outputs, dict):
-        raise PlanError(source, "outputs", "not an object")
-    return Plan(data["environment"], data["cloud"], data["stack"], data["mode"], resources, outputs)
+    try:
+        return _PLAN.validate_python(data)
+    except ValidationError as exc:
+        raise first_error(exc, source, PlanError) from None
 
 
 def load_plan(path: Path) -> Plan:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanError(path, None, "file not found") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanError(path, None, f"malformed JSON: {exc}") from None
-    return plan_from_dict(data, path)
+    return plan_from_dict(decode_json(read_text(path, PlanError), path, PlanError), path)

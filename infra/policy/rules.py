@@ -15,11 +15,9 @@ from typing import Any
 
 from infra.plans.model import UNKNOWN
 from infra.plans.stateful import is_replica, is_stateful
-from infra.settings import Enforcement, EnvironmentSettings
+from infra.settings import Enforcement, EnvironmentSettings, Tier, tier_of
 from infra.tagging import REQUIRED_LABELS, REQUIRED_TAGS
 
-# Environments where data loss or an outage costs more than a redeploy.
-HARDENED = frozenset({"staging", "production"})
 WORLD = frozenset({"0.0.0.0/0", "::/0"})
 # Ports the public load balancer may open to the world.
 WEB_PORTS = frozenset({80, 443})
@@ -44,18 +42,26 @@ class Context:
 
     environment: str
     min_log_retention_days: int = 1
+    # None: the tier environments/promotion.toml gives the environment (a stack of no
+    # environment there is held to the dev tier's rules).
+    tier: Tier | None = None
+
+    @property
+    def _tier(self) -> Tier:
+        return self.tier or tier_of(self.environment) or Tier.DEV
 
     @property
     def production(self) -> bool:
-        return self.environment == "production"
+        return self._tier is Tier.PRODUCTION
 
     @property
     def hardened(self) -> bool:
-        return self.environment in HARDENED
+        """Data loss or an outage costs more than a redeploy (staging and production tiers)."""
+        return self._tier.hardened
 
     @classmethod
     def of(cls, settings: EnvironmentSettings) -> Context:
-        return cls(settings.name, settings.logs.retention_days)
+        return cls(settings.name, settings.logs.retention_days, settings.tier)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import Cloud, NatGateways, SettingsError, known_environments, load_environment
+from infra.plans.diff import Change, StackDiff
+from infra.plans.guard import guard
+from infra.policy.rules import Context
+from infra.settings import (
+    Cloud,
+    NatGateways,
+    SettingsError,
+    Tier,
+    known_environments,
+    load_environment,
+    promotion,
+)
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -92,6 +103,11 @@ BAD_FILES = [
                  id="bad-default-names-defaults-file"),
     pytest.param("dev/settings.toml", "[aws]\n", "[aws\n",
                  "dev/settings.toml", None, "invalid TOML", id="malformed-toml"),
+    pytest.param("production/settings.toml", 'nat_gateways = "per_az"', 'nat_gateways = "three"',
+                 "production/settings.toml", "aws.nat_gateways", "'single' or 'per_az'",
+                 id="unknown-enum-value"),
+    pytest.param("staging/settings.toml", 'branch = "staging"', 'branch = "staging"\ntier = "dev"',
+                 "staging/settings.toml", "tier", "unknown key", id="tier-only-in-promotion-file"),
     pytest.param("production/settings.toml", "cpu = 1024\nmemory = 2048",
                  "cpu = 1024\nmemory = 512",
                  "production/settings.toml", "services.api.memory", "does not fit",
@@ -163,5 +179,66 @@ def test_freeze_window_needs_utc_offset(environments_copy: Path) -> None:
     )
     with pytest.raises(SettingsError) as caught:
         load_environment("production", root=environments_copy)
-    assert caught.value.key == "freeze.0.start"
+    assert caught.value.key == "freeze[0].start"
     assert "UTC offset" in caught.value.message
+
+
+def _add_environment(root: Path, name: str, tier: str | None) -> None:
+    """A copy of staging named ``name``, listed last in promotion.toml with ``tier``."""
+    (root / name).mkdir()
+    for file in ("settings.toml", "pins.toml"):
+        (root / name / file).write_text((root / "staging" / file).read_text())
+    edit(root / name / "settings.toml", 'branch = "staging"', f'branch = "{name}"')
+    if tier is not None:
+        edit(root / "promotion.toml", '"production"]', f'"production", "{name}"]')
+        (root / "promotion.toml").write_text(
+            (root / "promotion.toml").read_text() + f'{name} = "{tier}"\n'
+        )
+
+
+def test_tiers_and_order_come_from_the_promotion_file(environments_copy: Path) -> None:
+    assert [load_environment(e).tier for e in promotion().order] == list(Tier)
+    _add_environment(environments_copy, "preprod", "production")
+    assert known_environments(environments_copy)[-1] == "preprod"
+    preprod = load_environment("preprod", root=environments_copy)
+    assert preprod.tier is Tier.PRODUCTION
+    assert preprod.is_production
+    assert Context.of(preprod).production
+    assert Context.of(preprod).hardened
+
+
+def test_the_guard_follows_the_tier_not_the_name() -> None:
+    database = Change("urn:pulumi:x::billing-aws::aws:rds/instance:Instance::db",
+                      "aws:rds/instance:Instance", "delete")  # fmt: skip
+    result = guard([StackDiff(f"{env}-aws", [database]) for env in promotion().order])
+    assert [stack for stack, _ in result.blocked] == ["staging-aws", "production-aws"]
+    assert not Context("dev").hardened
+    assert Context("staging").hardened
+    assert not Context("staging").production
+
+
+def test_an_environment_without_a_tier_names_the_promotion_file(environments_copy: Path) -> None:
+    _add_environment(environments_copy, "qa", None)
+    with pytest.raises(SettingsError) as caught:
+        load_environment("qa", root=environments_copy)
+    assert caught.value.file.endswith("promotion.toml")
+    assert caught.value.key == "tier.qa"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "message"),
+    [
+        ('"production"]', '"production", "dev"]', "order", "dev listed more than once"),
+        ('production = "production"', 'production = "live"', "tier.production", "'production'"),
+        ('production = "production"\n', "", "tier", "no tier for production"),
+    ],
+)
+def test_a_bad_promotion_file_names_the_key(
+    environments_copy: Path, old: str, new: str, key: str, message: str
+) -> None:
+    edit(environments_copy / "promotion.toml", old, new)
+    with pytest.raises(SettingsError) as caught:
+        load_environment("dev", root=environments_copy)
+    assert caught.value.file.endswith("promotion.toml")
+    assert caught.value.key == key
+    assert message in caught.value.message

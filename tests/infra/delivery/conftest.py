@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import ENVIRONMENTS_DIR, PROMOTION_ORDER, REPO_ROOT
+from infra.settings import ENVIRONMENTS_DIR, REPO_ROOT, promotion_order
 from tests.infra.delivery.fake_github import WORKFLOW_TOKEN, FakeGitHub, serve
 
 
@@ -111,7 +111,7 @@ def make_remote(tmp_path: Path, *, with_code: bool) -> Remote:
     git(seed, "add", "-A")
     git(seed, "commit", "--quiet", "-m", "initial")
     git(seed, "remote", "add", "origin", str(bare))
-    for branch in PROMOTION_ORDER:
+    for branch in promotion_order():
         git(seed, "push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")
     shutil.rmtree(seed)
     return Remote(bare, tmp_path)

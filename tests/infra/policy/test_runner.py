@@ -162,7 +162,7 @@ def test_policy_settings_load_from_the_environment_file(environments_copy: Path)
     )
     with pytest.raises(SettingsError) as caught:
         load_environment("dev", environments_copy)
-    assert caught.value.key == "policy.exemptions.0.expires"
+    assert caught.value.key == "policy.exemptions[0].expires"
 
 
 def test_pulumi_policy_pack_wraps_the_same_rules() -> None:
