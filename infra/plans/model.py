@@ -80,15 +80,21 @@ class Plan:
 _PLAN = TypeAdapter(Plan)
 
 
-def plan_from_dict(data: object, source: Path | str) -> Plan:
-    """Validate a decoded plan file; raise PlanError naming the first bad key."""
-    if not isinstance(data, dict):
+def parse_plan(text: str, source: Path | str) -> Plan:
+    """Validate a plan file's text; raise PlanError naming the first bad key."""
+    if not isinstance(decode_json(text, source, PlanError), dict):
         raise PlanError(source, None, "a plan is a JSON object")
     try:
-        return _PLAN.validate_python(data)
+        # JSON mode: strict types, and objects for the dataclasses.
+        return _PLAN.validate_json(text)
     except ValidationError as exc:
         raise first_error(exc, source, PlanError) from None
 
 
+def plan_from_dict(data: object, source: Path | str) -> Plan:
+    """A decoded plan (an edited copy, say), validated exactly as its JSON text would be."""
+    return parse_plan(json.dumps(data), source)
+
+
 def load_plan(path: Path) -> Plan:
-    return plan_from_dict(decode_json(read_text(path, PlanError), path, PlanError), path)
+    return parse_plan(read_text(path, PlanError), path)
