@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from infra.aws.provider import LOCAL_ENDPOINT_KEY
+from infra.errors import InfraError
 from infra.settings import REPO_ROOT, Cloud, SettingsError, environment
 
 STACK_PROJECT = REPO_ROOT / "infra" / "stacks" / "aws"
@@ -32,7 +33,7 @@ MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "te
 LOCAL_PASSPHRASE = "engine-check-local-state"  # noqa: S105
 
 
-class EngineCheckError(Exception):
+class EngineCheckError(InfraError):
     """A step of the real-engine check that failed, named."""
 
 
@@ -133,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check(args.env, Path(args.work).resolve(), args.moto_python)
-    except (EngineCheckError, SettingsError) as exc:
+    except InfraError as exc:
         print(f"error: engine check: {exc}", file=sys.stderr)
         return 1
     return 0
