@@ -198,12 +198,12 @@ def _add_environment(root: Path, name: str, tier: str | None) -> None:
 
 def test_tiers_and_order_come_from_the_promotion_file(environments_copy: Path) -> None:
     assert [load_environment(e).tier for e in promotion().order] == list(Tier)
-    _add_environment(environments_copy, "preprod", "production")
+    _add_environment(environments_copy, "preprod", "staging")
     assert known_environments(environments_copy)[-1] == "preprod"
     preprod = load_environment("preprod", root=environments_copy)
-    assert preprod.tier is Tier.PRODUCTION
-    assert preprod.is_production
-    assert Context.of(preprod).production
+    assert preprod.tier is Tier.STAGING
+    assert not preprod.is_production
+    assert not Context.of(preprod).production
     assert Context.of(preprod).hardened
 
 
