@@ -218,7 +218,7 @@ def test_the_shipped_services_keep_their_default_route() -> None:
     [
         ("public = true\n", "public = false\n", "route.paths", "only a public service"),
         ("[route]\n", "[route]\ninternal = true\n", "route.internal", "not public"),
-        ('paths = ["/presentation/*"]', 'paths = ["presentation"]', "route.paths.0", "pattern"),
+        ('paths = ["/presentation/*"]', 'paths = ["presentation"]', "route.paths[0]", "pattern"),
     ],
 )
 def test_bad_routes_name_the_manifest_and_key(
