@@ -18,7 +18,6 @@ from infra.settings import REPO_ROOT, environment
 
 from .plans.conftest import DATA, Standin
 
-CLEAN = DATA / "clean_production_aws.json"
 CHANGES = DATA / "preview_dev_aws.json"
 DEV_ACCOUNT = "111111111111"
 # Program modules (aws.<module>.*) and the provider endpoint each one's calls go to.
@@ -74,7 +73,7 @@ def test_a_non_loopback_endpoint_is_refused(value: str) -> None:
 def test_the_check_runs_preview_up_preview_destroy(
     standin: Standin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    standin.set(preview=str(CLEAN))
+    standin.set(preview=str(CHANGES))  # creates and updates; after `up`, none
     work = tmp_path / "engine"
     code = engine.main(["--env", "dev", "--work", str(work), "--moto-python", sys.executable])
     assert code == 0, capsys.readouterr().err
@@ -99,7 +98,8 @@ def test_the_check_runs_preview_up_preview_destroy(
 def test_changes_after_up_fail_the_check(
     standin: Standin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    standin.set(preview=str(CHANGES))
+    # A provider that reports a diff on every preview (an input it normalises).
+    standin.set(preview=str(CHANGES), perpetual_diff="network-flow-logs")
     code = engine.main(["--work", str(tmp_path / "engine"), "--moto-python", sys.executable])
     assert code == 1
     err = capsys.readouterr().err
