@@ -6,12 +6,14 @@ each environment's own version pins from environments/<env>/pins.toml.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 import nox
@@ -51,10 +53,12 @@ def _environment_names() -> list[str]:
     return [e for e in order if e in found] + sorted(found - set(order))
 
 
-def _selected_environments(posargs: list[str]) -> list[str]:
-    chosen = [posargs[i + 1] for i, arg in enumerate(posargs[:-1]) if arg == "--env"]
-    chosen += [arg.split("=", 1)[1] for arg in posargs if arg.startswith("--env=")]
-    return chosen or _environment_names()
+def _stack_arguments(posargs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The environments named with ``--env`` and every other argument, in order."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--env", action="append", default=[])
+    known, rest = parser.parse_known_args(list(posargs))
+    return known.env, rest
 
 
 def _pins(env: str) -> dict[str, str]:
@@ -107,25 +111,13 @@ def _python_for_pins(session: nox.Session, pins: dict[str, str]) -> str:
 def _run_infra(session: nox.Session, command: str, posargs: list[str]) -> None:
     """Run `python -m infra COMMAND` once per group of environments that share pins."""
     groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
-    for env in _selected_environments(posargs):
+    named, rest = _stack_arguments(posargs)
+    for env in named or _environment_names():
         groups.setdefault(tuple(sorted(_pins(env).items())), []).append(env)
-    rest = _without_env(posargs)
     for pins, envs in groups.items():
         python = _python_for_pins(session, dict(pins))
         env_args = [a for env in envs for a in ("--env", env)]
         _run_with_exit_code(session, python, "-m", "infra", command, *env_args, *rest)
-
-
-def _without_env(posargs: list[str]) -> list[str]:
-    out, skip = [], False
-    for arg in posargs:
-        if skip:
-            skip = False
-        elif arg == "--env":
-            skip = True
-        elif not arg.startswith("--env="):
-            out.append(arg)
-    return out
 
 
 def _run_with_exit_code(session: nox.Session, *args: str) -> None:
@@ -189,21 +181,8 @@ def typecheck(session: nox.Session) -> None:
 
 
 def _ensure_servers(session: nox.Session) -> None:
-    """Install PostgreSQL 15 and Redis 7 from Debian packages when they are missing."""
-    missing = []
-    if shutil.which("redis-server") is None:
-        missing.append("redis-server")
-    if not Path("/usr/lib/postgresql/15/bin/initdb").exists():
-        missing.append("postgresql-15")
-    if not missing:
-        return
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        session.error(f"install {' '.join(missing)} (Debian packages) to run the tests")
-    session.log(f"Installing {' '.join(missing)} with apt-get (the tests start their own servers)")
-    env = {"DEBIAN_FRONTEND": "noninteractive"}
-    session.run("apt-get", "update", "-qq", external=True, env=env)
-    session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing,
-                external=True, env=env)  # fmt: skip
+    """Install PostgreSQL and Redis when they are missing (.ci/install-servers)."""
+    session.run(str(ROOT / ".ci" / "install-servers"), external=True)
 
 
 @nox.session
@@ -225,7 +204,7 @@ def preview(session: nox.Session) -> None:
 def up(session: nox.Session) -> None:
     """Deploy an environment's stacks through the Automation API: -- --env dev."""
     _sync(session)
-    if "--env" not in " ".join(session.posargs):
+    if not _stack_arguments(session.posargs)[0]:
         session.error("name the environment to deploy: nox -s up -- --env dev")
     _run_infra(session, "up", session.posargs)
 

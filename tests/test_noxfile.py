@@ -53,10 +53,15 @@ def test_pins_are_read_per_environment() -> None:
 
 
 def test_environment_arguments_are_parsed_and_removed() -> None:
-    args = ["--env", "dev", "--offline", "--env=production", "--cloud", "aws"]
-    assert noxfile._selected_environments(args) == ["dev", "production"]
-    assert noxfile._without_env(args) == ["--offline", "--cloud", "aws"]
-    assert noxfile._selected_environments(["--offline"]) == ["dev", "staging", "production"]
+    args = ["--env", "dev", "--offline", "--env=production", "--cloud", "aws", "--against", "HEAD"]
+    assert noxfile._stack_arguments(args) == (
+        ["dev", "production"],
+        ["--offline", "--cloud", "aws", "--against", "HEAD"],
+    )
+    # Not an abbreviation of --env: passed through to `python -m infra`.
+    assert noxfile._stack_arguments(["--en", "x"]) == ([], ["--en", "x"])
+    assert noxfile._stack_arguments(["--offline"]) == ([], ["--offline"])
+    assert noxfile._environment_names() == ["dev", "staging", "production"]
 
 
 def test_environments_sharing_pins_render_in_one_process(
