@@ -359,6 +359,31 @@ class ServiceScaling(_Model):
         return value
 
 
+class ReleaseStrategy(StrEnum):
+    ROLLING = "rolling"
+    BLUE_GREEN = "blue_green"
+
+
+class ReleaseSettings(_Model):
+    """How a new image reaches traffic: replaced task by task, or blue/green with a bake time."""
+
+    strategy: ReleaseStrategy = ReleaseStrategy.ROLLING
+    # Blue/green: minutes the old (blue) tasks stay ready for an instant rollback after traffic
+    # moved to the new ones; alarms firing meanwhile roll the release back.
+    bake_minutes: Annotated[int, Field(ge=0, le=1440)] = 0
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy_from_str(cls, value: object) -> object:
+        if isinstance(value, str) and value in set(ReleaseStrategy):
+            return ReleaseStrategy(value)
+        return value
+
+    @property
+    def blue_green(self) -> bool:
+        return self.strategy is ReleaseStrategy.BLUE_GREEN
+
+
 class LogSettings(_Model):
     retention_days: LogRetention
 
@@ -504,6 +529,7 @@ class EnvironmentSettings(_Model):
     cache: CacheSettings
     services: dict[str, ServiceScaling]
     logs: LogSettings
+    release: ReleaseSettings = ReleaseSettings()
     alarms: AlarmSettings
     freeze: list[FreezeWindow] = []
     freeze_weekly: list[WeeklyFreeze] = []

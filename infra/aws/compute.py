@@ -29,6 +29,14 @@ UNTAGGED_DAYS = 7
 TAGGED_IMAGES = 30
 PAYMENT_GATEWAY = "stripe"
 MIGRATION = "migrate"
+BLUE_GREEN_POLICY = "arn:aws:iam::aws:policy/AmazonECSInfrastructureRolePolicyForLoadBalancers"
+
+
+def release_alarms(settings: EnvironmentSettings, service: str) -> list[str]:
+    """The alarms whose firing rolls a release of a load-balanced ``service`` back: requests
+    failing, or no task passing its health check (both in infra/aws/observability.py)."""
+    prefix = f"billing-{settings.name}"
+    return [f"{prefix}-alb-5xx-rate", f"{prefix}-{service}-no-healthy-targets"]
 
 
 def _assume(service: str) -> str:
@@ -190,6 +198,9 @@ class ComputeArgs:
     vpc_id: pulumi.Input[str]
     # Path rules that attach routed services' target groups; each service waits for its own.
     listener_rules: dict[str, pulumi.Resource]
+    listener_rule_arns: dict[str, pulumi.Output[str]]
+    # Blue/green: each load-balanced service's second target group.
+    alternate_target_group_arns: dict[str, pulumi.Output[str]]
     secret_arns: dict[SecretName, pulumi.Output[str]]
     data_key_arn: pulumi.Input[str]
     logs_key_arn: pulumi.Input[str]
@@ -231,6 +242,7 @@ class Compute(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._namespace: aws.servicediscovery.PrivateDnsNamespace | None = None
+        self._lb_role: aws.iam.Role | None = None
         self.internal_names: dict[str, pulumi.Output[str]] = {}
         settings = args.settings
         production = settings.is_production
@@ -438,6 +450,24 @@ class Compute(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
+    def _load_balancer_role(self) -> aws.iam.Role:
+        """The role ECS assumes to move listener rules and target groups in a blue/green release."""
+        if self._lb_role is None:
+            settings = self._args.settings
+            self._lb_role = aws.iam.Role(
+                f"{self._name}-blue-green-role",
+                aws.iam.RoleArgs(
+                    description="ECS shifts load balancer traffic in blue/green releases",
+                    assume_role_policy=_assume("ecs.amazonaws.com"),
+                    # AWS's managed policy for this role (ECS developer guide, "Amazon ECS
+                    # infrastructure IAM role for load balancers"; awslabs/mcp#1354).
+                    managed_policy_arns=[BLUE_GREEN_POLICY],
+                    tags=tags(settings),
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        return self._lb_role
+
     def _discovery(
         self, service: str, manifest: ServiceManifest
     ) -> aws.ecs.ServiceServiceRegistriesArgs | None:
@@ -494,12 +524,26 @@ class Compute(pulumi.ComponentResource):
         target_group = args.target_group_arns.get(service)
         rule = [args.listener_rules[service]] if service in args.listener_rules else []
         registries = self._discovery(service, manifest)
+        release = settings.release
+        alternate = args.alternate_target_group_arns.get(service)
+        blue_green = release.blue_green and alternate is not None
         load_balancers = (
             [
                 aws.ecs.ServiceLoadBalancerArgs(
                     target_group_arn=target_group,
                     container_name=manifest.name,
                     container_port=manifest.port,
+                    # ECS native blue/green: the alternate group takes the new tasks, ECS shifts
+                    # the production rule to it, with this role (pulumi-aws ecs.Service
+                    # load_balancers[].advanced_configuration; AWS ECS developer guide,
+                    # "Required resources for Amazon ECS blue/green deployments").
+                    advanced_configuration=aws.ecs.ServiceLoadBalancerAdvancedConfigurationArgs(
+                        alternate_target_group_arn=alternate,
+                        production_listener_rule=args.listener_rule_arns[service],
+                        role_arn=self._load_balancer_role().arn,
+                    )
+                    if blue_green and alternate is not None
+                    else None,
                 )
             ]
             if target_group is not None and manifest.port is not None
@@ -528,6 +572,20 @@ class Compute(pulumi.ComponentResource):
                 deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
                     enable=True, rollback=True
                 ),
+                # Blue/green: traffic moves to the new tasks at once, the old ones stay for the
+                # bake time; rolling (dev, staging) replaces tasks one by one.
+                deployment_configuration=aws.ecs.ServiceDeploymentConfigurationArgs(
+                    strategy="BLUE_GREEN", bake_time_in_minutes=str(release.bake_minutes)
+                )
+                if blue_green
+                else None,
+                # An alarm that fires during the release (or its bake time) rolls it back
+                # (ECS deployment alarms; the worker relies on the circuit breaker).
+                alarms=aws.ecs.ServiceAlarmsArgs(
+                    alarm_names=release_alarms(settings, service), enable=True, rollback=True
+                )
+                if blue_green
+                else None,
                 propagate_tags="SERVICE",
                 enable_ecs_managed_tags=True,
                 tags=tags(settings, service),

@@ -23,6 +23,8 @@ ACCESS_LOG_DAYS = 90
 HEALTH_INTERVAL = 30
 HEALTHY_THRESHOLD = 2
 UNHEALTHY_THRESHOLD = 3
+# The last listener-rule priority: a catch-all matched after every routed service's rule.
+CATCH_ALL_PRIORITY = 50000
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Edge(pulumi.ComponentResource):
     https_listener: aws.lb.Listener
     https_listener_arn: pulumi.Output[str]
     listener_rule_arns: dict[str, pulumi.Output[str]]
+    alternate_target_group_arns: dict[str, pulumi.Output[str]]
     listener_rules: dict[str, aws.lb.ListenerRule]
     target_group_arns: dict[str, pulumi.Output[str]]
     target_group_arn_suffixes: dict[str, pulumi.Output[str]]
@@ -126,35 +129,18 @@ class Edge(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[logs_policy]),
         )
 
+        blue_green = settings.release.blue_green
         target_groups: dict[str, aws.lb.TargetGroup] = {}
+        alternates: dict[str, aws.lb.TargetGroup] = {}
         for service, manifest in sorted(args.services.items()):
             if not manifest.public or manifest.port is None or manifest.health_path is None:
                 continue
-            target_groups[service] = aws.lb.TargetGroup(
-                f"{name}-{service}-tg",
-                aws.lb.TargetGroupArgs(
-                    # Auto-named: a replacement (a new port) exists before the listener moves.
-                    port=manifest.port,
-                    protocol="HTTP",
-                    target_type="ip",
-                    vpc_id=args.vpc_id,
-                    # Long enough to finish in-flight requests, short enough for quick deploys.
-                    deregistration_delay=30,
-                    health_check=aws.lb.TargetGroupHealthCheckArgs(
-                        enabled=True,
-                        path=manifest.health_path,
-                        port="traffic-port",
-                        protocol="HTTP",
-                        matcher="200",
-                        interval=HEALTH_INTERVAL,
-                        timeout=5,
-                        healthy_threshold=HEALTHY_THRESHOLD,
-                        unhealthy_threshold=UNHEALTHY_THRESHOLD,
-                    ),
-                    tags=tags(settings, service),
-                ),
-                opts=child,
-            )
+            target_groups[service] = self._target_group(f"{name}-{service}-tg", args, service)
+            if blue_green:
+                # Blue/green: the new tasks register in the other group, and ECS moves the
+                # production rule's traffic between the two (AWS ECS developer guide,
+                # "Application Load Balancer resources for blue/green deployments").
+                alternates[service] = self._target_group(f"{name}-{service}-tg-alt", args, service)
         # The public service without paths answers every path no rule claims; with none, the
         # listener answers 404 itself.
         default_service = next((s for s in target_groups if not args.services[s].paths), None)
@@ -189,26 +175,32 @@ class Edge(pulumi.ComponentResource):
         self.listener_rules = {}
         for service, group_ in sorted(target_groups.items()):
             manifest = args.services[service]
-            if not manifest.paths:
+            if not manifest.paths and not blue_green:
                 continue
             rule = aws.lb.ListenerRule(
                 f"{name}-{service}-route",
                 aws.lb.ListenerRuleArgs(
                     listener_arn=https.arn,
-                    priority=manifest.priority,
+                    # Blue/green needs a production rule for the default service too: a catch-all
+                    # at the last priority, so every routed service's rule is matched first.
+                    priority=manifest.priority if manifest.paths else CATCH_ALL_PRIORITY,
                     actions=[
                         aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=group_.arn)
                     ],
                     conditions=[
                         aws.lb.ListenerRuleConditionArgs(
                             path_pattern=aws.lb.ListenerRuleConditionPathPatternArgs(
-                                values=manifest.paths
+                                values=manifest.paths or ["/*"]
                             )
                         )
                     ],
                     tags=tags(settings, service),
                 ),
-                opts=child,
+                # Blue/green: ECS rewrites the rule's forward action into weights over both groups
+                # on every release (go-to-k/cdk-real-drift#1730); the program leaves them to it.
+                opts=pulumi.ResourceOptions(
+                    parent=self, ignore_changes=["actions"] if blue_green else None
+                ),
             )
             self.listener_rule_arns[service] = rule.arn
             self.listener_rules[service] = rule
@@ -322,6 +314,7 @@ class Edge(pulumi.ComponentResource):
         self.https_listener = https
         self.https_listener_arn = https.arn
         self.target_group_arns = {s: tg.arn for s, tg in target_groups.items()}
+        self.alternate_target_group_arns = {s: tg.arn for s, tg in alternates.items()}
         self.target_group_arn_suffixes = {s: tg.arn_suffix for s, tg in target_groups.items()}
         self.logs_bucket_name = logs.bucket_name
         self.web_acl_arn = web_acl.arn
@@ -333,9 +326,39 @@ class Edge(pulumi.ComponentResource):
                 "alb_zone_id": self.alb_zone_id,
                 "https_listener_arn": self.https_listener_arn,
                 "target_group_arns": self.target_group_arns,
+                "alternate_target_group_arns": self.alternate_target_group_arns,
                 "listener_rule_arns": self.listener_rule_arns,
                 "target_group_arn_suffixes": self.target_group_arn_suffixes,
                 "logs_bucket_name": self.logs_bucket_name,
                 "web_acl_arn": self.web_acl_arn,
             }
+        )
+
+    def _target_group(self, resource: str, args: EdgeArgs, service: str) -> aws.lb.TargetGroup:
+        """A service's target group: its port, health-checked on its health path."""
+        manifest = args.services[service]
+        return aws.lb.TargetGroup(
+            resource,
+            aws.lb.TargetGroupArgs(
+                # Auto-named: a replacement (a new port) exists before the listener moves.
+                port=manifest.port,
+                protocol="HTTP",
+                target_type="ip",
+                vpc_id=args.vpc_id,
+                # Long enough to finish in-flight requests, short enough for quick deploys.
+                deregistration_delay=30,
+                health_check=aws.lb.TargetGroupHealthCheckArgs(
+                    enabled=True,
+                    path=manifest.health_path,
+                    port="traffic-port",
+                    protocol="HTTP",
+                    matcher="200",
+                    interval=HEALTH_INTERVAL,
+                    timeout=5,
+                    healthy_threshold=HEALTHY_THRESHOLD,
+                    unhealthy_threshold=UNHEALTHY_THRESHOLD,
+                ),
+                tags=tags(args.settings, service),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
         )

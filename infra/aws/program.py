@@ -124,6 +124,8 @@ def main() -> None:
             listener=edge.https_listener,
             vpc_id=network.vpc_id,
             listener_rules=dict(edge.listener_rules),
+            listener_rule_arns=edge.listener_rule_arns,
+            alternate_target_group_arns=edge.alternate_target_group_arns,
             secret_arns=secrets.arns,
             data_key_arn=keys.data_key_arn,
             logs_key_arn=keys.logs_key_arn,

@@ -88,7 +88,8 @@ def test_aws_routes_each_prefix_to_its_own_target_group(
 ) -> None:
     plan = plans[Cloud.AWS]
     groups = {r.name.removeprefix("edge-").removesuffix("-tg"): r
-              for r in plan.of_type("aws:lb/targetGroup:TargetGroup")}  # fmt: skip
+              for r in plan.of_type("aws:lb/targetGroup:TargetGroup")
+              if not r.name.endswith("-alt")}  # fmt: skip
     assert {s: g.inputs["port"] for s, g in groups.items()} == {
         s: p for s, (p, _) in ROUTES.items()
     }
@@ -114,6 +115,10 @@ def test_aws_routes_each_prefix_to_its_own_target_group(
         assert by_service[service].urn in ecs.dependencies
         [balancer] = ecs.inputs["loadBalancers"]
         assert balancer["containerPort"] == ROUTES[service][0]
+        # Production releases blue/green: each service shifts its own rule to its second group.
+        advanced = balancer["advancedConfiguration"]
+        assert f"/edge-{service}-route-" in advanced["productionListenerRule"]
+        assert f"/edge-{service}-tg-alt-" in advanced["alternateTargetGroupArn"]
 
 
 def test_priorities_are_stable_when_services_come_and_go(

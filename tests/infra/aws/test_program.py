@@ -390,7 +390,7 @@ def test_load_balancer_tls_redirect_logs_and_headers(
     assert redirect["type"] == "redirect"
     assert redirect["redirect"]["protocol"] == "HTTPS"
     assert redirect["redirect"]["statusCode"] == "HTTP_301"
-    target_group = one(plan, "aws:lb/targetGroup:TargetGroup").inputs
+    target_group = one(plan, "aws:lb/targetGroup:TargetGroup", "edge-api-tg").inputs
     assert target_group["healthCheck"]["path"] == manifests()["api"].health_path
     assert target_group["port"] == manifests()["api"].port
 
