@@ -149,3 +149,11 @@ def test_release_pull_requests_are_opened_with_the_app_token(name: str) -> None:
     for job in workflow["jobs"].values():
         assert job["permissions"]["contents"] == "read"
         assert set(job["permissions"]) <= {"contents", "issues"}
+
+
+def test_the_pin_pull_request_is_opened_with_the_app_token() -> None:
+    workflow = load(REPO_ROOT / ".github" / "workflows" / "services.yml")
+    pin = workflow["jobs"]["pin"]
+    assert pin["permissions"] == {"contents": "read"}
+    [opener] = [s for s in pin["steps"] if "gh pr create" in s.get("run", "")]
+    assert opener["env"]["GH_TOKEN"] == "${{ steps.app.outputs.token }}"
