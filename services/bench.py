@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import httpx
 from sqlalchemy import create_engine, text
 
-from services.billing import devservers
+from services import devservers
 from services.billing.config import DatabaseSettings
 from services.billing.gateway.simulator import REAL_GATEWAY_CARD
 from services.local import load_manifest, local_stack, start_service

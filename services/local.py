@@ -26,8 +26,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 
+from services import devservers
 from services.api.security import mint_token
-from services.billing import devservers
 from services.billing.config import JwtSettings
 
 if TYPE_CHECKING:

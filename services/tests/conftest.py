@@ -22,10 +22,10 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from services import devservers
 from services.api.app import create_app
 from services.api.ratelimit import RateLimit
 from services.api.security import mint_token
-from services.billing import devservers
 from services.billing.config import JwtSettings, Settings
 from services.billing.db import create_database_engine, session_factory
 from services.billing.gateway import SimulatorGateway

@@ -17,7 +17,7 @@ import pytest
 
 from infra.plans.offline import render
 from infra.settings import Cloud, environment
-from services.billing.devservers import free_port
+from services.devservers import free_port
 from services.tests.processes import start_service, stop, wait_until_serving
 
 pytestmark = pytest.mark.slow

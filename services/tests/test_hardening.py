@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
+from services import devservers
 from services.api.app import create_app
-from services.billing import devservers
 from services.billing.cache import FAILURES_TO_OPEN, CircuitBreaker, CircuitOpenError
 from services.billing.config import Settings
 from services.billing.db import create_database_engine

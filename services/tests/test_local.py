@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.billing import devservers
+from services import devservers
 from services.tests.processes import REPOSITORY_ROOT, wait_for
 
 

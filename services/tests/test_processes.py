@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.billing import devservers
+from services import devservers
 from services.billing.gateway import SimulatorGateway
 from services.billing.gateway.simulator import SLOW_CARD
 from services.billing.models import Invoice, InvoiceStatus

@@ -7,8 +7,8 @@ import dataclasses
 import httpx
 import pytest
 
+from services import devservers
 from services.api.app import create_app
-from services.billing import devservers
 from services.billing.config import Settings
 from services.tests.conftest import serving
 
