@@ -12,6 +12,7 @@ from services.api.errors import install_error_handlers
 from services.api.idempotency import AnswerCache, StoredResponse, replay
 from services.api.middleware.context import RequestContextMiddleware
 from services.api.middleware.limits import BodyLimitMiddleware
+from services.api.openapi import install_openapi, operation_id
 from services.api.ratelimit import RateLimit, RateLimiter
 from services.api.routes import (
     customers,
@@ -59,7 +60,9 @@ def create_app(
         version="1.0.0",
         summary="Customers, plans, subscriptions, invoices and payments; amounts in minor units.",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
+    install_openapi(app)
     # One breaker for the process's Redis: when it is down, every caller skips it at once.
     breaker = CircuitBreaker()
     app.state.cache = cache

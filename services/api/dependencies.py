@@ -6,7 +6,7 @@ after routing, so an unknown path is a 404 and an unknown method a 405 whoever a
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -122,4 +122,8 @@ CurrentRuntime = Annotated[Runtime, Depends(runtime)]
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 # Router-level dependencies of every /v1 resource: authenticated, scope by method, rate limit.
 AUTHORIZED = [Depends(within_rate_limit)]
-ADMIN_ONLY = [Depends(require_admin)]
+# For an operation's decorator: the admin scope enforced, and named in the document.
+ADMIN_ONLY: dict[str, Any] = {
+    "dependencies": [Depends(require_admin)],
+    "openapi_extra": {"x-required-scope": TokenScope.ADMIN.value},
+}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
+from starlette.routing import compile_path
 
 from services.billing.errors import BillingError
 from services.billing.gateway import GatewayUnavailableError
@@ -87,10 +88,25 @@ async def _validation_error(_: Request, error: Exception) -> JSONResponse:
     return error_response(422, "validation_error", summary, details=details)
 
 
-async def _http_error(_: Request, error: Exception) -> JSONResponse:
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)  # noqa: S101 - registered for this type only
     code = _HTTP_CODES.get(error.status_code, f"http_{error.status_code}")
-    return error_response(error.status_code, code, str(error.detail), headers=error.headers)
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        # Starlette names only the methods of the first route on the path (one route per
+        # method here); Allow must list every method the path has (RFC 9110, section 15.5.6),
+        # exactly as the OpenAPI document does.
+        headers["Allow"] = ", ".join(_documented_methods(request))
+    return error_response(error.status_code, code, str(error.detail), headers=headers)
+
+
+def _documented_methods(request: Request) -> list[str]:
+    document = request.app.openapi()
+    for template, operations in document["paths"].items():
+        pattern, _, _ = compile_path(template)
+        if pattern.match(request.url.path):
+            return sorted(method.upper() for method in operations)
+    return []
 
 
 async def _gateway_unavailable(_: Request, error: Exception) -> JSONResponse:

@@ -4,13 +4,35 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    field_validator,
+)
 
 from services.billing.collection import CollectionOutcome
-from services.billing.currencies import ISO_4217
+from services.billing.currencies import ISO_4217, currency
 from services.billing.models import InvoiceKind, InvoiceStatus, PaymentStatus, SubscriptionStatus
 from services.billing.periods import BillingInterval
 
+
+def _whole_number(value: object) -> object:
+    """JSON integers: 3 and 3.0 alike (JSON Schema counts both as integers), never "3" or true."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a whole number")  # noqa: TRY004 - pydantic wants ValueError
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be a whole number")
+        return int(value)
+    return value
+
+
+# The bounds come before the validator, so the document shows them as minimum and maximum.
+WholeNumber = BeforeValidator(_whole_number)
 # 10^12 minor units: a trillion cents is beyond any subscription price and far inside BIGINT.
 MAX_AMOUNT = 10**12
 # Control characters (C0, DEL, C1) are refused in every text field with a 422: PostgreSQL
@@ -78,12 +100,35 @@ class Customer(Response):
     created_at: datetime
 
 
+def _increments() -> list[JsonValue]:
+    """JSON Schema for the amounts each currency can be charged in: multiples of its increment."""
+    by_increment: dict[int, list[JsonValue]] = {}
+    for code in sorted(ISO_4217):
+        by_increment.setdefault(currency(code).increment, []).append(code)
+    return [
+        {
+            "if": {"properties": {"currency": {"enum": codes}}},
+            "then": {"properties": {"amount": {"multipleOf": increment}}},
+        }
+        for increment, codes in sorted(by_increment.items())
+        if increment > 1
+    ]
+
+
 class PlanCreate(Request):
+    # Amounts a currency cannot be charged in (a three-decimal currency's must end in 0) are
+    # refused with 422 amount_not_chargeable; the document says so with if/then (JSON Schema
+    # 2020-12, which OpenAPI 3.1 uses).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": _increments()})
+
     name: Name
-    amount: Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT)]
-    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    amount: Annotated[int, Field(ge=0, le=MAX_AMOUNT), WholeNumber]
+    # The enum puts the accepted codes in the document; the validator enforces them.
+    currency: Annotated[
+        str, Field(min_length=3, max_length=3, json_schema_extra={"enum": sorted(ISO_4217)})
+    ]
     interval: BillingInterval
-    trial_days: Annotated[StrictInt, Field(ge=0, le=730)] = 0
+    trial_days: Annotated[int, Field(ge=0, le=730), WholeNumber] = 0
 
     @field_validator("currency")
     @classmethod

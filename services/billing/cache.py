@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # unreachable Redis, redis-py's defaults (no timeout) or the earlier 5 s added that to every
 # request.
 TIMEOUT_SECONDS = 0.1
+SIMULATOR_TIMEOUT_SECONDS = 5.0
 # Idle pooled connections are checked this often, so a failover does not surface as an error.
 HEALTH_CHECK_SECONDS = 30
 # The breaker opens after this many consecutive failures and stays open this long; then one
@@ -96,13 +97,15 @@ class CircuitBreaker:
 
 
 def blocking_client(cache: CacheSettings) -> redis.Redis:
+    """The payment simulator's client: its ledger in Redis stands in for a payment gateway,
+    so it gets a gateway's budget rather than a cache's."""
     return redis.Redis(
         host=cache.host,
         port=cache.port,
         password=cache.auth_token or None,
         ssl=cache.tls,
-        socket_timeout=TIMEOUT_SECONDS,
-        socket_connect_timeout=TIMEOUT_SECONDS,
+        socket_timeout=SIMULATOR_TIMEOUT_SECONDS,
+        socket_connect_timeout=SIMULATOR_TIMEOUT_SECONDS,
         health_check_interval=HEALTH_CHECK_SECONDS,
         # redis-py 6+ retries a failed command 3 times with backoff by default
         # (redis.Redis.__init__'s retry argument); one try keeps the budget the budget.

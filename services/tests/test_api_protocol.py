@@ -148,6 +148,20 @@ def test_unknown_routes_and_methods_answer_json_errors(client: BillingClient) ->
     wrong_method = client.delete("/v1/customers")
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert wrong_method.headers["Allow"] == "GET, POST"
+
+
+def test_routing_comes_before_authentication_idempotency_and_rate_limits(
+    client: BillingClient,
+) -> None:
+    customer = "/v1/customers/00000000-0000-0000-0000-000000000000"
+    # No token and no Idempotency-Key: still a 405 naming every method the path has.
+    for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+        response = httpx.request(method, f"{client.base_url}{customer}")
+        assert response.status_code == 405, method
+        assert response.headers["Allow"] == "GET, PATCH"
+    assert httpx.post(f"{client.base_url}/v1/invoices").headers["Allow"] == "GET"
+    assert httpx.get(f"{client.base_url}/v1/nothing").status_code == 404
 
 
 def test_request_ids_are_echoed_or_made(client: BillingClient) -> None:
@@ -187,3 +201,39 @@ def test_openapi_documents_every_resource_and_the_bearer_scheme(client: BillingC
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     amount = schema["components"]["schemas"]["PlanCreate"]["properties"]["amount"]
     assert amount["type"] == "integer"
+
+
+def test_openapi_declares_headers_scopes_errors_and_links(client: BillingClient) -> None:
+    document = client.get("/openapi.json").json()
+    create = document["paths"]["/v1/customers"]["post"]
+    key = next(p for p in create["parameters"] if p["name"] == "Idempotency-Key")
+    assert (key["in"], key["required"]) == ("header", True)
+    assert create["security"] == [{"bearer": ["write"]}]
+    created = create["responses"]["201"]
+    assert set(created["headers"]) == {
+        "X-Request-ID",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "Idempotent-Replayed",
+    }
+    assert created["links"]["GetCustomer"] == {
+        "operationId": "get_customer",
+        "parameters": {"customer_id": "$response.body#/id"},
+    }
+    for status in ("400", "401", "403", "409", "413", "422", "429"):
+        error = create["responses"][status]["content"]["application/json"]["schema"]
+        assert error == {"$ref": "#/components/schemas/ErrorBody"}, status
+    assert "Retry-After" in create["responses"]["429"]["headers"]
+    assert document["paths"]["/v1/plans"]["post"]["security"] == [{"bearer": ["admin"]}]
+    void = document["paths"]["/v1/invoices/{invoice_id}/void"]["post"]
+    assert void["security"] == [{"bearer": ["admin"]}]
+    assert document["paths"]["/v1/customers"]["get"]["security"] == [{"bearer": ["read"]}]
+    webhook = document["paths"]["/v1/webhooks/stripe"]["post"]
+    assert webhook["security"] == []
+    signature = next(p for p in webhook["parameters"] if p["name"] == "Stripe-Signature")
+    assert signature["required"] is True
+    assert "413" in webhook["responses"]
+    # Every operation id is the handler's name, which is what a generated client calls.
+    ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
+    assert "create_customer" in ids

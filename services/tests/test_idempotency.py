@@ -57,7 +57,7 @@ def test_the_answer_is_committed_with_the_effect(client: BillingClient, db: Sess
         json={"customer_id": str(uuid.uuid4()), "plan_id": str(uuid.uuid4())},
         headers={"Idempotency-Key": "k2"},
     )
-    assert missing.status_code == 404
+    assert missing.status_code == 422
     db.rollback()
     assert db.get(IdempotencyKey, ("merchant-1", "k2")) is None
 

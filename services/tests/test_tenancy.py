@@ -91,6 +91,7 @@ def test_another_tenants_rows_cannot_be_changed(
         f"/v1/subscriptions/{subscription_id}/change-plan", {"plan_id": other_plan["id"]}
     )
     assert changed.status_code == 404
+    assert changed.json()["error"]["code"] == "subscription_not_found"
     for action in ("pay", "void"):
         response = other_tenant.post_new(f"/v1/invoices/{mine['invoice']['id']}/{action}")
         assert response.status_code == 404, action
@@ -108,7 +109,9 @@ def test_a_subscription_cannot_use_another_tenants_customer_or_plan(
         {"customer_id": their_customer["id"], "plan_id": plan["id"]},
     ):
         response = other_tenant.post_new("/v1/subscriptions", body)
-        assert response.status_code == 404, body
+        # An id in the body that names nothing of the caller's is a 422, like any unknown id.
+        assert response.status_code == 422, body
+        assert response.json()["error"]["code"].endswith("_not_found")
     assert other_tenant.get("/v1/subscriptions").json()["data"] == []
 
 

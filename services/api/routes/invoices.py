@@ -102,7 +102,7 @@ def pay_invoice(
     return idempotency.respond(attempt, status=status_code)
 
 
-@router.post("/{invoice_id}/void", response_model=schemas.Invoice, dependencies=ADMIN_ONLY)
+@router.post("/{invoice_id}/void", response_model=schemas.Invoice, **ADMIN_ONLY)
 def void_invoice(
     invoice_id: uuid.UUID,
     session: DatabaseSession,

@@ -21,9 +21,7 @@ router = APIRouter(
 )
 
 
-@router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=schemas.Plan, dependencies=ADMIN_ONLY
-)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Plan, **ADMIN_ONLY)
 def create_plan(
     body: schemas.PlanCreate, session: DatabaseSession, idempotency: Idempotent
 ) -> Response:

@@ -9,7 +9,7 @@ from services.api import schemas
 from services.api.dependencies import AUTHORIZED, CurrentRuntime, DatabaseSession
 from services.api.idempotency import Idempotent
 from services.api.pagination import Cursor, Limit, paginate
-from services.api.routes import error_responses
+from services.api.routes import body_references, error_responses
 from services.billing import subscriptions
 from services.billing.models import Subscription, SubscriptionStatus
 
@@ -28,9 +28,10 @@ def create_subscription(
     runtime: CurrentRuntime,
     idempotency: Idempotent,
 ) -> Response:
-    subscription = subscriptions.start_subscription(
-        session, customer_id=body.customer_id, plan_id=body.plan_id, now=runtime.clock()
-    )
+    with body_references(customer_not_found="customer_id", plan_not_found="plan_id"):
+        subscription = subscriptions.start_subscription(
+            session, customer_id=body.customer_id, plan_id=body.plan_id, now=runtime.clock()
+        )
     return idempotency.respond(schemas.Subscription.model_validate(subscription), status=201)
 
 
@@ -66,9 +67,10 @@ def change_plan(
     runtime: CurrentRuntime,
     idempotency: Idempotent,
 ) -> Response:
-    subscription, invoice = subscriptions.change_plan(
-        session, subscription_id, plan_id=body.plan_id, now=runtime.clock()
-    )
+    with body_references(plan_not_found="plan_id"):
+        subscription, invoice = subscriptions.change_plan(
+            session, subscription_id, plan_id=body.plan_id, now=runtime.clock()
+        )
     return idempotency.respond(
         schemas.PlanChangeResult(
             subscription=schemas.Subscription.model_validate(subscription),

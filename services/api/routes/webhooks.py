@@ -27,6 +27,7 @@ router = APIRouter(
 )
 
 
+SIGNATURE_HEADER = "Stripe-Signature"
 # Stripe's events are a few KiB; its documentation does not give a maximum, and a single event
 # object stays far below this.
 MAX_WEBHOOK_BYTES = 64 * 1024
@@ -66,7 +67,19 @@ def stripe_webhook(
     payload: Annotated[bytes, Depends(raw_body)],
     session: SystemSession,
     runtime: CurrentRuntime,
-    stripe_signature: Annotated[str | None, Header()] = None,
+    # Optional here so that a missing header is answered like a wrong one (400); the
+    # document marks it required (services/api/openapi.py).
+    stripe_signature: Annotated[
+        str | None,
+        Header(
+            alias=SIGNATURE_HEADER,
+            description=(
+                "Stripe's signature of the exact body: `t=<unix time>,v1=<hex HMAC-SHA256 of "
+                "'<t>.<body>' with the endpoint's signing secret>`; events older than the "
+                "tolerance are refused (https://stripe.com/docs/webhooks/signatures#verify-manually)."
+            ),
+        ),
+    ] = None,
 ) -> schemas.WebhookReceipt:
     if not runtime.webhook_secret:
         raise BillingError("webhook_not_configured", "STRIPE_WEBHOOK_SECRET is not set", status=503)
