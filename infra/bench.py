@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 
+from infra.markdown import table
+
 RUNS = 5
 
 
@@ -48,13 +50,14 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"Offline preview benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d}, {machine}")
     print(f"{len(stacks)} stacks, {resources} resources, {RUNS} runs each\n")
-    print("| Measure | Median | Min | Max |")
-    print("|---|---:|---:|---:|")
-    print(f"| Cold: new process, all stacks, plans written | {statistics.median(cold):.2f} s "
-          f"| {min(cold):.2f} s | {max(cold):.2f} s |")  # fmt: skip
-    print(f"| Warm: in-process render of all stacks | {statistics.median(warm):.2f} s "
-          f"| {min(warm):.2f} s | {max(warm):.2f} s |")  # fmt: skip
-    print(f"| Import of SDK, providers and programs | {imports:.2f} s | | |")
+    rows = [
+        ["Cold: new process, all stacks, plans written",
+         *(f"{v:.2f} s" for v in (statistics.median(cold), min(cold), max(cold)))],
+        ["Warm: in-process render of all stacks",
+         *(f"{v:.2f} s" for v in (statistics.median(warm), min(warm), max(warm)))],
+        ["Import of SDK, providers and programs", f"{imports:.2f} s", "", ""],
+    ]  # fmt: skip
+    print("\n".join(table(["Measure", "Median", "Min", "Max"], rows, right={1, 2, 3})))
 
 
 if __name__ == "__main__":

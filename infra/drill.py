@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.cost.estimate import estimate, money
+from infra.markdown import table
 from infra.plans.diff import diff_plans
 from infra.plans.guard import GuardResult, guard
 from infra.plans.guard import verdict as guard_verdict
@@ -206,8 +207,8 @@ def markdown(result: DrillResult) -> str:
         ),
     ]
     for stack in result.stacks:
-        lines += ["", f"## {stack.after.stack}", "", "| Check | Result | Detail |", "|---|---|---|"]
-        lines += [f"| {c.name} | {'pass' if c.ok else 'FAIL'} | {c.detail} |" for c in stack.checks]
+        checks = [[c.name, "pass" if c.ok else "FAIL", c.detail] for c in stack.checks]
+        lines += ["", f"## {stack.after.stack}", "", *table(["Check", "Result", "Detail"], checks)]
         before, after = estimate(stack.before).total, estimate(stack.after).total
         lines += [
             "",

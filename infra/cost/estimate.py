@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from infra import markdown
 from infra.cost.prices import Prices, RegionPrices, prices
 from infra.plans.model import Plan, Resource
 from infra.plans.report import Verdict
@@ -491,28 +492,22 @@ def verdict(
     """The report section: totals per stack and environment, the delta, and the line items."""
     table = prices()
     old = {e.stack: e for e in before or []}
-    header = "| Stack | Region | Monthly | Not priced |"
-    rule = "|---|---|---:|---:|"
+    header = ["Stack", "Region", "Monthly", "Not priced"]
     if before is not None:
-        header += f" Change vs `{against}` |"
-        rule += "---:|"
+        header.append(f"Change vs `{against}`")
     basis = (
         f"On-demand list prices ({table.currency}, {table.hours_per_month:g} h/month, price file "
         f"as of {table.as_of}); usage beyond the stated assumptions is not included."
     )
-    lines = [
-        basis,
-        "",
-        header,
-        rule,
-    ]
+    rows: list[list[object]] = []
     for e in after:
-        row = f"| {e.stack} | {e.region} | {money(e.total)} | {len(e.unpriced)} |"
+        row: list[object] = [e.stack, e.region, money(e.total), len(e.unpriced)]
         if before is not None:
-            row += f" {_signed(e.total - (old[e.stack].total if e.stack in old else 0.0))} |"
-        lines.append(row)
-    lines += ["", "| Environment | Monthly |", "|---|---:|"]
-    lines += [f"| {env} | {money(total)} |" for env, total in by_environment(after).items()]
+            row.append(_signed(e.total - (old[e.stack].total if e.stack in old else 0.0)))
+        rows.append(row)
+    lines = [basis, "", *markdown.table(header, rows, right={2, 3, 4})]
+    environments = [[env, money(total)] for env, total in by_environment(after).items()]
+    lines += ["", *markdown.table(["Environment", "Monthly"], environments, right={1})]
     for e in after:
         lines += ["", f"<details><summary>{e.stack} line items</summary>", "", "```"]
         lines += [console(e), "```", "</details>"]

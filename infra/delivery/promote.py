@@ -25,6 +25,7 @@ from typing import Any
 
 from infra.delivery.freeze import FreezeError, check_freeze, utc_now
 from infra.errors import InfraError
+from infra.markdown import table
 from infra.plans.diff import StackDiff, diff_plan_sets
 from infra.plans.model import Plan, PlanError, load_plan
 from infra.plans.report import Verdict, markdown
@@ -262,9 +263,9 @@ def pr_body(
         brings = f"it brings {count} commits {target} does not have yet"
         lines += [f"Release: `{sha}`, the commit deployed to {source}; {brings}.", ""]
     moved = f"`environments/{source}/{PINS_FILE}` -> `environments/{target}/{PINS_FILE}`"
-    lines += [f"Version pins {moved}; {target}'s sizing and settings are unchanged.", "",
-              f"| Pin | {target} now | after (from {source}) |", "|---|---|---|"]  # fmt: skip
-    lines += [f"| `{c.key}` | {_code(c.before)} | {_code(c.after)} |" for c in changes]
+    lines += [f"Version pins {moved}; {target}'s sizing and settings are unchanged.", ""]
+    rows = [[f"`{c.key}`", _code(c.before), _code(c.after)] for c in changes]
+    lines += table(["Pin", f"{target} now", f"after (from {source})"], rows)
     lines += ["", f"{unchanged} other pins are already equal.", ""]
     if plans:
         report = markdown(plans, diffs, target_ref, verdicts)

@@ -37,6 +37,7 @@ from infra.delivery.promote import (
     _worktree,
     pin_changes,
 )
+from infra.markdown import table
 from infra.plans.report import markdown
 from infra.settings import PINS_FILE, load_environment
 
@@ -205,9 +206,14 @@ def rollback(
         f"{environment} runs `{current}`. This pull request restores the pins of its previous "
         f"deployment, `{previous}`; sizing, settings and code stay as `{target_ref}` has them."
     )
-    body = [f"# Roll back {environment}", "", intro, "",
-            "| Pin | now | after rollback |", "|---|---|---|"]  # fmt: skip
-    body += [f"| `{c.key}` | `{c.before}` | `{c.after}` |" for c in changes]
+    rows = [[f"`{c.key}`", f"`{c.before}`", f"`{c.after}`"] for c in changes]
+    body = [
+        f"# Roll back {environment}",
+        "",
+        intro,
+        "",
+        *table(["Pin", "now", "after rollback"], rows),
+    ]
     body.append("")
     if plans:
         report = markdown(plans, diffs, target_ref, verdicts)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK
+from infra.markdown import table
 from infra.plans.formats import Step
 
 
@@ -34,10 +35,6 @@ class DriftReport:
         return EXIT_DRIFT if self.drifted else EXIT_OK
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def markdown(report: DriftReport) -> str:
     """One stack's drift report: every drifted resource with its op and changed properties."""
     lines = [f"# Drift: {report.name}", ""]
@@ -50,26 +47,27 @@ def markdown(report: DriftReport) -> str:
     summary = ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
     found = f"{len(report.drifted)} of {len(report.steps)} resources ({summary})"
     lines += [f"**Drift found** in {found}.", ""]
-    lines += ["| op | type | name | changed properties | urn |", "|---|---|---|---|---|"]
-    for step in sorted(report.drifted, key=lambda s: (s.op, s.urn)):
-        keys = ", ".join(f"`{k}`" for k in step.keys) or "-"
-        lines.append(f"| `{step.op}` | `{step.type}` | {_cell(step.name)} | {_cell(keys)} "
-                     f"| `{_cell(step.urn)}` |")  # fmt: skip
+    rows = [
+        [f"`{step.op}`", f"`{step.type}`", step.name,
+         ", ".join(f"`{k}`" for k in step.keys) or "-", f"`{step.urn}`"]
+        for step in sorted(report.drifted, key=lambda s: (s.op, s.urn))
+    ]  # fmt: skip
+    lines += table(["op", "type", "name", "changed properties", "urn"], rows)
     return "\n".join([*lines, ""])
 
 
 def summary_markdown(reports: list[DriftReport]) -> str:
     """The combined drift summary: one line per stack."""
-    lines = ["# Drift summary", "", "| stack | result |", "|---|---|"]
+    rows = []
     for report in reports:
         if report.error is not None:
-            result = f"error: {_cell(report.error)}"
+            result = f"error: {report.error}"
         elif report.drifted:
             result = f"**drift** in {len(report.drifted)} resources"
         else:
             result = "no drift"
-        lines.append(f"| {report.name} | {result} |")
-    return "\n".join([*lines, ""])
+        rows.append([report.name, result])
+    return "\n".join(["# Drift summary", "", *table(["stack", "result"], rows), ""])
 
 
 def console_line(report: DriftReport) -> str:

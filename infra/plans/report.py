@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from infra.markdown import cell, table
 from infra.plans.diff import Change, StackDiff
 from infra.plans.formats import short
 from infra.plans.model import Plan
@@ -80,14 +81,14 @@ def markdown(
         lines.append("")
     if outcomes:
         lines += [*outcome_table(outcomes), ""]
-    lines += ["| Stack | Mode | Resources | Stateful | Protected |", "|---|---|---:|---:|---:|"]
+    rows = []
     for plan in plans:
         custom = [r for r in plan.resources if r.custom]
-        lines.append(
-            f"| {plan.key} | {plan.mode} | {len(custom)} | "
-            f"{sum(1 for r in custom if is_stateful(r.type))} | "
-            f"{sum(1 for r in custom if r.protect)} |"
+        stateful = sum(1 for r in custom if is_stateful(r.type))
+        rows.append(
+            [plan.key, plan.mode, len(custom), stateful, sum(1 for r in custom if r.protect)]
         )
+    lines += table(["Stack", "Mode", "Resources", "Stateful", "Protected"], rows, right={2, 3, 4})
     lines.append("")
     if diffs is not None:
         lines += [f"## Changes against `{against}`", ""]
@@ -100,21 +101,16 @@ def markdown(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _cell(text: str, limit: int = 400) -> str:
-    flat = " ".join(text.split()).replace("|", "\\|")
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
 def outcome_table(outcomes: Sequence[StackOutcome]) -> list[str]:
     """One row per stack, failed ones included with their error."""
-    lines = ["| Stack | Result | Create | Update | Replace | Delete | Checks |",
-             "|---|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    rows: list[list[object]] = []
     for o in outcomes:
         if o.status != "ok":
-            lines.append(f"| {o.stack} | **preview failed** | | | | | {_cell(o.error)} |")
+            rows.append([o.stack, "**preview failed**", "", "", "", "", cell(o.error, 400)])
             continue
         c = o.changes or {}
         counts = [str(c[k]) if k in c else "-" for k in ("create", "update", "replace", "delete")]
         result = "ok" if o.ok else "**FAIL**"
-        lines.append(f"| {o.stack} | {result} | {' | '.join(counts)} | {_cell(o.verdict_text())} |")
-    return lines
+        rows.append([o.stack, result, *counts, cell(o.verdict_text(), 400)])
+    header = ["Stack", "Result", "Create", "Update", "Replace", "Delete", "Checks"]
+    return table(header, rows, right={2, 3, 4, 5})

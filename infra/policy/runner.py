@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from infra.markdown import table
 from infra.plans.formats import short
 from infra.plans.model import Plan
 from infra.plans.report import Verdict
@@ -169,14 +170,15 @@ def verdict(result: PolicyResult) -> Verdict:
     shown = sorted(result.findings, key=lambda f: (not f.blocking, f.exemption is not None,
                                                    f.stack, f.rule, f.urn))  # fmt: skip
     if shown:
-        lines += ["| Stack | Rule | Level | Resource | Finding |", "|---|---|---|---|---|"]
+        rows = []
         for f in shown:
             if f.exemption is not None:
                 level = f"exempt until {f.exemption.expires}: {f.exemption.reason}"
             else:
                 level = "**mandatory**" if f.blocking else f.level.value
-            lines.append(f"| {f.stack} | `{f.rule}` ({', '.join(f.controls)}) | {level} | "
-                         f"{short(f.urn)} | {f.message} |")  # fmt: skip
+            rule = f"`{f.rule}` ({', '.join(f.controls)})"
+            rows.append([f.stack, rule, level, short(f.urn), f.message])
+        lines += table(["Stack", "Rule", "Level", "Resource", "Finding"], rows)
     return Verdict("Policy", result.ok, "\n".join(lines))
 
 
