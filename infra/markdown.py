@@ -19,7 +19,8 @@ def cell(value: object, limit: int | None = None) -> str:
 
 
 def row(cells: Iterable[object]) -> str:
-    return "| " + " | ".join(cell(c) for c in cells) + " |"
+    """One table row; an empty cell is ``| |``."""
+    return "|" + "|".join(f" {text} " if text else " " for text in map(cell, cells)) + "|"
 
 
 def table(

@@ -14,12 +14,13 @@ def test_cells_escape_pipes_and_stay_on_one_line() -> None:
 
 
 def test_table_aligns_numeric_columns() -> None:
-    lines = table(["Stack", "Monthly"], [["dev-aws", "1.00"], ["a|b", 2]], right={1})
+    lines = table(["Stack", "Monthly"], [["dev-aws", "1.00"], ["a|b", 2], ["", ""]], right={1})
     assert lines == [
         "| Stack | Monthly |",
         "|---|---:|",
         "| dev-aws | 1.00 |",
         "| a\\|b | 2 |",
+        "| | |",
     ]
 
 
