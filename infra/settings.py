@@ -371,6 +371,11 @@ class ReleaseSettings(_Model):
     # Blue/green: minutes the old (blue) tasks stay ready for an instant rollback after traffic
     # moved to the new ones; alarms firing meanwhile roll the release back.
     bake_minutes: Annotated[int, Field(ge=0, le=1440)] = 0
+    # Cloud Run blue/green: the image tag each service's traffic stays on (blue) while the pinned
+    # one (green) runs beside it with candidate_percent of the traffic; a later change moves
+    # serving to the new tag. Unset: the pinned image takes all the traffic.
+    serving: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9._\-]{1,128}$")]] = {}
+    candidate_percent: Annotated[int, Field(ge=0, le=100)] = 0
 
     @field_validator("strategy", mode="before")
     @classmethod

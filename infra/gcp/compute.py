@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -156,7 +157,11 @@ class Workloads(pulumi.ComponentResource):
                 invoker_iam_disabled=manifest.public,
                 deletion_protection=settings.is_production,
                 labels=labels(settings, manifest.name),
+                traffics=self._traffic(manifest.name),
                 template=gcp.cloudrunv2.ServiceTemplateArgs(
+                    revision=self._revision_name(manifest.name, self._image_tag(manifest.name))
+                    if settings.release.blue_green
+                    else None,
                     service_account=self._args.service_accounts[manifest.name],
                     max_instance_request_concurrency=REQUEST_CONCURRENCY,
                     scaling=gcp.cloudrunv2.ServiceTemplateScalingArgs(
@@ -199,6 +204,44 @@ class Workloads(pulumi.ComponentResource):
             ),
             opts=self._opts(),
         )
+
+    def _image_tag(self, service: str) -> str:
+        """The pinned image's tag (a digest-pinned image: its digest's first characters)."""
+        image = self._args.settings.pins.images[service]
+        reference, _, digest = image.partition("@sha256:")
+        tail = reference.rsplit("/", 1)[-1]
+        return tail.split(":", 1)[1] if ":" in tail else digest[:12]
+
+    def _revision_name(self, service: str, version: str) -> str:
+        """A revision named after its image's tag, so traffic can name it in a later change."""
+        slug = re.sub(r"[^a-z0-9-]", "-", version.lower()).strip("-")
+        return f"billing-{self._args.settings.name}-{service}-{slug}"[:63].rstrip("-")
+
+    def _traffic(self, service: str) -> list[gcp.cloudrunv2.ServiceTrafficArgs] | None:
+        """Blue/green on Cloud Run: traffic by named revision (gcloud run services update-traffic
+        --to-revisions; Cloud Run v2 TrafficTarget revision, percent, tag). The tags give each
+        side its own URL for checks; rolling environments leave traffic on the latest revision."""
+        release = self._args.settings.release
+        if not release.blue_green:
+            return None
+        by_revision = "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION"
+        green = self._revision_name(service, self._image_tag(service))
+        serving = release.serving.get(service)
+        if serving is None or self._revision_name(service, serving) == green:
+            return [
+                gcp.cloudrunv2.ServiceTrafficArgs(type=by_revision, revision=green, percent=100)
+            ]
+        return [
+            gcp.cloudrunv2.ServiceTrafficArgs(
+                type=by_revision,
+                revision=self._revision_name(service, serving),
+                percent=100 - release.candidate_percent,
+                tag="blue",
+            ),
+            gcp.cloudrunv2.ServiceTrafficArgs(
+                type=by_revision, revision=green, percent=release.candidate_percent, tag="green"
+            ),
+        ]
 
     def _worker_pool(self, name: str, manifest: ServiceManifest) -> gcp.cloudrunv2.WorkerPool:
         settings = self._args.settings

@@ -9,7 +9,7 @@ import pytest
 
 from infra.plans.model import Plan, Resource
 from infra.plans.offline import render
-from infra.settings import Cloud, environment
+from infra.settings import Cloud, EnvironmentSettings, environment
 
 SERVICE = "aws:ecs/service:Service"
 RULE = "aws:lb/listenerRule:ListenerRule"
@@ -102,3 +102,34 @@ def test_other_environments_roll(plans: dict[str, Plan], env: str) -> None:
     assert plan.of_type(RULE) == []
     assert api.inputs["deploymentMinimumHealthyPercent"] == 100
     assert api.inputs["deploymentMaximumPercent"] == 200
+
+
+RUN = "gcp:cloudrunv2/service:Service"
+
+
+def _release(**fields: object) -> EnvironmentSettings:
+    production = environment("production")
+    return production.model_copy(update={"release": production.release.model_copy(update=fields)})
+
+
+def test_cloud_run_names_each_release_and_sends_it_all_traffic_by_default() -> None:
+    plan = render(environment("production"), Cloud.GCP)
+    api = named(plan, RUN, "workloads-api")
+    assert api.inputs["template"]["revision"] == "billing-production-api-0-1-0"
+    assert api.inputs["traffics"] == [
+        {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
+         "revision": "billing-production-api-0-1-0", "percent": 100}
+    ]  # fmt: skip
+    dev = named(render(environment("dev"), Cloud.GCP), RUN, "workloads-api")
+    assert "traffics" not in dev.inputs  # rolling: the latest ready revision serves
+    assert "revision" not in dev.inputs["template"]
+
+
+def test_cloud_run_blue_green_splits_traffic_between_named_revisions() -> None:
+    plan = render(_release(serving={"api": "0.0.9"}, candidate_percent=10), Cloud.GCP)
+    traffic = named(plan, RUN, "workloads-api").inputs["traffics"]
+    assert [(t["revision"], t["percent"], t["tag"]) for t in traffic] == [
+        ("billing-production-api-0-0-9", 90, "blue"),
+        ("billing-production-api-0-1-0", 10, "green"),
+    ]
+    assert sum(t["percent"] for t in traffic) == 100
