@@ -11,6 +11,7 @@ import datetime as dt
 import ipaddress
 import re
 from enum import StrEnum
+from fnmatch import fnmatchcase
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -473,6 +474,13 @@ class PolicyExemption(_Model):
     resource: Annotated[str, Field(min_length=1)]
     reason: Annotated[str, Field(min_length=1)]
     expires: dt.date
+
+    def waives(self, rule: str, urn: str, name: str | None, today: dt.date) -> bool:
+        """Whether this exemption, on ``today``, waives ``rule`` for the resource ``urn``
+        (named ``name``, when known): the offline runner and the policy pack both ask this."""
+        if self.rule != rule or self.expires < today:
+            return False
+        return self.resource == urn or (name is not None and fnmatchcase(name, self.resource))
 
 
 class PolicySettings(_Model):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from fnmatch import fnmatchcase
 from typing import Any
 
 from pulumi_policy import (
@@ -48,16 +47,11 @@ def _context(settings: EnvironmentSettings | None, urn: str) -> Context:
     return Context.of(settings) if settings is not None else Context(stack_of(urn))
 
 
-def _exempt(settings: EnvironmentSettings | None, rule: Rule, urn: str, name: str) -> bool:
+def _exempt(settings: EnvironmentSettings | None, rule: Rule, urn: str, name: str | None) -> bool:
     if settings is None:
         return False
     today = dt.datetime.now(dt.UTC).date()
-    return any(
-        e.rule == rule.name
-        and e.expires >= today
-        and (e.resource == urn or fnmatchcase(name, e.resource))
-        for e in settings.policy.exemptions
-    )
+    return any(e.waives(rule.name, urn, name, today) for e in settings.policy.exemptions)
 
 
 def _level(level: Enforcement) -> EnforcementLevel:
@@ -115,7 +109,7 @@ def _stack_policy(rule: Rule) -> StackValidationPolicy:
         settings = _settings(urn)
         for violation in check(list(resources.values()), _context(settings, urn)):
             view = resources.get(violation.urn)
-            name = view.name if view is not None else ""
+            name = view.name if view is not None else None
             if not _exempt(settings, rule, violation.urn, name):
                 report_violation(violation.message, violation.urn)
 

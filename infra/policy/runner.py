@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from infra.markdown import table
 from infra.plans.formats import short
@@ -92,21 +91,12 @@ def level_of(rule: Rule, settings: EnvironmentSettings) -> Enforcement:
     return settings.policy.enforcement.get(rule.name, rule.enforcement)
 
 
-def _matches(exemption: PolicyExemption, rule: str, view: ResourceView | None, urn: str) -> bool:
-    if exemption.rule != rule:
-        return False
-    if exemption.resource == urn:
-        return True
-    return view is not None and fnmatchcase(view.name, exemption.resource)
-
-
 def evaluate_plan(
     plan: Plan, settings: EnvironmentSettings, today: dt.date | None = None
 ) -> list[Finding]:
     """Every violation in one plan, each with its level and any exemption that waives it."""
     check_policy_settings(settings)
     day = today or dt.datetime.now(dt.UTC).date()
-    live = [e for e in settings.policy.exemptions if e.expires >= day]
     resources = views(plan)
     by_urn = {r.urn: r for r in resources}
     ctx = Context.of(settings)
@@ -117,7 +107,9 @@ def evaluate_plan(
         level = level_of(rule, settings)
         for violation in rule.evaluate(resources, ctx):
             view = by_urn.get(violation.urn)
-            waiver = next((e for e in live if _matches(e, rule.name, view, violation.urn)), None)
+            name = view.name if view is not None else None
+            waiver = next((e for e in settings.policy.exemptions
+                           if e.waives(rule.name, violation.urn, name, day)), None)  # fmt: skip
             findings.append(Finding(plan.key, rule.name, rule.controls, level, violation.urn,
                                     violation.message, waiver))  # fmt: skip
     return findings

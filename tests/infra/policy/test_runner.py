@@ -193,3 +193,16 @@ def test_pack_config_carries_per_environment_levels() -> None:
     config = pulumi_pack.pack_config(settings)
     assert config["alb-waf"] == {"enforcementLevel": "advisory"}
     assert config["rds-storage-encrypted"] == {"enforcementLevel": "mandatory"}
+
+
+def test_one_method_decides_every_exemption_match() -> None:
+    # The offline runner and the pulumi-policy pack both ask PolicyExemption.waives.
+    urn = "urn:pulumi:dev::billing-aws::aws:s3/bucket:Bucket::logs-bucket"
+    day = dt.date(2026, 11, 29)
+    by_name = PolicyExemption(rule="s3-versioning", resource="logs-*", reason="r", expires=day)
+    assert by_name.waives("s3-versioning", urn, "logs-bucket", day)
+    assert not by_name.waives("s3-versioning", urn, None, day), "no name, no pattern match"
+    assert not by_name.waives("s3-encrypted", urn, "logs-bucket", day), "another rule"
+    assert not by_name.waives("s3-versioning", urn, "logs-bucket", day + dt.timedelta(days=1))
+    by_urn = PolicyExemption(rule="s3-versioning", resource=urn, reason="r", expires=day)
+    assert by_urn.waives("s3-versioning", urn, None, day)
