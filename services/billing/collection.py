@@ -417,6 +417,15 @@ def _apply(  # noqa: PLR0911 - one return per state the payment moves to
         payment.next_check_at = None
         return CollectionOutcome.REFUNDED
     if payment.status is not PaymentStatus.PENDING:
+        late_success = (
+            payment.status is PaymentStatus.FAILED
+            and answer.result is not None
+            and answer.result.outcome is ChargeOutcome.SUCCEEDED
+        )
+        if late_success:
+            # Given up on (abandoned after its lease) while the call was still out: the money
+            # arrived all the same, so it pays the invoice if still open, else goes back.
+            return apply_success(session, invoice, payment, now=now, restore=restore)
         return CollectionOutcome.ALREADY_SETTLED
     if answer.failure is not None:
         invoice.last_error = f"{_ERROR_LABELS[answer.failure]}: {answer.message}"[:2000]

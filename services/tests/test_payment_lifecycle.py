@@ -10,12 +10,17 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.billing import invoices
 from services.billing.collection import (
+    CLAIM_LEASE,
     DUNNING_SCHEDULE,
     GATEWAY_RETRY_DELAY,
     PROCESSING_CHECK_INTERVAL,
     CollectionOutcome,
+    call_gateway,
+    claim_due_checks,
     claim_due_invoices,
+    record,
 )
 from services.billing.gateway import ChargeRequest, ChargeResult, SimulatorGateway
 from services.billing.invoicing import renew_due_subscriptions
@@ -390,3 +395,23 @@ def test_a_payment_that_cannot_be_recorded_does_not_stop_the_others(
     db.expire_all()
     statuses = sorted(invoice.status.value for invoice in db.scalars(select(Invoice)))
     assert statuses == ["open", "paid", "paid"]
+
+
+def test_an_answer_that_arrives_after_its_attempt_was_abandoned_is_refunded(
+    db: Session, clock: ManualClock, simulator: SimulatorGateway
+) -> None:
+    [subscription] = seed_due_subscriptions(db, 1, now=clock.now)
+    renew_due_subscriptions(db, now=clock.now, batch_size=10)
+    db.commit()
+    [attempt] = claim_due_invoices(db, gateway_name="simulator", now=clock.now, limit=10).attempts
+    # The call is slow; meanwhile the invoice is voided and the attempt's lease runs out.
+    invoices.void_invoice(db, attempt.invoice_id, now=clock.now)
+    db.commit()
+    clock.advance(CLAIM_LEASE)
+    assert claim_due_checks(db, now=clock.now, limit=10).attempts == []
+    [payment] = payments_of(db, attempt.invoice_id)
+    assert (payment.status, payment.failure_code) == (PaymentStatus.FAILED, "abandoned")
+    # Then the gateway answers: the charge went through.
+    outcome = record(db, attempt, call_gateway(simulator, attempt), now=clock.now)
+    assert outcome is CollectionOutcome.REFUNDING
+    assert only_invoice(db, subscription).status is InvoiceStatus.VOID
