@@ -210,6 +210,13 @@ def up(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def init(session: nox.Session) -> None:
+    """Write real values into an environment: -- --env dev --aws-account ID --gcp-project P ..."""
+    _sync(session)
+    _run_with_exit_code(session, "python", "-m", "infra", "init", *session.posargs)
+
+
+@nox.session(default=False)
 def promote(session: nox.Session) -> None:
     """Build the promotion branch and PR body: -- --from dev --to staging."""
     _sync(session)

@@ -127,6 +127,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         _log(f"Offline preview ({reason}): stacks render in-process under the Pulumi SDK's "
              "mock runtime; no cloud is contacted.", quiet=quiet)  # fmt: skip
     else:
+        refuse_examples(stacks)
         _log("Live preview: Pulumi Automation API against each environment's backend.", quiet=quiet)
     plans, outcomes, live_changes = _preview_stacks(stacks, args, offline=offline)
 
@@ -269,6 +270,14 @@ def cmd_affected(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def refuse_examples(stacks: Sequence[tuple[EnvironmentSettings, Cloud]]) -> None:
+    """Stop a live run, before the Pulumi CLI runs, on the first example value it would deploy."""
+    from infra.placeholders import refuse_examples as refuse  # noqa: PLC0415
+
+    for env in {env.name: env for env, _ in stacks}.values():
+        refuse([env.name], [cloud for e, cloud in stacks if e.name == env.name])
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     stacks = select_stacks(args.env, args.cloud)
     if args.plan and len(stacks) != 1:
@@ -288,6 +297,7 @@ def cmd_up(args: argparse.Namespace) -> int:
               "Nothing was deployed. Use `nox -s preview` to see what would change.",
               file=sys.stderr)  # fmt: skip
         return EXIT_ERROR
+    refuse_examples(stacks)
     from infra.plans import live  # noqa: PLC0415
 
     for env, cloud in stacks:
@@ -357,7 +367,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
               "use --from-json FILE to analyse a saved `pulumi preview --json`.",
               file=sys.stderr)  # fmt: skip
         return EXIT_ERROR
-    return live.drift(select_stacks(args.env, args.cloud), Path(args.out))
+    stacks = select_stacks(args.env, args.cloud)
+    refuse_examples(stacks)
+    return live.drift(stacks, Path(args.out))
 
 
 def cmd_dr_drill(args: argparse.Namespace) -> int:
@@ -485,7 +497,10 @@ def parser() -> argparse.ArgumentParser:
 
     _add_dr_drill(commands)
 
+    from infra.init import add_command as add_init  # noqa: PLC0415
     from infra.policy.checks import add_commands  # noqa: PLC0415
+
+    add_init(commands)
 
     add_commands(commands)
     add_delivery_commands(commands)

@@ -34,6 +34,8 @@ class ValueSource(StrEnum):
     CACHE_HOST = "cache.host"
     CACHE_PORT = "cache.port"
     CACHE_TLS = "cache.tls"
+    # A file with the CA the cache's TLS certificate chains to; empty: the system's trust store.
+    CACHE_CA_FILE = "cache.ca_file"
     PAYMENT_GATEWAY = "payment.gateway"
 
 

@@ -104,14 +104,41 @@ _LOG_RETENTION_DAYS = frozenset(
     {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
      2922, 3288, 3653}
 )  # fmt: skip
-# Fargate CPU units and the memory (MiB) range each allows.
-FARGATE_SIZES: dict[int, tuple[int, int]] = {
-    256: (512, 2048),
-    512: (1024, 4096),
-    1024: (2048, 8192),
-    2048: (4096, 16384),
-    4096: (8192, 30720),
+# Fargate's task CPU units and the memory sizes (MiB) each accepts, steps included: the table of
+# https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-cpu-memory-error.html
+# (RegisterTaskDefinition answers "No Fargate configuration exists for given values" otherwise).
+_GIB = 1024
+FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
+    256: (512, 1 * _GIB, 2 * _GIB),
+    512: tuple(n * _GIB for n in range(1, 5)),
+    1024: tuple(n * _GIB for n in range(2, 9)),
+    2048: tuple(n * _GIB for n in range(4, 17)),
+    4096: tuple(n * _GIB for n in range(8, 31)),
+    8192: tuple(n * _GIB for n in range(16, 61, 4)),
+    16384: tuple(n * _GIB for n in range(32, 121, 8)),
 }
+# The range of each row, for messages.
+FARGATE_SIZES: dict[int, tuple[int, int]] = {
+    cpu: (sizes[0], sizes[-1]) for cpu, sizes in FARGATE_MEMORY.items()
+}
+
+
+def fargate_pair_error(cpu: int, memory: int) -> str | None:
+    """Why Fargate refuses ``cpu`` units with ``memory`` MiB, or None when it accepts the pair."""
+    sizes = FARGATE_MEMORY.get(cpu)
+    if sizes is None:
+        return f"{cpu} is not a Fargate CPU size ({sorted(FARGATE_MEMORY)})"
+    if memory in sizes:
+        return None
+    accepted = (
+        ", ".join(str(m) for m in sizes)
+        if len(sizes) <= 4
+        else f"{sizes[0]}-{sizes[-1]} in steps of {sizes[1] - sizes[0]}"
+    )
+    return f"{memory} MiB does not fit {cpu} CPU units (Fargate accepts {accepted} MiB)"
+
+
+_HOST = r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$"
 
 Cidr = Annotated[str, AfterValidator(_cidr)]
 Version = Annotated[str, Field(pattern=_VERSION)]
@@ -140,12 +167,11 @@ class AwsSettings(_Model):
     availability_zones: Annotated[int, Field(ge=2, le=6)]
     vpc_cidr: Cidr
     nat_gateways: Annotated[NatGateways, Strict(strict=False)]
-    certificate_arn: Annotated[
-        str, Field(pattern=r"^arn:aws:acm:[a-z0-9-]+:\d{12}:certificate/.+$")
-    ]
     flow_log_retention_days: LogRetention
-    domain: str | None = None
-    hosted_zone_id: str | None = None
+    # The API's host name and the Route 53 public hosted zone it lives in: the stack creates and
+    # DNS-validates its own ACM certificate there (no certificate ARN is ever configured).
+    domain: Annotated[str, Field(pattern=_HOST)]
+    hosted_zone_id: Annotated[str, Field(pattern=r"^Z[A-Z0-9]{1,31}$")]
     # A second region that keeps copies of the database's automated backups (seeds 000-002:
     # cross-region recovery); unset keeps them in the stack's region only.
     backup_region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] | None = None
@@ -174,9 +200,12 @@ class GcpSettings(_Model):
     private_services_cidr: Cidr
     connector_cidr: Cidr
     # The load balancer's host name; with one set it serves HTTPS with a Google-managed certificate.
-    domain: (
-        Annotated[str, Field(pattern=r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$")] | None
-    ) = None
+    domain: Annotated[str, Field(pattern=_HOST)] | None = None
+    # The Cloud DNS managed zone (its name, in this project) that holds ``domain``: the stack
+    # writes the load balancer's A record there so the managed certificate can become active.
+    dns_zone: Annotated[
+        str | None, Field(pattern=r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", validate_default=True)
+    ] = None
     # Zones of the region that read replicas spread over, in order.
     zones: list[Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+\d-[a-z]$")]] = []
     # Where Cloud SQL keeps its backups: a region or multi-region other than the instance's
@@ -198,6 +227,13 @@ class GcpSettings(_Model):
         project = info.data.get("project")
         if project is not None and project not in value:
             raise ValueError(f"project {project} is not in allowed_projects {value}")
+        return value
+
+    @field_validator("dns_zone")
+    @classmethod
+    def _zone_for_domain(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("domain") is not None:
+            raise ValueError("a domain needs the Cloud DNS zone that holds it (dns_zone)")
         return value
 
 
@@ -347,8 +383,8 @@ class ServiceScaling(_Model):
     @field_validator("cpu")
     @classmethod
     def _fargate_cpu(cls, value: int | None) -> int | None:
-        if value is not None and value not in FARGATE_SIZES:
-            raise ValueError(f"{value} is not a Fargate CPU size ({sorted(FARGATE_SIZES)})")
+        if value is not None and value not in FARGATE_MEMORY:
+            raise ValueError(f"{value} is not a Fargate CPU size ({sorted(FARGATE_MEMORY)})")
         return value
 
     @field_validator("min_instances")
@@ -637,7 +673,7 @@ def service_names(services_dir: Path = SERVICES_DIR) -> list[str]:
     return sorted(p.parent.name for p in services_dir.glob("*/manifest.toml"))
 
 
-def load_environment(  # noqa: PLR0912, PLR0915 - one check after another, each naming its key
+def load_environment(  # noqa: PLR0912 - one check after another, each naming its key
     name: str, root: Path = ENVIRONMENTS_DIR, services: list[str] | None = None
 ) -> EnvironmentSettings:
     """Load and validate one environment, or raise :class:`SettingsError`."""
@@ -724,16 +760,7 @@ def load_environment(  # noqa: PLR0912, PLR0915 - one check after another, each 
     for image in settings.pins.images:
         if image not in deployable:
             raise SettingsError(pins_file, f"images.{image}", f"no service '{image}' to pin")
-    for service, scaling in settings.services.items():
-        if scaling.cpu is not None and scaling.memory is not None:
-            low, high = FARGATE_SIZES[scaling.cpu]
-            if not low <= scaling.memory <= high:
-                file = origin.get(("services", service, "memory"), settings_file)
-                raise SettingsError(
-                    file,
-                    f"services.{service}.memory",
-                    f"{scaling.memory} MiB does not fit {scaling.cpu} CPU units ({low}-{high})",
-                )
+    _check_fargate_sizes(settings, origin, settings_file)
     return settings
 
 
@@ -765,6 +792,32 @@ def _check_restore(
             raise SettingsError(
                 file, f"{key}.{name}", f"a restore on {cloud} without point_in_time needs {name}"
             )
+
+
+def _check_fargate_sizes(
+    settings: EnvironmentSettings, origin: dict[tuple[str, ...], Path], settings_file: Path
+) -> None:
+    """Every service's Fargate pair, a manifest's default filling what settings leave out."""
+    from infra.manifests import load_manifest  # noqa: PLC0415 - manifests import this module
+
+    for service, scaling in sorted(settings.services.items()):
+        manifest_file = SERVICES_DIR / service / "manifest.toml"
+        manifest = load_manifest(manifest_file) if manifest_file.exists() else None
+        cpu = scaling.cpu if scaling.cpu is not None else manifest.cpu if manifest else None
+        memory = (
+            scaling.memory if scaling.memory is not None else manifest.memory if manifest else None
+        )
+        if cpu is None or memory is None:
+            continue
+        error = fargate_pair_error(cpu, memory)
+        if error is None:
+            continue
+        # Name the key that made the pair: the override if there is one, else the manifest's.
+        if scaling.memory is not None or scaling.cpu is not None:
+            key = "memory" if scaling.memory is not None else "cpu"
+            file = origin.get(("services", service, key), settings_file)
+            raise SettingsError(file, f"services.{service}.{key}", error)
+        raise SettingsError(manifest_file, "memory", error)
 
 
 @cache

@@ -24,9 +24,6 @@ CPU_TARGET = 70.0
 MEMORY_TARGET = 80.0
 SCALE_OUT_COOLDOWN = 60
 SCALE_IN_COOLDOWN = 300
-# Untagged layers kept this many days; tagged images this many, newest first.
-UNTAGGED_DAYS = 7
-TAGGED_IMAGES = 30
 PAYMENT_GATEWAY = "stripe"
 MIGRATION = "migrate"
 BLUE_GREEN_POLICY = "arn:aws:iam::aws:policy/AmazonECSInfrastructureRolePolicyForLoadBalancers"
@@ -50,37 +47,6 @@ def _assume(service: str) -> str:
                     "Action": "sts:AssumeRole",
                 }
             ],
-        }
-    )
-
-
-def lifecycle_policy() -> str:
-    """Expire untagged images quickly and keep a bounded history of tagged ones."""
-    return json.dumps(
-        {
-            "rules": [
-                {
-                    "rulePriority": 1,
-                    "description": f"Expire untagged images after {UNTAGGED_DAYS} days",
-                    "selection": {
-                        "tagStatus": "untagged",
-                        "countType": "sinceImagePushed",
-                        "countUnit": "days",
-                        "countNumber": UNTAGGED_DAYS,
-                    },
-                    "action": {"type": "expire"},
-                },
-                {
-                    "rulePriority": 2,
-                    "description": f"Keep the newest {TAGGED_IMAGES} tagged images",
-                    "selection": {
-                        "tagStatus": "any",
-                        "countType": "imageCountMoreThan",
-                        "countNumber": TAGGED_IMAGES,
-                    },
-                    "action": {"type": "expire"},
-                },
-            ]
         }
     )
 
@@ -116,6 +82,8 @@ def plain_value(
         ValueSource.CACHE_PORT: str(REDIS_PORT),
         # Transit encryption is always on: clients must speak TLS.
         ValueSource.CACHE_TLS: "true",
+        # ElastiCache presents certificates of Amazon's public CAs: the system store trusts them.
+        ValueSource.CACHE_CA_FILE: "",
         ValueSource.PAYMENT_GATEWAY: PAYMENT_GATEWAY,
     }
     return values[source]
@@ -209,6 +177,12 @@ class ComputeArgs:
     database_name: str
     database_username: str
     cache_host: pulumi.Input[str]
+    # Each service's image in the environment's pull-through cache, pinned by digest.
+    images: dict[str, str]
+    # The cache's repository prefix: the execution role may create repositories under it.
+    repository_prefix: str
+    # The pull-through cache rule: a task's first pull needs it.
+    registry: pulumi.Resource
 
 
 @dataclass(frozen=True)
@@ -230,7 +204,6 @@ class Compute(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
     cluster_arn: pulumi.Output[str]
     service_names: dict[str, pulumi.Output[str]]
-    repository_urls: dict[str, pulumi.Output[str]]
     migration_task_definition_arn: pulumi.Output[str]
     log_group_names: dict[str, pulumi.Output[str]]
     internal_names: dict[str, pulumi.Output[str]]
@@ -245,38 +218,8 @@ class Compute(pulumi.ComponentResource):
         self._lb_role: aws.iam.Role | None = None
         self.internal_names: dict[str, pulumi.Output[str]] = {}
         settings = args.settings
-        production = settings.is_production
         child = pulumi.ResourceOptions(parent=self)
         prefix = f"billing-{settings.name}"
-
-        self.repository_urls = {}
-        for service in sorted(args.services):
-            repository = aws.ecr.Repository(
-                f"{name}-{service}-repository",
-                aws.ecr.RepositoryArgs(
-                    name=f"billing/{settings.name}/{service}",
-                    # A pushed tag never moves: the image an environment pins is the one it runs.
-                    image_tag_mutability="IMMUTABLE",
-                    image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
-                        scan_on_push=True
-                    ),
-                    encryption_configurations=[
-                        aws.ecr.RepositoryEncryptionConfigurationArgs(
-                            encryption_type="KMS", kms_key=args.data_key_arn
-                        )
-                    ],
-                    force_delete=not production,
-                    tags=tags(settings, service),
-                ),
-                # protect: the released images a rollback needs.
-                opts=pulumi.ResourceOptions(parent=self, protect=production),
-            )
-            aws.ecr.LifecyclePolicy(
-                f"{name}-{service}-lifecycle",
-                aws.ecr.LifecyclePolicyArgs(repository=repository.name, policy=lifecycle_policy()),
-                opts=child,
-            )
-            self.repository_urls[service] = repository.repository_url
 
         cluster = aws.ecs.Cluster(
             f"{name}-cluster",
@@ -333,7 +276,6 @@ class Compute(pulumi.ComponentResource):
                 "cluster_name": self.cluster_name,
                 "cluster_arn": self.cluster_arn,
                 "service_names": self.service_names,
-                "repository_urls": self.repository_urls,
                 "migration_task_definition_arn": self.migration_task_definition_arn,
                 "log_group_names": self.log_group_names,
                 "internal_names": self.internal_names,
@@ -371,7 +313,9 @@ class Compute(pulumi.ComponentResource):
             aws.iam.RolePolicyArgs(
                 role=execution_role.id,
                 policy=pulumi.Output.all(log_group.arn, args.data_key_arn, *own_secrets).apply(
-                    lambda values: execution_policy(values[0], values[1], values[2:])
+                    lambda values: execution_policy(
+                        values[0], values[1], values[2:], self._cached_repositories()
+                    )
                 ),
             ),
             opts=child,
@@ -389,13 +333,19 @@ class Compute(pulumi.ComponentResource):
         scaling = settings.services[service]
         return _Task(
             manifest=manifest,
-            image=settings.pins.images[service],
+            image=args.images[service],
             cpu=scaling.cpu or manifest.cpu,
             memory=scaling.memory or manifest.memory,
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             log_group_name=log_group.name,
         )
+
+    def _cached_repositories(self) -> str:
+        settings = self._args.settings
+        assert settings.aws is not None  # noqa: S101 - AWS components run only for AWS stacks
+        region, account = settings.aws.region, settings.aws.account_id
+        return f"arn:aws:ecr:{region}:{account}:repository/{self._args.repository_prefix}/*"
 
     def _task_definition(
         self, role: str, family: str, task: _Task, command: list[str], *, serve: bool
@@ -588,6 +538,10 @@ class Compute(pulumi.ComponentResource):
                 else None,
                 propagate_tags="SERVICE",
                 enable_ecs_managed_tags=True,
+                # `up` waits until the tasks run and pass their health checks, and fails when
+                # they cannot start (an image it cannot pull, a secret it cannot read) instead
+                # of reporting success over a service that never serves.
+                wait_for_steady_state=True,
                 tags=tags(settings, service),
             ),
             # desiredCount belongs to the auto-scaler once the service exists; a target group
@@ -595,7 +549,7 @@ class Compute(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 ignore_changes=["desiredCount"],
-                depends_on=[args.listener, *rule] if load_balancers else [],
+                depends_on=[args.registry, *([args.listener, *rule] if load_balancers else [])],
             ),
         )
         target = aws.appautoscaling.Target(
@@ -635,7 +589,9 @@ class Compute(pulumi.ComponentResource):
         return ecs_service
 
 
-def execution_policy(log_group_arn: str, key_arn: str, secret_arns: list[str]) -> str:
+def execution_policy(
+    log_group_arn: str, key_arn: str, secret_arns: list[str], cached_repositories: str
+) -> str:
     """The ECS agent's policy: pull images, write one log group, read the service's secrets."""
     return json.dumps(
         {
@@ -651,6 +607,14 @@ def execution_policy(log_group_arn: str, key_arn: str, secret_arns: list[str]) -
                         "ecr:BatchGetImage",
                     ],
                     "Resource": "*",
+                },
+                {
+                    # A first pull through the cache creates the repository and imports the
+                    # image: https://docs.aws.amazon.com/AmazonECR/latest/userguide/pull-through-cache-iam.html
+                    "Sid": "FillTheCache",
+                    "Effect": "Allow",
+                    "Action": ["ecr:CreateRepository", "ecr:BatchImportUpstreamImage"],
+                    "Resource": cached_repositories,
                 },
                 {
                     "Sid": "WriteLogs",

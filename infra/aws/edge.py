@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.aws.elb_logs import log_writer
 from infra.aws.firewall import HTTP_PORT, HTTPS_PORT
 from infra.aws.storage import PrivateBucket, PrivateBucketArgs, deny_insecure_transport
 from infra.manifests import ServiceManifest
@@ -35,8 +36,8 @@ class EdgeArgs:
     security_group_id: pulumi.Input[str]
     logs_key_arn: pulumi.Input[str]
     services: dict[str, ServiceManifest]
-    # The ELB log-delivery principal of the region (aws.elb.get_service_account).
-    elb_account_arn: pulumi.Input[str]
+    # The issued (DNS-validated) certificate the HTTPS listener serves; the listener waits for it.
+    certificate_arn: pulumi.Input[str]
 
 
 def _visibility(metric: str) -> aws.wafv2.WebAclRuleVisibilityConfigArgs:
@@ -72,6 +73,7 @@ class Edge(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         prefix = f"billing-{settings.name}"
         account = settings.aws.account_id
+        writer = log_writer(settings.aws.region)
 
         # ALB access logs support SSE-S3 only, so this bucket is not KMS-encrypted.
         logs = PrivateBucket(
@@ -88,18 +90,20 @@ class Edge(pulumi.ComponentResource):
             f"{name}-access-logs-policy",
             aws.s3.BucketPolicyArgs(
                 bucket=logs.bucket_id,
-                policy=pulumi.Output.all(logs.arn, args.elb_account_arn).apply(
-                    lambda values: json.dumps(
+                policy=logs.arn.apply(
+                    lambda arn: json.dumps(
                         {
                             "Version": "2012-10-17",
                             "Statement": [
-                                deny_insecure_transport(values[0]),
+                                deny_insecure_transport(arn),
                                 {
+                                    # The regional ELB account, or the log-delivery service
+                                    # principal in regions opened since August 2022.
                                     "Sid": "LoadBalancerWritesAccessLogs",
                                     "Effect": "Allow",
-                                    "Principal": {"AWS": values[1]},
+                                    "Principal": writer,
                                     "Action": "s3:PutObject",
-                                    "Resource": f"{values[0]}/alb/AWSLogs/{account}/*",
+                                    "Resource": f"{arn}/alb/AWSLogs/{account}/*",
                                 },
                             ],
                         }
@@ -163,7 +167,7 @@ class Edge(pulumi.ComponentResource):
                 port=HTTPS_PORT,
                 protocol="HTTPS",
                 ssl_policy=SSL_POLICY,
-                certificate_arn=settings.aws.certificate_arn,
+                certificate_arn=args.certificate_arn,
                 default_actions=[default_action],
                 tags=tags(settings),
             ),

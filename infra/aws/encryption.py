@@ -79,8 +79,30 @@ class Keys(pulumi.ComponentResource):
             "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
             "Resource": "*",
         }
+        cache_credentials = {
+            # ECR's pull-through cache reads its upstream credentials through Secrets Manager
+            # as its service-linked role, which exists only after the first cache rule: so the
+            # grant names the secrets (by encryption context) instead of the role, as the
+            # aws/secretsmanager key's own policy does.
+            "Sid": "EcrCacheReadsItsCredentials",
+            "Effect": "Allow",
+            "Principal": {"AWS": "*"},
+            "Action": ["kms:Decrypt", "kms:DescribeKey"],
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {
+                    "kms:CallerAccount": account,
+                    "kms:ViaService": f"secretsmanager.{region}.amazonaws.com",
+                },
+                "StringLike": {
+                    "kms:EncryptionContext:SecretARN": (
+                        f"arn:aws:secretsmanager:{region}:{account}:secret:ecr-pullthroughcache/*"
+                    )
+                },
+            },
+        }
         purposes = {
-            "data": ("database, cache, secrets, backups and images", []),
+            "data": ("database, cache, secrets, backups and images", [cache_credentials]),
             "logs": ("log groups and alarm topics", [log_service, alarm_service]),
         }
         arns: dict[str, pulumi.Output[str]] = {}

@@ -82,7 +82,9 @@ class SecurityGroups(pulumi.ComponentResource):
             ],
             egress=[
                 aws.ec2.SecurityGroupEgressArgs(
-                    description=f"To the services' port {port} in the app subnets",
+                    # EC2 accepts only ^[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*$ in (rule)
+                    # descriptions: no apostrophe (hashicorp/terraform-provider-aws#18874).
+                    description=f"To the service port {port} in the app subnets",
                     protocol="tcp",
                     from_port=port,
                     to_port=port,

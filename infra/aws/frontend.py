@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import mimetypes
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
@@ -22,6 +24,16 @@ SPA_ERRORS = (403, 404)
 @dataclass(frozen=True)
 class FrontendArgs:
     settings: EnvironmentSettings
+    # The built site (index.html and its assets). None: nothing is uploaded, and the stack does
+    # not export a URL that would answer 403 (an empty bucket behind origin access control).
+    site_dir: Path | None = None
+
+
+def site_files(site_dir: Path) -> list[Path]:
+    """The files of a built site, index.html first-class: without it there is no site."""
+    if not (site_dir / "index.html").is_file():
+        raise ValueError(f"{site_dir}: no index.html to serve")
+    return sorted(p for p in site_dir.rglob("*") if p.is_file())
 
 
 class Frontend(pulumi.ComponentResource):
@@ -30,6 +42,8 @@ class Frontend(pulumi.ComponentResource):
     bucket_name: pulumi.Output[str]
     distribution_id: pulumi.Output[str]
     domain_name: pulumi.Output[str]
+    # True once the stack uploaded a site: only then is the distribution's URL worth exporting.
+    serves_content: bool
 
     def __init__(
         self, name: str, args: FrontendArgs, opts: pulumi.ResourceOptions | None = None
@@ -134,6 +148,24 @@ class Frontend(pulumi.ComponentResource):
             ),
             opts=child,
         )
+
+        # The site's files, each with its content type: the deploy that changes them uploads them.
+        self.serves_content = args.site_dir is not None
+        for path in site_files(args.site_dir) if args.site_dir is not None else []:
+            key = path.relative_to(args.site_dir).as_posix()  # type: ignore[arg-type]
+            aws.s3.BucketObject(
+                f"{name}-file-{key}",
+                aws.s3.BucketObjectArgs(
+                    bucket=site.bucket_id,
+                    key=key,
+                    source=pulumi.FileAsset(str(path)),
+                    content_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+                    # index.html must be revalidated so a release shows at once; assets are
+                    # content-hashed by the build and may be cached.
+                    cache_control="no-cache" if key == "index.html" else "max-age=31536000",
+                ),
+                opts=child,
+            )
 
         self.bucket_name = site.bucket_name
         self.distribution_id = distribution.id

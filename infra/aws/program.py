@@ -7,6 +7,7 @@ import pulumi_aws as aws
 
 from infra import stack
 from infra.aws.cache import Cache, CacheArgs
+from infra.aws.certificate import Certificate, CertificateArgs
 from infra.aws.compute import Compute, ComputeArgs
 from infra.aws.database import DATABASE_NAME, DATABASE_USERNAME, Database, DatabaseArgs
 from infra.aws.dns import Dns, DnsArgs
@@ -17,10 +18,15 @@ from infra.aws.frontend import Frontend, FrontendArgs
 from infra.aws.network import Network, NetworkArgs, subnet_cidrs
 from infra.aws.observability import Observability, ObservabilityArgs
 from infra.aws.provider import configured_endpoint, provider_args
+from infra.aws.registry import Registry, RegistryArgs
 from infra.aws.secrets import Secrets, SecretsArgs
 from infra.aws.storage import PrivateBucket, PrivateBucketArgs
 from infra.manifests import SecretName, ServiceManifest
+from infra.settings import REPO_ROOT, EnvironmentSettings
 
+# The frontend's build output (seed 003's single-page app). The repository holds no frontend yet:
+# until one is built there, nothing is uploaded and no CloudFront URL is exported.
+SITE_DIR = REPO_ROOT / "frontend" / "dist"
 # Backups move to Glacier Instant Retrieval after a month and expire after a year.
 BACKUP_ARCHIVE_DAYS = 30
 BACKUP_EXPIRE_DAYS = 365
@@ -99,7 +105,15 @@ def main() -> None:
         ),
         opts=opts,
     )
-    elb_account = aws.elb.get_service_account_output(opts=invoke)
+    certificate = Certificate(
+        "certificate",
+        CertificateArgs(
+            settings=settings,
+            domain=aws_settings.domain,
+            hosted_zone_id=aws_settings.hosted_zone_id,
+        ),
+        opts=opts,
+    )
     edge = Edge(
         "edge",
         EdgeArgs(
@@ -109,9 +123,12 @@ def main() -> None:
             security_group_id=groups.alb_id,
             logs_key_arn=keys.logs_key_arn,
             services=services,
-            elb_account_arn=elb_account.arn,
+            certificate_arn=certificate.certificate_arn,
         ),
         opts=opts,
+    )
+    registry = Registry(
+        "registry", RegistryArgs(settings=settings, kms_key_arn=keys.data_key_arn), opts=opts
     )
     compute = Compute(
         "compute",
@@ -134,10 +151,14 @@ def main() -> None:
             database_name=DATABASE_NAME,
             database_username=DATABASE_USERNAME,
             cache_host=cache.primary_endpoint,
+            images=registry.images,
+            repository_prefix=registry.repository_prefix,
+            registry=registry.cache_rule,
         ),
         opts=opts,
     )
-    frontend = Frontend("frontend", FrontendArgs(settings=settings), opts=opts)
+    site = SITE_DIR if (SITE_DIR / "index.html").is_file() else None
+    frontend = Frontend("frontend", FrontendArgs(settings=settings, site_dir=site), opts=opts)
     observability = Observability(
         "observability",
         ObservabilityArgs(
@@ -153,24 +174,9 @@ def main() -> None:
         ),
         opts=opts,
     )
-    public = [m for m in services.values() if m.public and m.health_path is not None]
-    if aws_settings.domain and aws_settings.hosted_zone_id and public:
-        dns = Dns(
-            "dns",
-            DnsArgs(
-                settings=settings,
-                domain=aws_settings.domain,
-                hosted_zone_id=aws_settings.hosted_zone_id,
-                alb_dns_name=edge.alb_dns_name,
-                alb_zone_id=edge.alb_zone_id,
-                health_path=public[0].health_path or "/",
-            ),
-            opts=opts,
-        )
-        pulumi.export("api_domain", dns.fqdn)
-        pulumi.export("api_url", dns.fqdn.apply(lambda name: f"https://{name}"))
-    else:
-        pulumi.export("api_url", edge.alb_dns_name.apply(lambda name: f"https://{name}"))
+    dns = _api_name(settings, edge, services, opts)
+    pulumi.export("api_domain", dns.fqdn)
+    pulumi.export("api_url", dns.fqdn.apply(lambda name: f"https://{name}"))
 
     pulumi.export("vpc_id", network.vpc_id)
     pulumi.export("public_subnet_ids", network.public_subnet_ids)
@@ -189,16 +195,41 @@ def main() -> None:
     pulumi.export("redis_endpoint", cache.primary_endpoint)
     pulumi.export("ecs_cluster_name", compute.cluster_name)
     pulumi.export("service_names", compute.service_names)
-    pulumi.export("ecr_repository_urls", compute.repository_urls)
+    pulumi.export("service_images", registry.images)
     # What a release needs to run the migration task: definition, subnets, security group.
     pulumi.export("migration_task_definition_arn", compute.migration_task_definition_arn)
     pulumi.export("migration_security_group_id", groups.service_ids[_migrating(services)])
-    pulumi.export("cloudfront_url", frontend.domain_name.apply(lambda name: f"https://{name}"))
+    if frontend.serves_content:
+        pulumi.export("cloudfront_url", frontend.domain_name.apply(lambda name: f"https://{name}"))
+    pulumi.export("frontend_distribution_id", frontend.distribution_id)
     pulumi.export("frontend_bucket_name", frontend.bucket_name)
     pulumi.export("backups_bucket_name", backups.bucket_name)
     pulumi.export("alarm_topic_arns", observability.topic_arns)
     pulumi.export("dashboard_name", observability.dashboard_name)
     pulumi.export("secret_arns", {name.value: arn for name, arn in secrets.arns.items()})
+
+
+def _api_name(
+    settings: EnvironmentSettings,
+    edge: Edge,
+    services: dict[str, ServiceManifest],
+    opts: pulumi.ResourceOptions,
+) -> Dns:
+    """The API's name in the environment's hosted zone, and a health check on it."""
+    assert settings.aws is not None  # noqa: S101 - the stack exists only where clouds lists aws
+    public = [m for m in services.values() if m.public and m.health_path is not None]
+    return Dns(
+        "dns",
+        DnsArgs(
+            settings=settings,
+            domain=settings.aws.domain,
+            hosted_zone_id=settings.aws.hosted_zone_id,
+            alb_dns_name=edge.alb_dns_name,
+            alb_zone_id=edge.alb_zone_id,
+            health_path=(public[0].health_path or "/") if public else "/",
+        ),
+        opts=opts,
+    )
 
 
 def _migrating(services: dict[str, ServiceManifest]) -> str:

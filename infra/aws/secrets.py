@@ -29,6 +29,11 @@ OPERATOR_SECRETS = (SecretName.STRIPE_API_KEY, SecretName.STRIPE_WEBHOOK_SECRET)
 PLACEHOLDER = "set-me"
 
 
+def recovery_window_days(environment: str) -> int:
+    """Secrets Manager's recovery window: 0 (delete at once) or 7-30 days."""
+    return {"production": 30, "staging": 7}.get(environment, 0)
+
+
 class Secrets(pulumi.ComponentResource):
     """Secrets Manager secrets, each encrypted with the data key; generated values stay secret."""
 
@@ -77,7 +82,10 @@ class Secrets(pulumi.ComponentResource):
                     description=f"billing {settings.name}: {secret_name.value}",
                     kms_key_id=args.kms_key_arn,
                     # The longest recovery window in production: a deleted secret comes back.
-                    recovery_window_in_days=30 if production else 7,
+                    # Dev deletes at once: a secret in its recovery window keeps its name, and
+                    # CreateSecret then fails with "already scheduled for deletion" when dev is
+                    # created again (hashicorp/terraform-provider-aws#10259).
+                    recovery_window_in_days=recovery_window_days(settings.name),
                     tags=tags(settings),
                 ),
                 # protect: deleting a secret strands the data it unlocks.

@@ -156,6 +156,17 @@ class AwsBootstrap(pulumi.ComponentResource):
             )],
             opts=child,
         )  # fmt: skip
+        # ECS creates clusters and services as its service-linked role; in an account that never
+        # used ECS it does not exist yet and the first CreateCluster fails with "Unable to assume
+        # the service linked role" (aws-cloudformation/cloudformation-coverage-roadmap#818,
+        # https://docs.aws.amazon.com/AmazonECS/latest/developerguide/using-service-linked-roles.html).
+        # An account that already has it: `pulumi import` it (IAM allows one per account).
+        aws.iam.ServiceLinkedRole(
+            f"{name}-ecs-service-linked-role",
+            aws_service_name="ecs.amazonaws.com",
+            description="Amazon ECS manages the billing platform's clusters and services",
+            opts=child,
+        )
         oidc = aws.iam.OpenIdConnectProvider(
             f"{name}-github-oidc",
             url=GITHUB_OIDC_ISSUER,

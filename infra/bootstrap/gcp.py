@@ -21,14 +21,23 @@ from infra.bootstrap.github import (
 from infra.settings import Cloud, EnvironmentSettings
 from infra.tagging import labels
 
-# Viewer reads everything (preview, drift); the deploy account edits and manages IAM, which the
-# stack's service accounts and bindings need.
+# Viewer reads everything (preview, drift). The deploy account holds the admin role of each
+# service the stack manages, not roles/editor: editor cannot set IAM policies, and the stack
+# sets them on keys (cloudkms.admin), secrets (secretmanager.admin), Cloud Run workloads
+# (run.admin) and the registry (artifactregistry.admin)
+# (https://cloud.google.com/iam/docs/understanding-roles#basic).
 ROLES = {
     # secretAccessor: drift refreshes secret versions, which reads their values
     # (secretmanager.versions.access).
     "preview": ["roles/viewer", "roles/iam.securityReviewer", "roles/secretmanager.secretAccessor"],
-    "deploy": ["roles/editor", "roles/resourcemanager.projectIamAdmin",
-               "roles/iam.serviceAccountAdmin"],
+    "deploy": [
+        "roles/artifactregistry.admin", "roles/cloudkms.admin", "roles/cloudsql.admin",
+        "roles/compute.admin", "roles/dns.admin", "roles/iam.serviceAccountAdmin",
+        "roles/iam.serviceAccountUser", "roles/monitoring.editor", "roles/redis.admin",
+        "roles/resourcemanager.projectIamAdmin", "roles/run.admin",
+        "roles/secretmanager.admin", "roles/servicenetworking.networksAdmin",
+        "roles/serviceusage.serviceUsageAdmin", "roles/vpcaccess.admin",
+    ],
 }  # fmt: skip
 
 

@@ -30,6 +30,10 @@ class Cache(pulumi.ComponentResource):
     host: pulumi.Output[str]
     port: pulumi.Output[int]
     auth_string: pulumi.Output[str]
+    # The instance's server CA (PEM): with SERVER_AUTHENTICATION the instance presents a
+    # certificate of its own CA, which clients must trust explicitly
+    # (https://cloud.google.com/memorystore/docs/redis/in-transit-encryption#certificate_authority).
+    server_ca: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: CacheArgs, opts: pulumi.ResourceOptions | None = None
@@ -74,6 +78,9 @@ class Cache(pulumi.ComponentResource):
         self.host = instance.host
         self.port = instance.port
         self.auth_string = pulumi.Output.secret(instance.auth_string)
+        self.server_ca = instance.server_ca_certs.apply(
+            lambda certs: "".join(c.cert or "" for c in certs or [])
+        )
         self.register_outputs(
             {
                 "instance_name": self.instance_name,

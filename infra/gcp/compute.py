@@ -27,6 +27,15 @@ _MIGRATION_SOURCES = frozenset(
 )
 # Requests one instance serves at once before Cloud Run starts another.
 REQUEST_CONCURRENCY = 80
+# Where workloads that talk to Memorystore find its server CA (a Secret Manager volume).
+REDIS_CA_DIR = "/etc/billing/redis-ca"
+REDIS_CA_FILE = "ca.pem"
+REDIS_CA_PATH = f"{REDIS_CA_DIR}/{REDIS_CA_FILE}"
+_REDIS_CA_VOLUME = "redis-server-ca"
+
+
+def reads_cache(manifest: ServiceManifest) -> bool:
+    return ValueSource.CACHE_HOST in manifest.environment.values()
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,10 @@ class WorkloadsArgs:
     # Plain values by source; service.port is each manifest's own.
     values: Mapping[ValueSource, pulumi.Input[str]]
     connector_id: pulumi.Input[str]
+    # The worker pool's Direct VPC egress: worker pools take no Serverless VPC Access connector.
+    network_id: pulumi.Input[str]
+    subnet_id: pulumi.Input[str]
+    redis_ca_id: pulumi.Input[str]
     # Secret versions and accessor grants: a first revision must be able to read its secrets.
     depends_on: list[pulumi.Resource]
 
@@ -172,10 +185,32 @@ class Workloads(pulumi.ComponentResource):
                         connector=self._args.connector_id, egress="PRIVATE_RANGES_ONLY"
                     ),
                     labels=labels(settings, manifest.name),
+                    volumes=[
+                        gcp.cloudrunv2.ServiceTemplateVolumeArgs(
+                            name=_REDIS_CA_VOLUME,
+                            secret=gcp.cloudrunv2.ServiceTemplateVolumeSecretArgs(
+                                secret=self._args.redis_ca_id,
+                                items=[
+                                    gcp.cloudrunv2.ServiceTemplateVolumeSecretItemArgs(
+                                        path=REDIS_CA_FILE, version="latest"
+                                    )
+                                ],
+                            ),
+                        )
+                    ]
+                    if reads_cache(manifest)
+                    else None,
                     containers=[
                         gcp.cloudrunv2.ServiceTemplateContainerArgs(
                             image=self._args.images[manifest.name],
                             commands=manifest.command,
+                            volume_mounts=[
+                                gcp.cloudrunv2.ServiceTemplateContainerVolumeMountArgs(
+                                    name=_REDIS_CA_VOLUME, mount_path=REDIS_CA_DIR
+                                )
+                            ]
+                            if reads_cache(manifest)
+                            else None,
                             ports=gcp.cloudrunv2.ServiceTemplateContainerPortsArgs(
                                 container_port=manifest.port
                             ),
@@ -261,8 +296,12 @@ class Workloads(pulumi.ComponentResource):
             )
             for entry in self._env(manifest)
         ]
-        # A worker pool, not a service: the worker listens on no port, so a service's
-        # startup probe would never pass.
+        # A worker pool, not a service: the worker listens on no port, so a service's startup
+        # probe would never pass, and a service bills idle CPU only with "CPU always
+        # allocated". Worker pools scale manually (manualInstanceCount; they have no request
+        # signal to autoscale on, https://cloud.google.com/run/docs/configuring/workerpools/manual-scaling)
+        # and reach the VPC through Direct VPC egress: they take no Serverless VPC Access
+        # connector (https://cloud.google.com/run/docs/configuring/vpc-direct-vpc).
         return gcp.cloudrunv2.WorkerPool(
             f"{name}-{manifest.name}",
             gcp.cloudrunv2.WorkerPoolArgs(
@@ -273,21 +312,48 @@ class Workloads(pulumi.ComponentResource):
                 deletion_protection=settings.is_production,
                 labels=labels(settings, manifest.name),
                 scaling=gcp.cloudrunv2.WorkerPoolScalingArgs(
-                    scaling_mode="AUTOMATIC",
-                    min_instance_count=scaling.cloud_run_min_instances,
-                    max_instance_count=scaling.max_tasks,
+                    scaling_mode="MANUAL",
+                    # The worker never scales to zero: renewals are due whether or not anyone calls.
+                    manual_instance_count=max(1, scaling.min_tasks),
                 ),
                 template=gcp.cloudrunv2.WorkerPoolTemplateArgs(
                     service_account=self._args.service_accounts[manifest.name],
                     vpc_access=gcp.cloudrunv2.WorkerPoolTemplateVpcAccessArgs(
-                        connector=self._args.connector_id, egress="PRIVATE_RANGES_ONLY"
+                        network_interfaces=[
+                            gcp.cloudrunv2.WorkerPoolTemplateVpcAccessNetworkInterfaceArgs(
+                                network=self._args.network_id, subnetwork=self._args.subnet_id
+                            )
+                        ],
+                        egress="PRIVATE_RANGES_ONLY",
                     ),
                     labels=labels(settings, manifest.name),
+                    volumes=[
+                        gcp.cloudrunv2.WorkerPoolTemplateVolumeArgs(
+                            name=_REDIS_CA_VOLUME,
+                            secret=gcp.cloudrunv2.WorkerPoolTemplateVolumeSecretArgs(
+                                secret=self._args.redis_ca_id,
+                                items=[
+                                    gcp.cloudrunv2.WorkerPoolTemplateVolumeSecretItemArgs(
+                                        path=REDIS_CA_FILE, version="latest"
+                                    )
+                                ],
+                            ),
+                        )
+                    ]
+                    if reads_cache(manifest)
+                    else None,
                     containers=[
                         gcp.cloudrunv2.WorkerPoolTemplateContainerArgs(
                             image=self._args.images[manifest.name],
                             commands=manifest.command,
                             envs=envs,
+                            volume_mounts=[
+                                gcp.cloudrunv2.WorkerPoolTemplateContainerVolumeMountArgs(
+                                    name=_REDIS_CA_VOLUME, mount_path=REDIS_CA_DIR
+                                )
+                            ]
+                            if reads_cache(manifest)
+                            else None,
                             resources=gcp.cloudrunv2.WorkerPoolTemplateContainerResourcesArgs(
                                 limits=self._limits(manifest)
                             ),

@@ -15,6 +15,7 @@ from infra.tagging import labels
 DATABASE_NAME = "billing"
 USERNAME = "billing"
 PORT = 5432
+EDITION = "ENTERPRISE"
 # Cloud SQL keeps at most 7 days of write-ahead log for point-in-time recovery.
 MAX_LOG_RETENTION_DAYS = 7
 # Cloud SQL's default max_connections by instance memory (GiB lower bound -> connections),
@@ -30,6 +31,17 @@ def max_connections(tier: str) -> int:
     match = re.fullmatch(r"db-custom-\d+-(\d+)", tier)
     memory_gib = int(match.group(1)) / 1024 if match else 3.75
     return next(count for floor, count in _CONNECTIONS_BY_MEMORY_GIB if memory_gib >= floor)
+
+
+def backup_retention(days: int) -> tuple[int, int]:
+    """(transaction-log days, retained backups) for ``days`` of point-in-time recovery.
+
+    Cloud SQL refuses retained backups that are not greater than the log retention
+    ("Error 400: Invalid request: backup retention should be > transaction log retention",
+    terraform-google-modules/terraform-google-sql-db#785), and ENTERPRISE keeps 1-7 days of log.
+    """
+    log_days = min(days, MAX_LOG_RETENTION_DAYS)
+    return log_days, max(days, log_days + 1)
 
 
 @dataclass(frozen=True)
@@ -194,6 +206,7 @@ class Database(pulumi.ComponentResource):
         assert settings.gcp is not None  # noqa: S101 - the program only runs for GCP stacks
         database = settings.database
         protection = database.deletion_protection and protected
+        log_days, backups = backup_retention(database.backup_retention_days)
         return gcp.sql.DatabaseInstanceArgs(
             name=instance_name,
             database_version=f"POSTGRES_{database.engine_version.split('.')[0]}",
@@ -205,8 +218,10 @@ class Database(pulumi.ComponentResource):
             restore_backup_context=restore_backup_context,
             settings=gcp.sql.DatabaseInstanceSettingsArgs(
                 tier=database.cloud_sql_tier,
-                # Custom machine tiers exist only in the Enterprise edition.
-                edition="ENTERPRISE",
+                # Custom machine tiers exist only in the Enterprise edition, set explicitly:
+                # new PostgreSQL 16+ instances default to ENTERPRISE_PLUS, which refuses them
+                # (https://cloud.google.com/sql/docs/editions-intro).
+                edition=EDITION,
                 availability_type="REGIONAL" if database.multi_az else "ZONAL",
                 disk_type="PD_SSD",
                 disk_size=database.allocated_storage_gb,
@@ -222,12 +237,10 @@ class Database(pulumi.ComponentResource):
                     # (https://cloud.google.com/sql/docs/postgres/locations: multi-regional
                     # locations are used only for backups).
                     location=settings.gcp.backup_location,
-                    transaction_log_retention_days=min(
-                        database.backup_retention_days, MAX_LOG_RETENTION_DAYS
-                    ),
+                    transaction_log_retention_days=log_days,
                     # One automated backup a day: keeping N backups keeps N days.
                     backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
-                        retained_backups=database.backup_retention_days,
+                        retained_backups=backups,
                         retention_unit="COUNT",
                     ),
                 ),
@@ -262,7 +275,7 @@ class Database(pulumi.ComponentResource):
             deletion_protection=False,
             settings=gcp.sql.DatabaseInstanceSettingsArgs(
                 tier=database.cloud_sql_tier,
-                edition="ENTERPRISE",
+                edition=EDITION,
                 availability_type="ZONAL",
                 disk_type="PD_SSD",
                 disk_autoresize=True,

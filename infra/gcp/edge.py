@@ -202,6 +202,21 @@ class Edge(pulumi.ComponentResource):
             self._forwarding_rule(name, "http", "80", address.address, http_target.id, settings)
             self.url = pulumi.Output.concat("http://", address.address)
         else:
+            # The managed certificate turns ACTIVE only once the domain resolves to the load
+            # balancer; until then it stays PROVISIONING and HTTPS fails the handshake
+            # (https://cloud.google.com/load-balancing/docs/ssl-certificates/google-managed-certs#update-dns).
+            assert settings.gcp.dns_zone is not None  # noqa: S101 - the loader requires it
+            gcp.dns.RecordSet(
+                f"{name}-dns",
+                gcp.dns.RecordSetArgs(
+                    managed_zone=settings.gcp.dns_zone,
+                    name=f"{domain}.",
+                    type="A",
+                    ttl=300,
+                    rrdatas=[address.address],
+                ),
+                opts=child,
+            )
             certificate = gcp.compute.ManagedSslCertificate(
                 f"{name}-certificate",
                 gcp.compute.ManagedSslCertificateArgs(

@@ -7,10 +7,16 @@ from enum import StrEnum
 
 import pulumi
 import pulumi_gcp as gcp
+import pulumiverse_time as time
 
 from infra.settings import EnvironmentSettings
 from infra.tagging import labels
 
+# How long a new key grant takes to reach every service: "typically within 2 minutes", up to
+# 7 (https://cloud.google.com/iam/docs/access-change-propagation). A CMEK resource created
+# before its agent's grant propagated fails ("Unable to delegate the access of CMEK",
+# hashicorp/terraform-provider-google#17333), so they wait.
+GRANT_PROPAGATION = "120s"
 # 90 days, the longest rotation period the platform allows (seconds, as the API takes it).
 ROTATION_PERIOD = f"{90 * 24 * 60 * 60}s"
 
@@ -41,6 +47,7 @@ class Encryption(pulumi.ComponentResource):
 
     key_ring_id: pulumi.Output[str]
     key_ids: dict[KeyPurpose, pulumi.Output[str]]
+    # The agents' key grants and the wait for their propagation: CMEK resources depend on these.
     grants: list[pulumi.Resource]
 
     def __init__(
@@ -96,6 +103,13 @@ class Encryption(pulumi.ComponentResource):
             )
             self.key_ids[purpose] = key.id
             self.grants.append(grant)
+        # Everything that encrypts with a key depends on this wait, which depends on the grants.
+        propagated = time.Sleep(
+            f"{name}-grants-propagated",
+            time.SleepArgs(create_duration=GRANT_PROPAGATION),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.grants)),
+        )
+        self.grants.append(propagated)
 
         self.key_ring_id = key_ring.id
         self.register_outputs(

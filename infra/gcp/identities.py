@@ -25,6 +25,8 @@ class Workload:
 
     name: str
     secrets: Sequence[SecretName]
+    # Whether it talks to Memorystore (and so reads the server CA secret).
+    reads_cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class IdentitiesArgs:
     settings: EnvironmentSettings
     workloads: Sequence[Workload]
     secret_ids: Mapping[SecretName, pulumi.Input[str]]
+    redis_ca_id: pulumi.Input[str]
 
 
 class Identities(pulumi.ComponentResource):
@@ -76,6 +79,18 @@ class Identities(pulumi.ComponentResource):
                         f"{name}-{workload.name}-{secret_name}",
                         gcp.secretmanager.SecretIamMemberArgs(
                             secret_id=args.secret_ids[secret_name],
+                            role="roles/secretmanager.secretAccessor",
+                            member=account.member,
+                        ),
+                        opts=child,
+                    )
+                )
+            if workload.reads_cache:
+                self.grants.append(
+                    gcp.secretmanager.SecretIamMember(
+                        f"{name}-{workload.name}-redis-server-ca",
+                        gcp.secretmanager.SecretIamMemberArgs(
+                            secret_id=args.redis_ca_id,
                             role="roles/secretmanager.secretAccessor",
                             member=account.member,
                         ),

@@ -6,8 +6,9 @@ import pulumi
 import pulumi_gcp as gcp
 
 from infra import stack
+from infra.gcp.apis import Apis, ApisArgs
 from infra.gcp.cache import Cache, CacheArgs
-from infra.gcp.compute import MIGRATIONS, Workloads, WorkloadsArgs
+from infra.gcp.compute import MIGRATIONS, REDIS_CA_PATH, Workloads, WorkloadsArgs, reads_cache
 from infra.gcp.database import PORT, Database, DatabaseArgs
 from infra.gcp.edge import Edge, EdgeArgs
 from infra.gcp.encryption import Encryption, EncryptionArgs, KeyPurpose
@@ -41,13 +42,17 @@ def main() -> None:
     # service with the first priority (on AWS the listener answers 404 there instead).
     front = public[0]
 
+    provider_args = gcp.ProviderArgs(
+        project=settings.gcp.project, region=settings.gcp.region, default_labels=labels(settings)
+    )
+    # The APIs first, through their own provider; every other resource goes through a provider
+    # that depends on them, so none is created before its API is enabled (pulumi/pulumi-gcp#675).
+    apis_provider = gcp.Provider("gcp-apis", provider_args)
+    apis = Apis(
+        "apis", ApisArgs(settings=settings), opts=pulumi.ResourceOptions(providers=[apis_provider])
+    )
     provider = gcp.Provider(
-        "gcp",
-        gcp.ProviderArgs(
-            project=settings.gcp.project,
-            region=settings.gcp.region,
-            default_labels=labels(settings),
-        ),
+        "gcp", provider_args, opts=pulumi.ResourceOptions(depends_on=apis.services)
     )
     opts = pulumi.ResourceOptions(providers=[provider])
     encryption = Encryption("encryption", EncryptionArgs(settings=settings), opts=opts)
@@ -68,6 +73,7 @@ def main() -> None:
             settings=settings,
             kms_key_id=encryption.key_ids[KeyPurpose.SECRETS],
             redis_auth_string=cache.auth_string,
+            redis_server_ca=cache.server_ca,
             depends_on=encryption.grants,
         ),
         opts=opts,
@@ -94,14 +100,19 @@ def main() -> None:
         opts=opts,
     )
     workloads = [
-        Workload(name=name, secrets=manifest.secret_names)
+        Workload(name=name, secrets=manifest.secret_names, reads_cache=reads_cache(manifest))
         for name, manifest in sorted(services.items())
     ]
     # Migrations run as their own identity: the schema needs the database password, nothing else.
     workloads.append(Workload(name=MIGRATIONS, secrets=[SecretName.DATABASE_PASSWORD]))
     identities = Identities(
         "identities",
-        IdentitiesArgs(settings=settings, workloads=workloads, secret_ids=secrets.secret_ids),
+        IdentitiesArgs(
+            settings=settings,
+            workloads=workloads,
+            secret_ids=secrets.secret_ids,
+            redis_ca_id=secrets.redis_ca_id,
+        ),
         opts=opts,
     )
     values: dict[ValueSource, pulumi.Input[str]] = {
@@ -115,6 +126,7 @@ def main() -> None:
         ValueSource.CACHE_PORT: cache.port.apply(str),
         # Memorystore's transit encryption: clients must speak TLS.
         ValueSource.CACHE_TLS: "true",
+        ValueSource.CACHE_CA_FILE: REDIS_CA_PATH,
         ValueSource.PAYMENT_GATEWAY: PAYMENT_GATEWAY,
     }
     compute = Workloads(
@@ -127,7 +139,10 @@ def main() -> None:
             secret_ids=secrets.secret_ids,
             values=values,
             connector_id=network.connector_id,
-            depends_on=[*secrets.versions, *identities.grants],
+            network_id=network.network_id,
+            subnet_id=network.subnet_id,
+            redis_ca_id=secrets.redis_ca_id,
+            depends_on=[*secrets.versions, *identities.grants, registry.pull_grant],
         ),
         opts=opts,
     )

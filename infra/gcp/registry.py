@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.images import ImageRef
 from infra.settings import ENVIRONMENTS_DIR, PINS_FILE, EnvironmentSettings, SettingsError
 from infra.tagging import labels
 
@@ -19,10 +20,9 @@ KEEP_RECENT_VERSIONS = 10
 
 
 def split_image(settings: EnvironmentSettings, service: str) -> tuple[str, str]:
-    """A pinned image as (registry host, path:tag)."""
-    image = settings.pins.images[service]
-    registry, _, path = image.partition("/")
-    return registry, path
+    """A pinned image as (registry host, path@digest): Cloud Run runs exactly the pinned digest."""
+    image = ImageRef.parse(settings.pins.images[service])
+    return image.registry, image.pinned
 
 
 def upstream_registry(settings: EnvironmentSettings) -> str:
@@ -52,6 +52,8 @@ class Registry(pulumi.ComponentResource):
 
     repository_id: pulumi.Output[str]
     images: Mapping[str, pulumi.Output[str]]
+    # Cloud Run's agent may pull: workloads wait for this grant.
+    pull_grant: pulumi.Resource
 
     def __init__(
         self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
@@ -111,6 +113,29 @@ class Registry(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self, protect=settings.is_production, depends_on=list(args.depends_on)
             ),
+        )
+
+        # Cloud Run pulls as its service agent; it may read this repository explicitly (the
+        # implicit same-project grant is not there when the agent's role was removed, and the
+        # deploy-readiness rule can see this one).
+        # https://cloud.google.com/run/docs/deploying#other-projects
+        run_agent = gcp.projects.ServiceIdentity(
+            f"{name}-run-agent",
+            gcp.projects.ServiceIdentityArgs(
+                project=settings.gcp.project, service="run.googleapis.com"
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.pull_grant = gcp.artifactregistry.RepositoryIamMember(
+            f"{name}-run-agent-reader",
+            gcp.artifactregistry.RepositoryIamMemberArgs(
+                project=settings.gcp.project,
+                location=region,
+                repository=repository.repository_id,
+                role="roles/artifactregistry.reader",
+                member=run_agent.member,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
         self.repository_id = repository.repository_id

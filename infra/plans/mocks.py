@@ -99,6 +99,9 @@ def computed_outputs(resource: NewResource) -> tuple[str, dict[str, Any]]:
     extra = COMPUTED.get(resource.type)
     if extra is not None:
         state.update(extra(resource))
+    # A cloud module may give the id the provider really assigns (a bucket's name, a secret's
+    # path): rules that pair resources by id then see what a live preview shows.
+    resource_id = str(state.get("id", resource_id))
     state["id"] = resource_id
     return resource_id, state
 

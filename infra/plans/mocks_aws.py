@@ -167,6 +167,8 @@ def _bucket(resource: NewResource) -> dict[str, Any]:
     t = resource.target
     name = resource.inputs.get("bucket", resource.physical_name)
     return {
+        # A bucket's id is its name.
+        "id": name,
         "bucket": name,
         "arn": f"arn:aws:s3:::{name}",
         "bucketDomainName": f"{name}.s3.amazonaws.com",
@@ -228,8 +230,26 @@ def _record(resource: NewResource) -> dict[str, Any]:
     return {"fqdn": resource.inputs.get("name", resource.physical_name)}
 
 
+def _certificate(resource: NewResource) -> dict[str, Any]:
+    # ACM's DNS validation record: a CNAME under the domain (the value is ACM's own host).
+    domain = resource.inputs.get("domainName", resource.physical_name)
+    token = digest(resource.urn, 32)
+    return {
+        "domainValidationOptions": [
+            {
+                "domainName": domain,
+                "resourceRecordName": f"_{token}.{domain}.",
+                "resourceRecordType": "CNAME",
+                "resourceRecordValue": f"_{digest(token, 32)}.acm-validations.aws.",
+            }
+        ],
+        "status": "PENDING_VALIDATION",
+    }
+
+
 COMPUTED.update(
     {
+        "aws:acm/certificate:Certificate": _certificate,
         "aws:kms/key:Key": _kms_key,
         "aws:secretsmanager/secret:Secret": _secret,
         "aws:rds/instance:Instance": _rds_instance,

@@ -35,6 +35,12 @@ def _redis_instance(resource: NewResource) -> dict[str, Any]:
         # Memorystore's TLS port when transit encryption is on.
         "port": 6378,
         "authString": f"offline-auth-{digest(resource.urn, 24)}",
+        "serverCaCerts": [
+            {
+                "cert": "-----BEGIN CERTIFICATE-----\noffline\n-----END CERTIFICATE-----\n",
+                "serialNumber": digest(resource.urn, 12),
+            }
+        ],
     }
 
 
@@ -44,9 +50,15 @@ def _service_account(resource: NewResource) -> dict[str, Any]:
     return {"email": email, "member": f"serviceAccount:{email}", "uniqueId": digest(email, 21)}
 
 
+# Service agents whose domain is not gcp-sa-<service>
+# (https://cloud.google.com/iam/docs/service-agents).
+_AGENT_DOMAINS = {"run": "serverless-robot-prod", "sqladmin": "gcp-sa-cloud-sql"}
+
+
 def _service_identity(resource: NewResource) -> dict[str, Any]:
     service = str(resource.inputs.get("service", "unknown.googleapis.com")).split(".")[0]
-    email = f"service-{_PROJECT_NUMBER}@gcp-sa-{service}.iam.gserviceaccount.com"
+    domain = _AGENT_DOMAINS.get(service, f"gcp-sa-{service}")
+    email = f"service-{_PROJECT_NUMBER}@{domain}.iam.gserviceaccount.com"
     return {"email": email, "member": f"serviceAccount:{email}"}
 
 
@@ -56,7 +68,11 @@ def _cloud_run_service(resource: NewResource) -> dict[str, Any]:
 
 def _secret(resource: NewResource) -> dict[str, Any]:
     secret_id = resource.inputs.get("secretId", resource.physical_name)
-    return {"name": f"projects/{_PROJECT_NUMBER}/secrets/{secret_id}"}
+    return {
+        "name": f"projects/{_PROJECT_NUMBER}/secrets/{secret_id}",
+        # The provider's id for a secret: projects/{{project}}/secrets/{{secret_id}}.
+        "id": f"projects/{resource.target.account}/secrets/{secret_id}",
+    }
 
 
 def _uptime_check(resource: NewResource) -> dict[str, Any]:

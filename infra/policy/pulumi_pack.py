@@ -87,6 +87,7 @@ def _view(resource: PolicyResource) -> ResourceView:
         resource.props,
         resource.opts.protect,
         tuple(d.urn for d in resource.dependencies),
+        provider=f"{resource.provider.urn}::" if resource.provider is not None else "",
     )
 
 

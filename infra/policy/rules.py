@@ -34,6 +34,8 @@ class ResourceView:
     protect: bool = False
     dependencies: tuple[str, ...] = ()
     custom: bool = True
+    # The provider reference (``<urn>::<id>``); the deploy-readiness rules follow it.
+    provider: str = ""
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,9 @@ class PolicyResult:
 
 def views(plan: Plan) -> list[ResourceView]:
     return [
-        ResourceView(r.urn, r.type, r.name, r.inputs, r.protect, tuple(r.dependencies), r.custom)
+        ResourceView(
+            r.urn, r.type, r.name, r.inputs, r.protect, tuple(r.dependencies), r.custom, r.provider
+        )
         for r in plan.resources
     ]
 
@@ -71,7 +73,21 @@ def _settings_file(settings: EnvironmentSettings) -> str:
 
 
 def check_policy_settings(settings: EnvironmentSettings) -> None:
-    """Raise SettingsError if ``[policy]`` names a rule that does not exist."""
+    """Raise SettingsError if ``[policy]`` names a rule that does not exist, or would downgrade
+    or exempt a deploy-readiness rule (the cloud refuses those resources whatever we decide)."""
+    from infra.policy.readiness import readiness_names  # noqa: PLC0415 - registered on import
+
+    readiness = readiness_names()
+    file = _settings_file(settings)
+    for name, level in settings.policy.enforcement.items():
+        if name in readiness and level is not Enforcement.MANDATORY:
+            message = "a deploy-readiness rule is mandatory in every environment"
+            raise SettingsError(file, f"policy.enforcement.{name}", message)
+    for index, exemption in enumerate(settings.policy.exemptions):
+        if exemption.rule in readiness:
+            message = (f"'{exemption.rule}' is a deploy-readiness rule: the cloud refuses the "
+                       "resource whatever the exemption says")  # fmt: skip
+            raise SettingsError(file, f"policy.exemptions[{index}].rule", message)
     known = rules_by_name()
     for name in settings.policy.enforcement:
         if name not in known:

@@ -92,7 +92,8 @@ BAD_FILES = [
     pytest.param("production/pins.toml", 'pulumi_cli = "3.272.0"', 'pulumi_cli = "latest"',
                  "production/pins.toml", "pulumi_cli", "should match pattern",
                  id="unpinned-cli"),
-    pytest.param("staging/pins.toml", 'worker = "ghcr.io/example-org/billing-worker:0.1.0"\n', "",
+    pytest.param("staging/pins.toml", 'worker = "ghcr.io/example-org/billing-worker:0.1.0@sha256:'
+                 + "0" * 63 + '2"\n', "",
                  "staging/pins.toml", "images.worker", "missing image pin", id="missing-image-pin"),
     pytest.param("dev/settings.toml", 'allowed_account_ids = ["111111111111"]',
                  'allowed_account_ids = ["999999999999"]', "dev/settings.toml",

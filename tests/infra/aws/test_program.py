@@ -136,7 +136,8 @@ def test_keys_rotate_and_secrets_use_the_data_key(plans: dict[str, Plan], env: s
     assert len([k for k in keys if k.name.startswith("keys-")]) == 2
     assert all(k.inputs["enableKeyRotation"] is True for k in keys)
     secrets = of_type(plan, "aws:secretsmanager/secret:Secret")
-    assert {s.inputs["name"].rsplit("/", 1)[1] for s in secrets} == {
+    platform = [s for s in secrets if s.inputs["name"].startswith(f"billing/{env}/")]
+    assert {s.inputs["name"].rsplit("/", 1)[1] for s in platform} == {
         "database-password",
         "redis-auth-token",
         "jwt-secret",
@@ -237,16 +238,26 @@ def test_cache_is_encrypted_replicated_and_snapshotted(
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_repositories_scan_and_never_move_tags(plans: dict[str, Plan], env: str) -> None:
+def test_images_come_through_the_environments_pull_through_cache(
+    plans: dict[str, Plan], env: str
+) -> None:
     plan = plans[env]
-    repositories = of_type(plan, "aws:ecr/repository:Repository")
-    assert len(repositories) == len(manifests())
-    for repository in repositories:
-        assert repository.inputs["imageTagMutability"] == "IMMUTABLE"
-        assert repository.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
-    policies = of_type(plan, "aws:ecr/lifecyclePolicy:LifecyclePolicy")
-    assert len(policies) == len(repositories)
-    assert all(json.loads(p.inputs["policy"])["rules"] for p in policies)
+    settings = environment(env)
+    rule = one(plan, "aws:ecr/pullThroughCacheRule:PullThroughCacheRule").inputs
+    assert rule["ecrRepositoryPrefix"] == f"billing-{env}"
+    assert rule["upstreamRegistryUrl"] == "ghcr.io"
+    assert rule["credentialArn"].split(":secret:")[1].startswith("ecr-pullthroughcache/")
+    template = one(plan, "aws:ecr/repositoryCreationTemplate:RepositoryCreationTemplate").inputs
+    assert template["appliedFors"] == ["PULL_THROUGH_CACHE"]
+    assert json.loads(template["lifecyclePolicy"])["rules"]
+    assert of_type(plan, "aws:ecr/repository:Repository") == []
+    registry = f"111111111111.dkr.ecr.us-east-1.amazonaws.com/billing-{env}/".replace(
+        "111111111111",
+        settings.aws.account_id,  # type: ignore[union-attr]
+    )
+    for service, image in plan.outputs["service_images"].items():
+        assert image.startswith(registry), image
+        assert image.endswith(settings.pins.images[service].split("@")[1])
 
 
 @pytest.mark.parametrize(
@@ -295,7 +306,8 @@ def test_task_definitions_follow_the_manifests(plans: dict[str, Plan], env: str)
     assert set(tasks) == {*manifests(), "migrate"}
     for service, manifest in manifests().items():
         [container] = containers(tasks[service])
-        assert container["image"] == settings.pins.images[service]
+        assert container["image"] == plan.outputs["service_images"][service]
+        assert container["image"].endswith(settings.pins.images[service].split(":0.1.0")[1])
         assert container["command"] == manifest.command
         assert {e["name"] for e in container["environment"]} == set(manifest.environment)
         assert {s["name"] for s in container["secrets"]} == set(manifest.secrets)
@@ -330,7 +342,7 @@ def test_migration_task_runs_alembic_with_the_api_image(plans: dict[str, Plan]) 
     api = manifests()["api"]
     assert api.migrations is not None
     assert migration["command"] == api.migrations.command
-    assert migration["image"] == environment("production").pins.images["api"]
+    assert migration["image"] == plan.outputs["service_images"]["api"]
     assert {s["name"] for s in migration["secrets"]} == set(api.secrets)
     assert "portMappings" not in migration
     assert "migration_task_definition_arn" in plan.outputs
@@ -384,7 +396,10 @@ def test_load_balancer_tls_redirect_logs_and_headers(
     https = one(plan, "aws:lb/listener:Listener", "edge-https").inputs
     assert https["protocol"] == "HTTPS"
     assert https["sslPolicy"].startswith("ELBSecurityPolicy-TLS13-")
-    assert https["certificateArn"] == environment(env).aws.certificate_arn  # type: ignore[union-attr]
+    # The certificate the listener serves is the one the stack validated, and it waits for that.
+    validation = one(plan, "aws:acm/certificateValidation:CertificateValidation")
+    assert https["certificateArn"] == validation.inputs["certificateArn"]
+    assert validation.urn in one(plan, "aws:lb/listener:Listener", "edge-https").dependencies
     http = one(plan, "aws:lb/listener:Listener", "edge-http-redirect").inputs
     [redirect] = http["defaultActions"]
     assert redirect["type"] == "redirect"
@@ -524,20 +539,26 @@ def test_alarms_cover_every_layer_and_notify_topics(plans: dict[str, Plan], env:
     assert len([a for a in alarms if a.inputs.get("metricName") == "Evictions"]) == redis_nodes
 
 
-def test_dns_record_and_health_check_only_where_a_domain_is_named(plans: dict[str, Plan]) -> None:
-    production = plans["production"]
-    aws_settings = environment("production").aws
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_dns_record_certificate_and_health_check_for_the_domain(
+    plans: dict[str, Plan], env: str
+) -> None:
+    plan = plans[env]
+    aws_settings = environment(env).aws
     assert aws_settings is not None
-    assert aws_settings.domain is not None
-    record = one(production, "aws:route53/record:Record").inputs
+    record = one(plan, "aws:route53/record:Record", "dns-api").inputs
     assert record["name"] == aws_settings.domain
     assert record["zoneId"] == aws_settings.hosted_zone_id
     assert record["aliases"][0]["evaluateTargetHealth"] is True
-    check = one(production, "aws:route53/healthCheck:HealthCheck").inputs
+    certificate = one(plan, "aws:acm/certificate:Certificate").inputs
+    assert certificate["domainName"] == aws_settings.domain
+    assert certificate["validationMethod"] == "DNS"
+    validation = one(plan, "aws:route53/record:Record", "certificate-validation").inputs
+    assert validation["zoneId"] == aws_settings.hosted_zone_id
+    assert validation["type"] == "CNAME"
+    check = one(plan, "aws:route53/healthCheck:HealthCheck").inputs
     assert check["resourcePath"] == manifests()["api"].health_path
-    assert production.outputs["api_url"] == f"https://{aws_settings.domain}"
-    assert environment("dev").aws.domain is None  # type: ignore[union-attr]
-    assert of_type(plans["dev"], "aws:route53/record:Record") == []
+    assert plan.outputs["api_url"] == f"https://{aws_settings.domain}"
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -549,10 +570,10 @@ def test_outputs_the_seeds_list(plans: dict[str, Plan], env: str) -> None:
         "rds_endpoint",
         "redis_endpoint",
         "ecs_cluster_name",
-        "cloudfront_url",
         "frontend_bucket_name",
+        "frontend_distribution_id",
         "api_url",
-        "ecr_repository_urls",
+        "service_images",
     ):
         assert outputs.get(key), key
     assert outputs["vpc_id"].startswith("vpc-")

@@ -25,7 +25,6 @@ EXPECTED_STATEFUL = {
     "aws:secretsmanager/secret:Secret",
     "aws:secretsmanager/secretVersion:SecretVersion",
     "aws:cloudwatch/logGroup:LogGroup",
-    "aws:ecr/repository:Repository",
 }
 
 
@@ -152,5 +151,5 @@ def test_generated_passwords_never_appear_in_plain_text(plans: dict[str, Plan], 
     [redis] = plan.of_type("aws:elasticache/replicationGroup:ReplicationGroup")
     assert redis.inputs["authToken"] == SECRET
     versions = plan.of_type("aws:secretsmanager/secretVersion:SecretVersion")
-    assert len(versions) == 5
+    assert len(versions) == 6  # the five platform secrets and the image cache's credentials
     assert all(v.inputs["secretString"] == SECRET for v in versions)

@@ -13,8 +13,8 @@ from infra.delivery.promote import PromotionError, check_order, pin_changes, pro
 from tests.infra.delivery.conftest import Remote, git, snapshot
 
 DEV_PINS = "environments/dev/pins.toml"
-NEW_API = "ghcr.io/example-org/billing-api:0.2.0"
-OLD_API = "ghcr.io/example-org/billing-api:0.1.0"
+NEW_API = "ghcr.io/example-org/billing-api:0.2.0@sha256:" + "0" * 62 + "21"
+OLD_API = "ghcr.io/example-org/billing-api:0.1.0@sha256:" + "0" * 63 + "1"
 FROZEN_AT = dt.datetime(2026, 12, 24, 12, 0, tzinfo=dt.UTC)
 FREEZE = """
 [[freeze]]
@@ -194,7 +194,9 @@ def test_rebuilds_an_existing_promotion_branch(remote: Remote, tmp_path: Path) -
     bump_dev(remote)
     repo = remote.clone("checkout")
     first = promote("dev", "staging", repo=repo, body_path=tmp_path / "b.md", preview=False)
-    pins = remote.read("dev", DEV_PINS).replace(NEW_API, "ghcr.io/example-org/billing-api:0.3.0")
+    pins = remote.read("dev", DEV_PINS).replace(
+        NEW_API, "ghcr.io/example-org/billing-api:0.3.0@sha256:" + "0" * 62 + "31"
+    )
     remote.commit_to("dev", {DEV_PINS: pins + "\n"}, "release api 0.3.0")
     git(repo, "fetch", "--quiet", "origin")
     second = promote("dev", "staging", repo=repo, body_path=tmp_path / "b.md", preview=False)

@@ -9,7 +9,7 @@ import pytest
 
 from infra.gcp.encryption import ROTATION_PERIOD
 from infra.gcp.identities import WORKLOAD_ROLES
-from infra.gcp.secrets import OPERATOR_SECRETS
+from infra.gcp.secrets import OPERATOR_SECRETS, REDIS_CA
 from infra.manifests import SecretName, manifests
 from infra.plans.model import SECRET, Plan, Resource
 from infra.plans.offline import render
@@ -54,13 +54,15 @@ def test_network_has_private_services_access_connector_and_nat(
     assert connector.inputs["ipCidrRange"] == gcp.connector_cidr
     nat = only(plan, "gcp:compute/routerNat:RouterNat")
     assert nat.inputs["sourceSubnetworkIpRangesToNat"] == "ALL_SUBNETWORKS_ALL_IP_RANGES"
-    for type_ in (
-        "gcp:cloudrunv2/service:Service",
-        "gcp:cloudrunv2/workerPool:WorkerPool",
-    ):
-        vpc = only(plan, type_).inputs["template"]["vpcAccess"]
-        assert vpc["connector"].endswith(connector.inputs["name"])
-        assert vpc["egress"] == "PRIVATE_RANGES_ONLY"
+    vpc = only(plan, "gcp:cloudrunv2/service:Service").inputs["template"]["vpcAccess"]
+    assert vpc["connector"].endswith(connector.inputs["name"])
+    assert vpc["egress"] == "PRIVATE_RANGES_ONLY"
+    # Worker pools take no connector: Direct VPC egress into the subnet.
+    pool = only(plan, "gcp:cloudrunv2/workerPool:WorkerPool").inputs["template"]["vpcAccess"]
+    assert "connector" not in pool
+    [interface] = pool["networkInterfaces"]
+    assert interface["subnetwork"].endswith(f"billing-{env}-{gcp.region}")
+    assert pool["egress"] == "PRIVATE_RANGES_ONLY"
 
 
 # -- encryption ----------------------------------------------------------------------------------
@@ -112,13 +114,19 @@ def test_a_secret_per_platform_secret_with_stack_owned_versions(
 ) -> None:
     plan = plans[env]
     secrets = {s.inputs["secretId"] for s in plan.of_type("gcp:secretmanager/secret:Secret")}
-    assert secrets == {f"billing-{env}-{name}" for name in SecretName}
+    expected = {f"billing-{env}-{name}" for name in [*SecretName, REDIS_CA]}
+    assert secrets == expected
+    # Every secret has a version before anything reads it, the operator's included.
     versions = plan.of_type("gcp:secretmanager/secretVersion:SecretVersion")
     versioned = {
         dependency(plan, v, "gcp:secretmanager/secret:Secret").inputs["secretId"] for v in versions
     }
-    assert versioned == {f"billing-{env}-{name}" for name in set(SecretName) - OPERATOR_SECRETS}
+    assert versioned == expected
     assert all(v.inputs["secretData"] == SECRET for v in versions)
+    operator = [
+        v for v in versions if any(f"-{name}-version" in v.name for name in OPERATOR_SECRETS)
+    ]
+    assert len(operator) == len(OPERATOR_SECRETS)
     assert only(plan, "gcp:sql/user:User").inputs["password"] == SECRET
 
 
@@ -162,6 +170,9 @@ def test_each_workload_has_its_own_account_and_only_its_own_secrets(
         for name, manifest in manifests().items()
     }
     expected[f"billing-{env}-migrate"] = {f"billing-{env}-{SecretName.DATABASE_PASSWORD}"}
+    # The workloads that talk to Memorystore read its server CA too.
+    for name in ("api", "worker"):
+        expected[f"billing-{env}-{name}"].add(f"billing-{env}-{REDIS_CA}")
     assert granted == expected
     project_roles: dict[str, set[str]] = {}
     for member in plan.of_type("gcp:projects/iAMMember:IAMMember"):
@@ -175,7 +186,7 @@ def test_each_workload_has_its_own_account_and_only_its_own_secrets(
 
 @pytest.mark.parametrize(
     ("env", "availability", "retention", "protected"),
-    [("dev", "ZONAL", 1, False), ("staging", "ZONAL", 7, False),
+    [("dev", "ZONAL", 2, False), ("staging", "ZONAL", 8, False),
      ("production", "REGIONAL", 30, True)],
 )  # fmt: skip
 def test_cloud_sql_per_environment(
@@ -194,6 +205,9 @@ def test_cloud_sql_per_environment(
     assert backup["enabled"] is True
     assert backup["pointInTimeRecoveryEnabled"] is True
     assert backup["backupRetentionSettings"]["retainedBackups"] == retention
+    # Cloud SQL refuses retained backups not greater than the log retention.
+    assert backup["transactionLogRetentionDays"] < retention
+    assert settings["edition"] == "ENTERPRISE"
     assert backup["backupRetentionSettings"]["retentionUnit"] == "COUNT"
     assert settings["maintenanceWindow"]["day"] in range(1, 8)
     assert settings["insightsConfig"]["queryInsightsEnabled"] is True
@@ -235,7 +249,10 @@ def test_registry_mirrors_the_pinned_images_with_cleanup_policies(
     pins = environment(env).pins.images
     api = only(plan, "gcp:cloudrunv2/service:Service").inputs["template"]["containers"][0]
     expected = f"us-central1-docker.pkg.dev/example-billing-{env}/billing-{env}/"
-    assert api["image"] == expected + pins["api"].removeprefix("ghcr.io/")
+    assert api["image"] == expected + "example-org/billing-api@" + pins["api"].split("@")[1]
+    grant = only(plan, "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember").inputs
+    assert grant["role"] == "roles/artifactregistry.reader"
+    assert grant["member"].startswith("serviceAccount:service-")
 
 
 # -- Cloud Run -----------------------------------------------------------------------------------
@@ -271,7 +288,7 @@ def test_api_service_scaling_ingress_and_contract(
     assert set(plain) == set(manifest.environment)
     assert set(secret) == set(manifest.secrets)
     for env_name, secret_name in manifest.secrets.items():
-        assert f"-{secret_name}-" in secret[env_name]
+        assert secret[env_name].endswith(f"/secrets/billing-{env}-{secret_name}")
     assert plain["BILLING_ENVIRONMENT"] == env
     assert plain["DATABASE_HOST"] == "10.128.0.3"
     assert plain["REDIS_TLS"] == "true"
@@ -282,8 +299,7 @@ def test_worker_pool_and_migrations_job(plans: dict[str, Plan], env: str) -> Non
     plan = plans[env]
     scaling = environment(env).services["worker"]
     pool = only(plan, "gcp:cloudrunv2/workerPool:WorkerPool").inputs
-    assert pool["scaling"]["minInstanceCount"] == scaling.min_tasks
-    assert pool["scaling"]["maxInstanceCount"] == scaling.max_tasks
+    assert pool["scaling"] == {"scalingMode": "MANUAL", "manualInstanceCount": scaling.min_tasks}
     worker = manifests()["worker"]
     plain, secret = _env_names(pool["template"]["containers"][0])
     assert set(plain) == set(worker.environment)

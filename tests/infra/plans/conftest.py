@@ -124,3 +124,17 @@ def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, s
     code = cli.main(list(args))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+@pytest.fixture
+def initialised(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Live CLI runs against the stand-in as if `nox -s init` had written real values: the
+    example-value refusal (tested in tests/infra/test_placeholders.py) records the stacks it was
+    asked about instead of refusing the shipped examples."""
+    from infra import cli
+
+    checked: list[list[str]] = []
+    monkeypatch.setattr(
+        cli, "refuse_examples", lambda stacks: checked.append([f"{e.name}-{c}" for e, c in stacks])
+    )
+    return checked

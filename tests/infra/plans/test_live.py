@@ -260,7 +260,10 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_drift_through_the_standin(
-    standin: Standin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    standin: Standin,
+    initialised: list[list[str]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     standin.set(preview=str(DRIFTED))
     standin.bootstrap((environment("dev"), Cloud.AWS))
@@ -268,14 +271,18 @@ def test_cli_drift_through_the_standin(
     code, out, err = run_cli(*args, capsys=capsys)
     assert code == 2, err
     assert "dev-aws: DRIFT in 4 resources" in out
+    assert initialised == [["dev-aws"]]
 
 
-def test_cli_up_refuses_a_mismatched_cli(standin: Standin) -> None:
+@pytest.mark.usefixtures("initialised")
+def test_cli_up_refuses_a_mismatched_cli(
+    standin: Standin, capsys: pytest.CaptureFixture[str]
+) -> None:
     standin.set(version="3.100.0")
-    result = _cli("up", "--env", "dev", "--cloud", "aws", cwd=REPO_ROOT)
-    assert result.returncode == 1
-    assert "key 'pulumi_cli'" in result.stderr
-    assert "Traceback" not in result.stderr
+    code, _, err = run_cli("up", "--env", "dev", "--cloud", "aws", capsys=capsys)
+    assert code == 1
+    assert "key 'pulumi_cli'" in err
+    assert "Traceback" not in err
     assert not standin.calls_of("up")
 
 
@@ -327,8 +334,11 @@ def test_preview_without_engine_events_is_an_error(standin: Standin) -> None:
         live.preview(environment("dev"), Cloud.AWS)
 
 
+@pytest.mark.usefixtures("initialised")
 def test_cli_live_preview_saves_a_plan_per_stack(
-    standin: Standin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    standin: Standin,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     standin.set(preview=str(PREVIEW))
     standin.bootstrap((environment("dev"), Cloud.AWS))
@@ -345,8 +355,11 @@ def test_cli_live_preview_saves_a_plan_per_stack(
     assert call.value("--stack") == "dev"
 
 
+@pytest.mark.usefixtures("initialised")
 def test_live_preview_steps_go_through_the_destructive_change_guard(
-    standin: Standin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    standin: Standin,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     standin.set(preview=str(DRIFTED))  # replaces the production database
     standin.bootstrap((environment("production"), Cloud.AWS))
