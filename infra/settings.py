@@ -673,7 +673,7 @@ def service_names(services_dir: Path = SERVICES_DIR) -> list[str]:
     return sorted(p.parent.name for p in services_dir.glob("*/manifest.toml"))
 
 
-def load_environment(  # noqa: PLR0912 - one check after another, each naming its key
+def load_environment(  # noqa: PLR0912, PLR0915 - one check after another, each naming its key
     name: str, root: Path = ENVIRONMENTS_DIR, services: list[str] | None = None
 ) -> EnvironmentSettings:
     """Load and validate one environment, or raise :class:`SettingsError`."""
