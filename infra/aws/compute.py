@@ -114,9 +114,12 @@ def container_definitions(
         "image": image,
         "essential": True,
         "command": command,
+        # A variable whose value is empty is left out: Fargate drops empty variables
+        # (aws/amazon-ecs-agent#2550), so declaring one would only show as a diff.
         "environment": [
-            {"name": key, "value": plain_value(source, manifest, settings, endpoints)}
+            {"name": key, "value": value}
             for key, source in sorted(manifest.environment.items())
+            if (value := plain_value(source, manifest, settings, endpoints)) != ""
         ],
         # Secrets reach the container from Secrets Manager at start, never as plain values.
         "secrets": [

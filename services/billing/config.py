@@ -39,6 +39,7 @@ COMMON_VARIABLES = (
     "REDIS_HOST",
     "REDIS_PORT",
     "REDIS_TLS",
+    "REDIS_CA_FILE",
     "REDIS_AUTH_TOKEN",
     "PAYMENT_GATEWAY",
     "STRIPE_API_KEY",
@@ -113,6 +114,9 @@ class CacheSettings:
     port: int
     tls: bool
     auth_token: str
+    # The CA that signs the server's certificate (Memorystore's own CA, mounted by the GCP
+    # program); None: the system store (ElastiCache presents a certificate of a public CA).
+    ca_file: str | None = None
 
     def url(self) -> str:
         scheme = "rediss" if self.tls else "redis"
@@ -165,6 +169,7 @@ class Settings:
                 host=reader.required("REDIS_HOST"),
                 port=reader.port("REDIS_PORT"),
                 tls=reader.boolean("REDIS_TLS"),
+                ca_file=environ.get("REDIS_CA_FILE") or None,
                 # ElastiCache and Memorystore may run without AUTH; the secret is then empty.
                 auth_token=environ.get("REDIS_AUTH_TOKEN", ""),
             ),

@@ -28,6 +28,7 @@ FAKE_VALUES = {
     "cache.host": "cache.internal",
     "cache.port": "6379",
     "cache.tls": "true",
+    "cache.ca_file": "/etc/billing/redis-ca/ca.pem",
     "payment.gateway": "simulator",
 }
 

@@ -143,6 +143,10 @@ def test_workloads_get_the_memorystore_ca_as_a_file(plans: dict[str, Plan], env:
         assert volume["secret"]["items"] == [{"path": "ca.pem", "version": "latest"}]
         [mount] = workload["containers"][0]["volumeMounts"]
         assert f"{mount['mountPath']}/ca.pem" == REDIS_CA_PATH
+        # The services read the file's path from the manifests' REDIS_CA_FILE and verify
+        # Memorystore's certificate against it (services/tests/test_redis_tls.py).
+        env_values = {e["name"]: e.get("value") for e in workload["containers"][0]["envs"]}
+        assert env_values["REDIS_CA_FILE"] == REDIS_CA_PATH
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
