@@ -96,6 +96,8 @@ def local_stack(
             "cache.host": cache.host,
             "cache.port": str(cache.port),
             "cache.tls": "false",
+            # Plain Redis on loopback: no server CA to trust.
+            "cache.ca_file": "",
             "payment.gateway": "simulator",
         }
         api, worker = load_manifest("api"), load_manifest("worker")
