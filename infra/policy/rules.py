@@ -171,7 +171,7 @@ def _is_true(inputs: Mapping[str, Any], path: str) -> bool:
     return value is True or _unknown(value)
 
 
-def _list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
@@ -186,7 +186,7 @@ def _json(value: Any) -> Any:
     return value
 
 
-def _int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -264,7 +264,7 @@ def rds_multi_az(r: ResourceView, ctx: Context) -> Iterator[str]:
 def rds_backup_retention(r: ResourceView, ctx: Context) -> Iterator[str]:
     if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
         return
-    days = _int(r.inputs.get("backupRetentionPeriod"))
+    days = as_int(r.inputs.get("backupRetentionPeriod"))
     floor = 7 if ctx.hardened else 1
     if days is None or days < floor:
         yield f"backupRetentionPeriod is {days}; at least {floor} days in {ctx.environment}"
@@ -300,7 +300,7 @@ def rds_in_transit(resources: Sequence[ResourceView], _: Context) -> Iterator[Vi
             if _refers_to(db, g, "parameterGroupName")
             and any(
                 str(p.get("name")) == "rds.force_ssl" and str(p.get("value")) == "1"
-                for p in _list(g.inputs.get("parameters"))
+                for p in as_list(g.inputs.get("parameters"))
                 if isinstance(p, Mapping)
             )
         ]
@@ -356,7 +356,7 @@ def cache_failover(r: ResourceView, ctx: Context) -> Iterator[str]:
     "ElastiCache keeps automatic snapshots in staging and production.",
 )
 def cache_snapshots(r: ResourceView, ctx: Context) -> Iterator[str]:
-    days = _int(r.inputs.get("snapshotRetentionLimit"))
+    days = as_int(r.inputs.get("snapshotRetentionLimit"))
     if ctx.hardened and (days is None or days < 1):
         yield f"snapshotRetentionLimit is {days} in {ctx.environment}"
 
@@ -387,7 +387,7 @@ def alb_https_only(r: ResourceView, _: Context) -> Iterator[str]:
     protocol = str(r.inputs.get("protocol", "HTTP"))
     if protocol != "HTTP":
         return
-    actions = [a for a in _list(r.inputs.get("defaultActions")) if isinstance(a, Mapping)]
+    actions = [a for a in as_list(r.inputs.get("defaultActions")) if isinstance(a, Mapping)]
     redirects = all(
         a.get("type") == "redirect" and get(a, "redirect.protocol") == "HTTPS" for a in actions
     )
@@ -608,7 +608,7 @@ def ecs_no_privileged(r: ResourceView, _: Context) -> Iterator[str]:
 )
 def ecs_secrets_not_in_environment(r: ResourceView, _: Context) -> Iterator[str]:
     for c in _containers(r) or []:
-        for variable in _list(c.get("environment")):
+        for variable in as_list(c.get("environment")):
             name = str(variable.get("name", "")) if isinstance(variable, Mapping) else ""
             if any(word in name.upper() for word in SECRET_WORDS):
                 yield f"container {c.get('name')}: {name} is a plain environment value"
@@ -624,7 +624,7 @@ def ecs_secrets_not_in_environment(r: ResourceView, _: Context) -> Iterator[str]
     "Log groups keep logs at least the environment's minimum, and not forever.",
 )
 def log_retention(r: ResourceView, ctx: Context) -> Iterator[str]:
-    days = _int(r.inputs.get("retentionInDays"))
+    days = as_int(r.inputs.get("retentionInDays"))
     if not days:
         yield "no retentionInDays: logs are kept (and billed) forever"
     elif days < ctx.min_log_retention_days:
@@ -673,15 +673,15 @@ SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 def _world_rules(r: ResourceView) -> Iterator[Mapping[str, Any]]:
     """The ingress entries of a security group (rule) open to any address."""
     if r.type == SECURITY_GROUP:
-        entries = [e for e in _list(r.inputs.get("ingress")) if isinstance(e, Mapping)]
+        entries = [e for e in as_list(r.inputs.get("ingress")) if isinstance(e, Mapping)]
     elif r.type == SG_RULE:
         entries = [r.inputs] if r.inputs.get("type") == "ingress" else []
     else:
         entries = [r.inputs]
     for entry in entries:
         cidrs = {
-            *_list(entry.get("cidrBlocks")),
-            *_list(entry.get("ipv6CidrBlocks")),
+            *as_list(entry.get("cidrBlocks")),
+            *as_list(entry.get("ipv6CidrBlocks")),
             entry.get("cidrIpv4"),
             entry.get("cidrIpv6"),
         }
@@ -690,7 +690,7 @@ def _world_rules(r: ResourceView) -> Iterator[Mapping[str, Any]]:
 
 
 def _web_only(entry: Mapping[str, Any]) -> bool:
-    low, high = _int(entry.get("fromPort")), _int(entry.get("toPort"))
+    low, high = as_int(entry.get("fromPort")), as_int(entry.get("toPort"))
     protocol = str(entry.get("protocol", entry.get("ipProtocol", "tcp"))).lower()
     return protocol in ("tcp", "6") and low == high and low in WEB_PORTS
 
@@ -710,7 +710,7 @@ def _web_only(entry: Mapping[str, Any]) -> bool:
 def sg_no_world_ingress(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     groups = of_types(resources, SECURITY_GROUP)
     balancers = of_types(resources, *BALANCERS)
-    lb_group_ids = {str(g) for lb in balancers for g in _list(lb.inputs.get("securityGroups"))}
+    lb_group_ids = {str(g) for lb in balancers for g in as_list(lb.inputs.get("securityGroups"))}
     lb_groups = {g.urn for g in groups if any(g.urn in lb.dependencies for lb in balancers)}
     for r in of_types(resources, SECURITY_GROUP, SG_RULE, SG_INGRESS):
         for entry in _world_rules(r):
@@ -781,7 +781,7 @@ def cloudsql_no_public_ip(r: ResourceView, _: Context) -> Iterator[str]:
     "Cloud SQL authorised networks never include 0.0.0.0/0.",
 )
 def cloudsql_no_open_networks(r: ResourceView, _: Context) -> Iterator[str]:
-    for network in _list(get(r.inputs, "settings.ipConfiguration.authorizedNetworks")):
+    for network in as_list(get(r.inputs, "settings.ipConfiguration.authorizedNetworks")):
         if isinstance(network, Mapping) and network.get("value") in WORLD:
             yield f"authorizedNetworks includes {network.get('value')}"
 
@@ -875,7 +875,7 @@ def memorystore_high_availability(r: ResourceView, ctx: Context) -> Iterator[str
 )
 def gcp_kms_rotation(r: ResourceView, _: Context) -> Iterator[str]:
     period = str(r.inputs.get("rotationPeriod") or "")
-    seconds = _int(period.removesuffix("s"))
+    seconds = as_int(period.removesuffix("s"))
     if seconds is None or seconds > 90 * 86400:
         yield f"rotationPeriod is {period or 'unset'}; at most 7776000s"
 
@@ -914,10 +914,12 @@ def gcs_versioning(r: ResourceView, _: Context) -> Iterator[str]:
 def gcp_firewall_no_world(r: ResourceView, _: Context) -> Iterator[str]:
     if str(r.inputs.get("direction", "INGRESS")) != "INGRESS":
         return
-    if not set(_list(r.inputs.get("sourceRanges"))) & WORLD:
+    if not set(as_list(r.inputs.get("sourceRanges"))) & WORLD:
         return
-    for allow in _list(r.inputs.get("allows")):
-        ports = {str(p) for p in _list(allow.get("ports"))} if isinstance(allow, Mapping) else set()
+    for allow in as_list(r.inputs.get("allows")):
+        ports = (
+            {str(p) for p in as_list(allow.get("ports"))} if isinstance(allow, Mapping) else set()
+        )
         if not ports or not ports <= {str(p) for p in WEB_PORTS}:
             yield f"ingress from the whole internet on {sorted(ports) or 'all ports'}"
 
@@ -976,11 +978,11 @@ def cloudrun_ingress(r: ResourceView, _: Context) -> Iterator[str]:
     "Credentials reach Cloud Run through Secret Manager references, never plain values.",
 )
 def cloudrun_secrets_not_in_environment(r: ResourceView, _: Context) -> Iterator[str]:
-    containers = _list(get(r.inputs, "template.containers")) or _list(
+    containers = as_list(get(r.inputs, "template.containers")) or as_list(
         get(r.inputs, "template.template.containers")
     )
     for c in containers:
-        for variable in _list(c.get("envs")) if isinstance(c, Mapping) else []:
+        for variable in as_list(c.get("envs")) if isinstance(c, Mapping) else []:
             if not isinstance(variable, Mapping) or "value" not in variable:
                 continue
             name = str(variable.get("name", ""))

@@ -10,18 +10,16 @@ from typing import Any
 
 from infra.aws.elb_logs import log_writer
 from infra.policy.readiness.common import (
-    as_int,
     by_urn,
     check_name,
     dig,
-    items,
     of_types,
     resource_rule,
     stack_rule,
     unknown,
     upstream,
 )
-from infra.policy.rules import Context, ResourceView, Violation
+from infra.policy.rules import Context, ResourceView, Violation, as_int, as_list
 from infra.settings import fargate_pair_error
 
 SG = "aws:ec2/securityGroup:SecurityGroup"
@@ -102,7 +100,7 @@ def sg_description(r: ResourceView, _: Context) -> Iterator[str]:
     character (an apostrophe included) with InvalidParameterValue, blocking the group."""
     texts = [("description", r.inputs.get("description"))]
     for direction in ("ingress", "egress"):
-        for index, entry in enumerate(items(r.inputs.get(direction))):
+        for index, entry in enumerate(as_list(r.inputs.get(direction))):
             texts.append((f"{direction}[{index}].description", dig(entry, "description")))
     for key, text in texts:
         yield from check_name(text, key, EC2_DESCRIPTION, 255, "EC2")
@@ -233,7 +231,7 @@ def wafv2_names(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/waf/latest/APIReference/API_VisibilityConfig.html"""
     yield from check_name(r.inputs.get("name"), "name", r"[\w-]+", 128, "WAF")
     metrics = [("visibilityConfig.metricName", dig(r.inputs, "visibilityConfig", "metricName"))]
-    for index, rule in enumerate(items(r.inputs.get("rules"))):
+    for index, rule in enumerate(as_list(r.inputs.get("rules"))):
         metrics.append((f"rules[{index}].visibilityConfig.metricName",
                         dig(rule, "visibilityConfig", "metricName")))  # fmt: skip
     for key, metric in metrics:
@@ -283,7 +281,7 @@ def ecr_cache_rule(r: ResourceView, _: Context) -> Iterator[str]:
 def fargate_pair(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-cpu-memory-error.html:
     "No Fargate configuration exists for given values" otherwise."""
-    if "FARGATE" not in items(r.inputs.get("requiresCompatibilities")):
+    if "FARGATE" not in as_list(r.inputs.get("requiresCompatibilities")):
         return
     cpu, memory = as_int(r.inputs.get("cpu")), as_int(r.inputs.get("memory"))
     if cpu is None or memory is None:
@@ -420,7 +418,7 @@ def elb_log_writer(resources: Sequence[ResourceView], _: Context) -> Iterator[Vi
                 continue
             statements = json.loads(document).get("Statement", []) if not unknown(document) else []
             principals += [s.get("Principal") for s in statements if s.get("Effect") == "Allow"
-                           and "s3:PutObject" in items(s.get("Action"))]  # fmt: skip
+                           and "s3:PutObject" in as_list(s.get("Action"))]  # fmt: skip
         if expected not in principals:
             yield Violation(lb.urn, f"accessLogs.bucket: {bucket}'s policy does not let "
                             f"{json.dumps(expected)} write the logs in {region}")  # fmt: skip
@@ -477,7 +475,7 @@ def ecs_secret_value(resources: Sequence[ResourceView], _: Context) -> Iterator[
     versioned = {d for v in of_types(resources, SECRET_VERSION) for d in v.dependencies}
     for task in of_types(resources, TASK):
         for container in _containers(task):
-            for entry in items(container.get("secrets")):
+            for entry in as_list(container.get("secrets")):
                 reference = str(dig(entry, "valueFrom") or "")
                 if unknown(reference) or not reference:
                     continue

@@ -73,18 +73,6 @@ def unknown(value: Any) -> bool:
     return isinstance(value, str) and UNKNOWN in value
 
 
-def as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
 def dig(node: Any, *path: str) -> Any:
     """A nested input; a one-element list (a nested block) is looked through."""
     for part in path:
@@ -94,12 +82,6 @@ def dig(node: Any, *path: str) -> Any:
             return None
         node = node.get(part)
     return node
-
-
-def items(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list) else [value]
 
 
 def check_name(value: Any, key: str, pattern: str, max_length: int, what: str) -> Iterator[str]:

@@ -9,18 +9,16 @@ from typing import Any
 
 from infra.gcp.apis import API_OF_MODULE, ENABLES_APIS
 from infra.policy.readiness.common import (
-    as_int,
     by_urn,
     check_name,
     dig,
-    items,
     of_types,
     resource_rule,
     stack_rule,
     unknown,
     upstream,
 )
-from infra.policy.rules import Context, ResourceView, Violation
+from infra.policy.rules import Context, ResourceView, Violation, as_int, as_list
 
 RUN_SERVICE = "gcp:cloudrunv2/service:Service"
 RUN_POOL = "gcp:cloudrunv2/workerPool:WorkerPool"
@@ -54,12 +52,12 @@ def _secret_refs(r: ResourceView) -> list[tuple[str, str]]:
     """(key, secret reference) for every secret a Cloud Run workload reads: env and volumes."""
     template = _templates(r)
     refs = []
-    for c, container in enumerate(items(template.get("containers"))):
-        for entry in items(dig(container, "envs")):
+    for c, container in enumerate(as_list(template.get("containers"))):
+        for entry in as_list(dig(container, "envs")):
             secret = dig(entry, "valueSource", "secretKeyRef", "secret")
             if isinstance(secret, str):
                 refs.append((f"containers[{c}].envs[{dig(entry, 'name')}]", secret))
-    for volume in items(template.get("volumes")):
+    for volume in as_list(template.get("volumes")):
         secret = dig(volume, "secret", "secret")
         if isinstance(secret, str):
             refs.append((f"volumes[{dig(volume, 'name')}]", secret))
@@ -81,7 +79,7 @@ def _cmek_keys(r: ResourceView) -> list[tuple[str, Any]]:
         ("customerManagedKey", r.inputs.get("customerManagedKey")),
     ]
     replicas = dig(r.inputs, "replication", "userManaged", "replicas")
-    for index, replica in enumerate(items(replicas)):
+    for index, replica in enumerate(as_list(replicas)):
         keys.append((f"replication.userManaged.replicas[{index}].customerManagedEncryption",
                      dig(replica, "customerManagedEncryption", "kmsKeyName")))  # fmt: skip
     return [(k, v) for k, v in keys if v]
@@ -271,7 +269,7 @@ def worker_pool(r: ResourceView, _: Context) -> Iterator[str]:
 def startup_probe(r: ResourceView, _: Context) -> Iterator[str]:
     """https://cloud.google.com/run/docs/configuring/healthchecks: the service's create
     operation completes only when the revision is ready, which the startup probe decides."""
-    for index, container in enumerate(items(_templates(r).get("containers"))):
+    for index, container in enumerate(as_list(_templates(r).get("containers"))):
         if not dig(container, "startupProbe"):
             yield f"template.containers[{index}].startupProbe is not set"
 
@@ -368,7 +366,7 @@ def managed_certificate_dns(resources: Sequence[ResourceView], _: Context) -> It
     for certificate in of_types(
         resources, "gcp:compute/managedSslCertificate:ManagedSslCertificate"
     ):
-        for domain in items(dig(certificate.inputs, "managed", "domains")):
+        for domain in as_list(dig(certificate.inputs, "managed", "domains")):
             pointing = [
                 r
                 for r in records
@@ -397,7 +395,7 @@ def image_pullable(resources: Sequence[ResourceView], _: Context) -> Iterator[Vi
                                             "roles/artifactregistry.writer")
                 and RUN_AGENT in str(g.inputs.get("member", ""))}  # fmt: skip
     for workload in of_types(resources, *RUN):
-        for c, container in enumerate(items(_templates(workload).get("containers"))):
+        for c, container in enumerate(as_list(_templates(workload).get("containers"))):
             image = str(dig(container, "image") or "")
             if unknown(image):
                 continue
@@ -431,7 +429,7 @@ def memorystore_ca(resources: Sequence[ResourceView], _: Context) -> Iterator[Vi
     mounted = {
         s.urn
         for w in of_types(resources, *RUN)
-        for volume in items(_templates(w).get("volumes"))
+        for volume in as_list(_templates(w).get("volumes"))
         if isinstance(reference := dig(volume, "secret", "secret"), str)
         for s in secrets
         if _matches(reference, s)
