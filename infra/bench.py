@@ -51,12 +51,16 @@ def main() -> None:
     print(f"Offline preview benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d}, {machine}")
     print(f"{len(stacks)} stacks, {resources} resources, {RUNS} runs each\n")
     rows = [
-        ["Cold: new process, all stacks, plans written",
-         *(f"{v:.2f} s" for v in (statistics.median(cold), min(cold), max(cold)))],
-        ["Warm: in-process render of all stacks",
-         *(f"{v:.2f} s" for v in (statistics.median(warm), min(warm), max(warm)))],
+        [
+            "Cold: new process, all stacks, plans written",
+            *(f"{v:.2f} s" for v in (statistics.median(cold), min(cold), max(cold))),
+        ],
+        [
+            "Warm: in-process render of all stacks",
+            *(f"{v:.2f} s" for v in (statistics.median(warm), min(warm), max(warm))),
+        ],
         ["Import of SDK, providers and programs", f"{imports:.2f} s", "", ""],
-    ]  # fmt: skip
+    ]
     print("\n".join(table(["Measure", "Median", "Min", "Max"], rows, right={1, 2, 3})))
 
 

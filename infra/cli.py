@@ -124,8 +124,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
     quiet = args.quiet
     if offline:
         reason = "--offline given" if args.offline else "Pulumi CLI not found"
-        _log(f"Offline preview ({reason}): stacks render in-process under the Pulumi SDK's "
-             "mock runtime; no cloud is contacted.", quiet=quiet)  # fmt: skip
+        _log(
+            f"Offline preview ({reason}): stacks render in-process under the Pulumi SDK's "
+            "mock runtime; no cloud is contacted.",
+            quiet=quiet,
+        )
     else:
         refuse_examples(stacks)
         _log("Live preview: Pulumi Automation API against each environment's backend.", quiet=quiet)
@@ -140,8 +143,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
         )
         after = {p.key: p for p in plans}
         # A stack that failed has no "after": it is reported as failed, not as deleted.
-        diffs = diff_plan_sets({k: v for k, v in before.items() if k in after or
-                                k not in outcomes}, after)  # fmt: skip
+        diffs = diff_plan_sets(
+            {k: v for k, v in before.items() if k in after or k not in outcomes}, after
+        )
     elif live_changes:
         diffs, args.against = live_changes, "the deployed stacks (live preview)"
     for diff in diffs or []:
@@ -224,11 +228,21 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if github is not None and args.from_deployment:
         source_commit = release.deployed_commit(github, args.source)
         _log(f"{args.source} runs {source_commit[:12]} (its newest successful deployment).")
-    result = promote(args.source, args.target, repo=repo, remote=args.remote,
-                     now=_parse_now(args.now), break_glass=args.break_glass, body_path=body,
-                     preview=not args.no_preview, source_commit=source_commit)  # fmt: skip
-    _log(f"Built {result.branch} at {result.commit[:12]}: {len(result.changes)} pins change, "
-         f"{result.code_commits} commits of code.")  # fmt: skip
+    result = promote(
+        args.source,
+        args.target,
+        repo=repo,
+        remote=args.remote,
+        now=_parse_now(args.now),
+        break_glass=args.break_glass,
+        body_path=body,
+        preview=not args.no_preview,
+        source_commit=source_commit,
+    )
+    _log(
+        f"Built {result.branch} at {result.commit[:12]}: {len(result.changes)} pins change, "
+        f"{result.code_commits} commits of code."
+    )
     for change in result.changes:
         _log(f"    {change.line()}")
     if result.break_glass:
@@ -282,8 +296,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     stacks = select_stacks(args.env, args.cloud)
     if args.plan and len(stacks) != 1:
         # A saved update plan belongs to one stack; applying it to another would be refused mid-run.
-        raise UsageError(f"--plan applies to one stack; select one with --env and --cloud "
-                         f"({len(stacks)} selected)")  # fmt: skip
+        raise UsageError(
+            f"--plan applies to one stack; select one with --env and --cloud "
+            f"({len(stacks)} selected)"
+        )
     from infra.delivery.freeze import check_freeze, utc_now  # noqa: PLC0415
 
     # Every environment is checked before anything deploys: one frozen environment stops all.
@@ -293,9 +309,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         if note:
             _record_break_glass(env.name, note)
     if pulumi_cli() is None:
-        print("error: `up` needs the Pulumi CLI (it runs in GitHub Actions); none is on PATH. "
-              "Nothing was deployed. Use `nox -s preview` to see what would change.",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "error: `up` needs the Pulumi CLI (it runs in GitHub Actions); none is on PATH. "
+            "Nothing was deployed. Use `nox -s preview` to see what would change.",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     refuse_examples(stacks)
     from infra.plans import live  # noqa: PLC0415
@@ -308,8 +326,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _needs_cli(what: str) -> bool:
     if pulumi_cli() is None:
-        print(f"error: {what} needs the Pulumi CLI and credentials; none is on PATH. "
-              "Nothing was changed.", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {what} needs the Pulumi CLI and credentials; none is on PATH. "
+            "Nothing was changed.",
+            file=sys.stderr,
+        )
         return False
     return True
 
@@ -324,8 +345,10 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     for env, cloud in stacks:
         path = live.create_stack(env, cloud)
         shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
-        _log(f"{env.name}-{cloud.value}: stack ready in {env.pulumi.backend(cloud).backend_url} "
-             f"with {env.pulumi.backend(cloud).secrets_provider}; commit {shown}")  # fmt: skip
+        _log(
+            f"{env.name}-{cloud.value}: stack ready in {env.pulumi.backend(cloud).backend_url} "
+            f"with {env.pulumi.backend(cloud).secrets_provider}; commit {shown}"
+        )
     return EXIT_OK
 
 
@@ -343,8 +366,10 @@ def cmd_release(args: argparse.Namespace) -> int:
         if pending:
             stuck = True
             person = "`pulumi refresh`, then `pulumi stack export`/`import`"
-            report.append(f"{name}: lock released; {len(pending)} pending operation(s) need a "
-                          f"person ({person}):")  # fmt: skip
+            report.append(
+                f"{name}: lock released; {len(pending)} pending operation(s) need a "
+                f"person ({person}):"
+            )
             report += [f"    {line}" for line in pending]
         else:
             report.append(f"{name}: lock released; no pending operations")
@@ -363,9 +388,11 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if args.from_json:
         return live.drift_from_file(Path(args.from_json), Path(args.out))
     if pulumi_cli() is None:
-        print("error: drift needs the Pulumi CLI and credentials (it runs in GitHub Actions); "
-              "use --from-json FILE to analyse a saved `pulumi preview --json`.",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "error: drift needs the Pulumi CLI and credentials (it runs in GitHub Actions); "
+            "use --from-json FILE to analyse a saved `pulumi preview --json`.",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     stacks = select_stacks(args.env, args.cloud)
     refuse_examples(stacks)
@@ -382,18 +409,28 @@ def cmd_dr_drill(args: argparse.Namespace) -> int:
         report = drill.write(result, Path(args.out))
         for stack in result.stacks:
             for check in stack.checks:
-                _log(f"{stack.after.stack}: {'pass' if check.ok else 'FAIL'} {check.name}: "
-                     f"{check.detail}")  # fmt: skip
+                _log(
+                    f"{stack.after.stack}: {'pass' if check.ok else 'FAIL'} {check.name}: "
+                    f"{check.detail}"
+                )
         _log(f"{name}: drill {'passed' if result.ok else 'FAILED'}; report {report}")
         failed = failed or not result.ok
     return EXIT_ERROR if failed else EXIT_OK
 
 
 def _stack_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", action="append", metavar="ENV",
-                        help="environment to include (repeatable; default: all)")  # fmt: skip
-    parser.add_argument("--cloud", action="append", metavar="CLOUD",
-                        help="cloud to include: aws or gcp (repeatable; default: all)")  # fmt: skip
+    parser.add_argument(
+        "--env",
+        action="append",
+        metavar="ENV",
+        help="environment to include (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--cloud",
+        action="append",
+        metavar="CLOUD",
+        help="cloud to include: aws or gcp (repeatable; default: all)",
+    )
 
 
 def _add_stack_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -433,8 +470,11 @@ def _add_promote_command(commands: argparse._SubParsersAction[argparse.ArgumentP
         action="store_true",
         help="push the branch, open or update the PR with the App token (PROMOTION_TOKEN)",
     )
-    add("--override-drift", metavar="REASON",
-        help="promote although the target has open drift issues (recorded in the PR)")  # fmt: skip
+    add(
+        "--override-drift",
+        metavar="REASON",
+        help="promote although the target has open drift issues (recorded in the PR)",
+    )
     promote.set_defaults(func=cmd_promote)
 
 
@@ -455,22 +495,31 @@ def parser() -> argparse.ArgumentParser:
 
     preview = commands.add_parser("preview", help="render every stack and report what it deploys")
     _stack_options(preview)
-    preview.add_argument("--offline", action="store_true",
-                         help="render under the SDK mock runtime even with the CLI")  # fmt: skip
+    preview.add_argument(
+        "--offline", action="store_true", help="render under the SDK mock runtime even with the CLI"
+    )
     preview.add_argument("--against", metavar="REF", help="diff against this git ref")
     preview.add_argument("--out", default="build/plans", help="where plan files go")
     preview.add_argument("--quiet", action="store_true", help="write plan files only")
-    preview.add_argument("--allow-replace", action="append", metavar="URN",
-                         help="let the guard pass deleting/replacing this URN")  # fmt: skip
-    preview.add_argument("--save-plan", metavar="DIR",
-                         help="live only: keep Pulumi's update plans for `up --plan`")  # fmt: skip
+    preview.add_argument(
+        "--allow-replace",
+        action="append",
+        metavar="URN",
+        help="let the guard pass deleting/replacing this URN",
+    )
+    preview.add_argument(
+        "--save-plan", metavar="DIR", help="live only: keep Pulumi's update plans for `up --plan`"
+    )
     preview.set_defaults(func=cmd_preview)
 
     up = commands.add_parser("up", help="deploy stacks through the Automation API (CLI needed)")
     _stack_options(up)
     up.add_argument("--plan", help="apply this saved plan (from preview --save-plan)")
-    up.add_argument("--break-glass", metavar="REASON",
-                    help="deploy into a frozen environment; the reason is recorded")  # fmt: skip
+    up.add_argument(
+        "--break-glass",
+        metavar="REASON",
+        help="deploy into a frozen environment; the reason is recorded",
+    )
     up.set_defaults(func=cmd_up)
 
     _add_promote_command(commands)

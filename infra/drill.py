@@ -93,19 +93,23 @@ def _check_aws(env: EnvironmentSettings, after: Plan, when: str) -> list[Check]:
     if restored is None or live is None:
         return [*checks, Check("live instance kept", live is not None, "database-instance")]
     source = restored.inputs.get("restoreToPointInTime") or {}
-    checks.append(Check(
-        "restored from the point in time",
-        source.get("restoreTime") == when
-        and source.get("sourceDbInstanceIdentifier") == live.inputs.get("identifier"),
-        f"restoreToPointInTime {source}",
-    ))  # fmt: skip
-    checks.append(Check(
-        "live instance kept",
-        live.protect is env.is_production and live.inputs.get("deletionProtection")
-        is env.database.deletion_protection,
-        f"{live.inputs.get('identifier')}: protect {live.protect}, "
-        f"deletionProtection {live.inputs.get('deletionProtection')}",
-    ))  # fmt: skip
+    checks.append(
+        Check(
+            "restored from the point in time",
+            source.get("restoreTime") == when
+            and source.get("sourceDbInstanceIdentifier") == live.inputs.get("identifier"),
+            f"restoreToPointInTime {source}",
+        )
+    )
+    checks.append(
+        Check(
+            "live instance kept",
+            live.protect is env.is_production
+            and live.inputs.get("deletionProtection") is env.database.deletion_protection,
+            f"{live.inputs.get('identifier')}: protect {live.protect}, "
+            f"deletionProtection {live.inputs.get('deletionProtection')}",
+        )
+    )
     identifier = str(restored.inputs.get("identifier"))
     hosts = set()
     for task in after.of_type("aws:ecs/taskDefinition:TaskDefinition"):
@@ -116,11 +120,13 @@ def _check_aws(env: EnvironmentSettings, after: Plan, when: str) -> list[Check]:
     switched = bool(hosts) and all(h.startswith(f"{identifier}.") for h in hosts)
     checks.append(Check("services switched", switched, f"DATABASE_HOST {sorted(hosts)}"))
     replicas = [r for r in after.of_type(RDS) if r.inputs.get("replicateSourceDb")]
-    checks.append(Check(
-        "replicas follow the restored instance",
-        all(r.inputs["replicateSourceDb"] == identifier for r in replicas),
-        f"{len(replicas)} replicas",
-    ))  # fmt: skip
+    checks.append(
+        Check(
+            "replicas follow the restored instance",
+            all(r.inputs["replicateSourceDb"] == identifier for r in replicas),
+            f"{len(replicas)} replicas",
+        )
+    )
     return checks
 
 
@@ -131,17 +137,21 @@ def _check_gcp(env: EnvironmentSettings, after: Plan, when: str) -> list[Check]:
     if restored is None or live is None:
         return [*checks, Check("live instance kept", live is not None, "database-instance")]
     clone = restored.inputs.get("clone") or {}
-    checks.append(Check(
-        "restored from the point in time",
-        clone.get("pointInTime") == when
-        and clone.get("sourceInstanceName") == live.inputs.get("name"),
-        f"clone {clone}",
-    ))  # fmt: skip
-    checks.append(Check(
-        "live instance kept",
-        live.protect is env.is_production,
-        f"{live.inputs.get('name')}: protect {live.protect}",
-    ))  # fmt: skip
+    checks.append(
+        Check(
+            "restored from the point in time",
+            clone.get("pointInTime") == when
+            and clone.get("sourceInstanceName") == live.inputs.get("name"),
+            f"clone {clone}",
+        )
+    )
+    checks.append(
+        Check(
+            "live instance kept",
+            live.protect is env.is_production,
+            f"{live.inputs.get('name')}: protect {live.protect}",
+        )
+    )
     address = after.outputs.get("cloud_sql_private_ip")
     hosts = set()
     for service in after.resources:
@@ -180,17 +190,21 @@ def run(env: EnvironmentSettings, now: dt.datetime | None = None) -> DrillResult
         drill.checks += (
             _check_aws(env, after, time) if cloud is Cloud.AWS else _check_gcp(env, after, time)
         )
-        drill.checks.append(Check(
-            "guard: no data lost",
-            result.ok and bool(result.restores),
-            f"{len(result.restores)} restore(s), {len(result.blocked)} blocked",
-        ))  # fmt: skip
+        drill.checks.append(
+            Check(
+                "guard: no data lost",
+                result.ok and bool(result.restores),
+                f"{len(result.restores)} restore(s), {len(result.blocked)} blocked",
+            )
+        )
         blocking = [f for f in evaluate_plan(after, drilled) if f.blocking]
-        drill.checks.append(Check(
-            "policy: no mandatory failure",
-            not blocking,
-            "; ".join(f"{f.rule}: {f.urn.rsplit('::', 1)[-1]}" for f in blocking) or "clean",
-        ))  # fmt: skip
+        drill.checks.append(
+            Check(
+                "policy: no mandatory failure",
+                not blocking,
+                "; ".join(f"{f.rule}: {f.urn.rsplit('::', 1)[-1]}" for f in blocking) or "clean",
+            )
+        )
         stacks.append(drill)
     return DrillResult(env.name, restore.restore_time or "", stacks)
 

@@ -77,13 +77,15 @@ def steps(stack: str, endpoint: str) -> list[tuple[str, list[str]]]:
     on = ["--stack", stack, "--non-interactive"]
     return [
         ("create the stack", ["stack", "init", stack, "--secrets-provider", "passphrase"]),
-        ("point the provider at moto",
-         ["config", "set", f"billing-aws:{LOCAL_ENDPOINT_KEY}", endpoint, *on]),
+        (
+            "point the provider at moto",
+            ["config", "set", f"billing-aws:{LOCAL_ENDPOINT_KEY}", endpoint, *on],
+        ),
         ("preview", ["preview", *on]),
         ("up", ["up", "--yes", "--skip-preview", *on]),
         ("preview after up reports no changes", ["preview", "--expect-no-changes", *on]),
         ("destroy", ["destroy", "--yes", "--skip-preview", *on]),
-    ]  # fmt: skip
+    ]
 
 
 def check(env_name: str, work: Path, moto_python: str) -> None:
@@ -129,8 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.engine", description=__doc__)
     parser.add_argument("--env", default="dev", help="the environment whose AWS stack runs")
     parser.add_argument("--work", default="build/engine", help="where the copy and state go")
-    parser.add_argument("--moto-python", default=sys.executable,
-                        help="the interpreter that has moto[server]")  # fmt: skip
+    parser.add_argument(
+        "--moto-python", default=sys.executable, help="the interpreter that has moto[server]"
+    )
     args = parser.parse_args(argv)
     try:
         check(args.env, Path(args.work).resolve(), args.moto_python)

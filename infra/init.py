@@ -94,18 +94,28 @@ def _state_bucket(args: argparse.Namespace) -> list[Edit]:
     if args.aws_state_bucket:
         region = args.aws_region or "us-east-1"
         edits += [
-            Edit(SETTINGS_FILE, "pulumi.aws", "backend_url",
-                 f"s3://{args.aws_state_bucket}?region={region}"),
-            Edit(SETTINGS_FILE, "pulumi.aws", "secrets_provider",
-                 f"awskms://alias/billing-pulumi-{args.env}?region={region}"),
-        ]  # fmt: skip
+            Edit(
+                SETTINGS_FILE,
+                "pulumi.aws",
+                "backend_url",
+                f"s3://{args.aws_state_bucket}?region={region}",
+            ),
+            Edit(
+                SETTINGS_FILE,
+                "pulumi.aws",
+                "secrets_provider",
+                f"awskms://alias/billing-pulumi-{args.env}?region={region}",
+            ),
+        ]
     if args.gcp_state_bucket:
         if not args.gcp_project:
             message = "--gcp-state-bucket needs --gcp-project (the key lives there)"
             raise SettingsError(ENVIRONMENTS_DIR / args.env / SETTINGS_FILE, "pulumi.gcp", message)
         region = args.gcp_region or "us-central1"
-        key = (f"gcpkms://projects/{args.gcp_project}/locations/{region}/keyRings/"
-               f"billing-pulumi/cryptoKeys/pulumi-{args.env}")  # fmt: skip
+        key = (
+            f"gcpkms://projects/{args.gcp_project}/locations/{region}/keyRings/"
+            f"billing-pulumi/cryptoKeys/pulumi-{args.env}"
+        )
         edits += [
             Edit(SETTINGS_FILE, "pulumi.gcp", "backend_url", f"gs://{args.gcp_state_bucket}"),
             Edit(SETTINGS_FILE, "pulumi.gcp", "secrets_provider", key),
@@ -125,8 +135,11 @@ def edits_from(args: argparse.Namespace) -> list[Edit]:
         ("dns_zone", "gcp", "dns_zone"),
         ("alarm_email", "alarms", "email"),
     ]
-    edits = [Edit(SETTINGS_FILE, section, key, getattr(args, flag))
-             for flag, section, key in simple if getattr(args, flag)]  # fmt: skip
+    edits = [
+        Edit(SETTINGS_FILE, section, key, getattr(args, flag))
+        for flag, section, key in simple
+        if getattr(args, flag)
+    ]
     if args.aws_account:
         edits += [
             Edit(SETTINGS_FILE, "aws", "account_id", args.aws_account),
@@ -162,8 +175,9 @@ def apply(environment: str, edits: Sequence[Edit], root: Path = ENVIRONMENTS_DIR
     return texts
 
 
-def init(environment: str, edits: Sequence[Edit], root: Path = ENVIRONMENTS_DIR,
-         *, write: bool = True) -> str:  # fmt: skip
+def init(
+    environment: str, edits: Sequence[Edit], root: Path = ENVIRONMENTS_DIR, *, write: bool = True
+) -> str:
     """Validate and write the edits; return the unified diff of what changed.
 
     Raises SettingsError (naming the file, as it is in ``root``, and the key) and writes nothing
@@ -216,8 +230,12 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add("--dns-zone", metavar="ZONE", help="the Cloud DNS managed zone of --gcp-domain")
     add("--gcp-state-bucket", metavar="BUCKET", help="GCS bucket of the GCP stacks' state")
     add("--alarm-email", metavar="ADDRESS", help="where alarms are sent")
-    add("--image", action="append", metavar="SERVICE=REF",
-        help="pin a service image by digest (repeatable)")  # fmt: skip
+    add(
+        "--image",
+        action="append",
+        metavar="SERVICE=REF",
+        help="pin a service image by digest (repeatable)",
+    )
     add("--dry-run", action="store_true", help="show the diff, write nothing")
     parser.set_defaults(func=cmd_init)
 

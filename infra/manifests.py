@@ -140,9 +140,12 @@ def check_routes(services: dict[str, ServiceManifest], services_dir: Path) -> No
 
     defaults = sorted(n for n, m in services.items() if m.public and not m.paths)
     if len(defaults) > 1:
-        raise SettingsError(where(defaults[1]), "route.paths",
-                            f"public without paths, like {defaults[0]}: one service takes the "
-                            "default route, the others name their paths")  # fmt: skip
+        raise SettingsError(
+            where(defaults[1]),
+            "route.paths",
+            f"public without paths, like {defaults[0]}: one service takes the "
+            "default route, the others name their paths",
+        )
     paths: dict[str, str] = {}
     priorities: dict[int, str] = {}
     for name, manifest in sorted(services.items()):
@@ -152,9 +155,12 @@ def check_routes(services: dict[str, ServiceManifest], services_dir: Path) -> No
             paths[prefix] = name
         if manifest.paths:
             if manifest.priority in priorities:
-                raise SettingsError(where(name), "route.priority",
-                                    f"{manifest.priority} is {priorities[manifest.priority]}'s; "
-                                    "set route.priority to another value")  # fmt: skip
+                raise SettingsError(
+                    where(name),
+                    "route.priority",
+                    f"{manifest.priority} is {priorities[manifest.priority]}'s; "
+                    "set route.priority to another value",
+                )
             priorities[manifest.priority] = name
 
 

@@ -101,9 +101,31 @@ _VERSION = r"^\d+\.\d+\.\d+$"
 _IMAGE = r"^[a-z0-9.\-]+(:\d+)?(/[a-z0-9._\-]+)+(:[A-Za-z0-9._\-]{1,128})?(@sha256:[0-9a-f]{64})?$"
 # Retention values CloudWatch Logs accepts.
 _LOG_RETENTION_DAYS = frozenset(
-    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-     2922, 3288, 3653}
-)  # fmt: skip
+    {
+        1,
+        3,
+        5,
+        7,
+        14,
+        30,
+        60,
+        90,
+        120,
+        150,
+        180,
+        365,
+        400,
+        545,
+        731,
+        1096,
+        1827,
+        2192,
+        2557,
+        2922,
+        3288,
+        3653,
+    }
+)
 # Fargate's task CPU units and the memory sizes (MiB) each accepts, steps included: the table of
 # https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-cpu-memory-error.html
 # (RegisterTaskDefinition answers "No Fargate configuration exists for given values" otherwise).
@@ -249,11 +271,15 @@ def _in_cloud(value: StackBackend | None, backend: str, secrets: str) -> StackBa
         return value
     bucket = rf"{backend}://[a-z0-9][a-z0-9._-]{{1,61}}[a-z0-9](\?.*)?"
     if not re.fullmatch(bucket, value.backend_url):
-        raise ValueError(f"backend_url {value.backend_url!r} must be a {backend}:// bucket: "
-                         "each cloud keeps its stacks' state in that cloud")  # fmt: skip
+        raise ValueError(
+            f"backend_url {value.backend_url!r} must be a {backend}:// bucket: "
+            "each cloud keeps its stacks' state in that cloud"
+        )
     if not value.secrets_provider.startswith(f"{secrets}://"):
-        raise ValueError(f"secrets_provider {value.secrets_provider!r} must be a {secrets}:// "
-                         "key: each cloud's jobs hold only that cloud's credentials")  # fmt: skip
+        raise ValueError(
+            f"secrets_provider {value.secrets_provider!r} must be a {secrets}:// "
+            "key: each cloud's jobs hold only that cloud's credentials"
+        )
     return value
 
 
@@ -728,9 +754,10 @@ def load_environment(  # noqa: PLR0912, PLR0915 - one check after another, each 
             raise SettingsError(settings_file, f"pulumi.{cloud.value}", missing)
     if settings.is_production and not settings.github.reviewers:
         raise SettingsError(
-            origin.get(("github",), settings_file), "github.reviewers",
+            origin.get(("github",), settings_file),
+            "github.reviewers",
             "production deploys need at least one reviewer team",
-        )  # fmt: skip
+        )
     if settings.gcp is not None and settings.pulumi.gcp is not None:
         key_project = settings.pulumi.gcp.secrets_provider.removeprefix("gcpkms://").split("/")
         if key_project[:2] != ["projects", settings.gcp.project]:

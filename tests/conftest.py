@@ -34,8 +34,9 @@ def scratch_repo(tmp_path: Path) -> Callable[[], Path]:
     def make() -> Path:
         repo = tmp_path / "repo"
         for part in ("infra", "environments"):
-            shutil.copytree(REPO_ROOT / part, repo / part,
-                            ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+            shutil.copytree(
+                REPO_ROOT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__")
+            )
         for manifest in REPO_ROOT.glob("services/*/manifest.toml"):
             target = repo / manifest.relative_to(REPO_ROOT)
             target.parent.mkdir(parents=True, exist_ok=True)

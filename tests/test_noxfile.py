@@ -71,9 +71,20 @@ def test_environments_sharing_pins_render_in_one_process(
     monkeypatch.setattr(noxfile, "_run_with_exit_code", lambda _s, *a: calls.append(a))
     noxfile._run_infra(RecordingSession(tmp_path), "preview", ["--offline"])
     assert calls == [
-        ("python", "-m", "infra", "preview", "--env", "dev", "--env", "staging",
-         "--env", "production", "--offline"),
-    ]  # fmt: skip
+        (
+            "python",
+            "-m",
+            "infra",
+            "preview",
+            "--env",
+            "dev",
+            "--env",
+            "staging",
+            "--env",
+            "production",
+            "--offline",
+        ),
+    ]
 
 
 def test_an_environment_with_other_pins_gets_its_own_interpreter(

@@ -22,10 +22,28 @@ from infra.tagging import tags
 LOCAL_ENDPOINT_KEY = "localEndpoint"
 # The services the platform program calls (infra/aws/*), by their provider endpoint names.
 SERVICES = (
-    "acm", "appautoscaling", "cloudfront", "cloudwatch", "cloudwatchlogs", "ec2", "ecr", "ecs",
-    "elasticache", "elb", "elbv2", "iam", "kms", "rds", "route53", "s3", "secretsmanager",
-    "servicediscovery", "sns", "sts", "wafv2",
-)  # fmt: skip
+    "acm",
+    "appautoscaling",
+    "cloudfront",
+    "cloudwatch",
+    "cloudwatchlogs",
+    "ec2",
+    "ecr",
+    "ecs",
+    "elasticache",
+    "elb",
+    "elbv2",
+    "iam",
+    "kms",
+    "rds",
+    "route53",
+    "s3",
+    "secretsmanager",
+    "servicediscovery",
+    "sns",
+    "sts",
+    "wafv2",
+)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
 
 

@@ -37,22 +37,40 @@ def upstream_of(settings: EnvironmentSettings) -> str:
             message = f"registry '{host}' differs from '{first}': one build registry"
             raise SettingsError(pins, f"images.{service}", message)
         if host not in ECR_UPSTREAMS:
-            raise SettingsError(pins, f"images.{service}",
-                                f"ECR cannot cache '{host}' ({sorted(ECR_UPSTREAMS)})")  # fmt: skip
+            raise SettingsError(
+                pins, f"images.{service}", f"ECR cannot cache '{host}' ({sorted(ECR_UPSTREAMS)})"
+            )
     return first
 
 
 def lifecycle_policy() -> str:
-    return json.dumps({"rules": [
-        {"rulePriority": 1, "description": f"Expire untagged layers after {UNTAGGED_DAYS} days",
-         "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
-                       "countUnit": "days", "countNumber": UNTAGGED_DAYS},
-         "action": {"type": "expire"}},
-        {"rulePriority": 2, "description": f"Keep the newest {KEPT_IMAGES} images",
-         "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
-                       "countNumber": KEPT_IMAGES},
-         "action": {"type": "expire"}},
-    ]})  # fmt: skip
+    return json.dumps(
+        {
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "description": f"Expire untagged layers after {UNTAGGED_DAYS} days",
+                    "selection": {
+                        "tagStatus": "untagged",
+                        "countType": "sinceImagePushed",
+                        "countUnit": "days",
+                        "countNumber": UNTAGGED_DAYS,
+                    },
+                    "action": {"type": "expire"},
+                },
+                {
+                    "rulePriority": 2,
+                    "description": f"Keep the newest {KEPT_IMAGES} images",
+                    "selection": {
+                        "tagStatus": "any",
+                        "countType": "imageCountMoreThan",
+                        "countNumber": KEPT_IMAGES,
+                    },
+                    "action": {"type": "expire"},
+                },
+            ]
+        }
+    )
 
 
 @dataclass(frozen=True)

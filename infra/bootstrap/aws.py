@@ -38,18 +38,25 @@ class AwsBootstrapArgs:
 
 def trust_policy(provider_arn: str, repository: str, github_environment: str) -> str:
     """Only jobs of ``repository`` running in ``github_environment`` may assume the role."""
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Federated": provider_arn},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {"StringEquals": {
-                f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com",
-                f"{GITHUB_OIDC_HOST}:sub": subject(repository, github_environment),
-            }},
-        }],
-    }, sort_keys=True)  # fmt: skip
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Federated": provider_arn},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {
+                        "StringEquals": {
+                            f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com",
+                            f"{GITHUB_OIDC_HOST}:sub": subject(repository, github_environment),
+                        }
+                    },
+                }
+            ],
+        },
+        sort_keys=True,
+    )
 
 
 def state_policy(
@@ -67,8 +74,13 @@ def state_policy(
         {"Effect": "Allow", "Action": kms_actions, "Resource": key},
     ]
     if lock_writes:
-        statements.append({"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
-                           "Resource": f"{bucket}/.pulumi/locks/*"})  # fmt: skip
+        statements.append(
+            {
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:DeleteObject"],
+                "Resource": f"{bucket}/.pulumi/locks/*",
+            }
+        )
     return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
 
 
@@ -76,13 +88,25 @@ def drift_read_policy(region: str, account: str, environment: str) -> str:
     """What refreshing secret-bearing resources reads: secret values, decrypted by the service."""
     secrets = f"arn:aws:secretsmanager:{region}:{account}:secret:billing/{environment}/*"
     through = {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}}
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": secrets},
-            {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": "*", "Condition": through},
-        ],
-    }, sort_keys=True)  # fmt: skip
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["secretsmanager:GetSecretValue"],
+                    "Resource": secrets,
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": ["kms:Decrypt"],
+                    "Resource": "*",
+                    "Condition": through,
+                },
+            ],
+        },
+        sort_keys=True,
+    )
 
 
 class AwsBootstrap(pulumi.ComponentResource):
@@ -149,13 +173,15 @@ class AwsBootstrap(pulumi.ComponentResource):
         aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-state-encryption",
             bucket=bucket.id,
-            rules=[aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                    sse_algorithm="aws:kms", kms_master_key_id=key.arn
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                        sse_algorithm="aws:kms", kms_master_key_id=key.arn
+                    )
                 )
-            )],
+            ],
             opts=child,
-        )  # fmt: skip
+        )
         # ECS creates clusters and services as its service-linked role; in an account that never
         # used ECS it does not exist yet and the first CreateCluster fails with "Unable to assume
         # the service linked role" (aws-cloudformation/cloudformation-coverage-roadmap#818,
@@ -199,9 +225,10 @@ class AwsBootstrap(pulumi.ComponentResource):
             roles[role] = created
         # Both roles read state and decrypt secrets; only the deploy role writes state, the
         # preview role writes lock files only (a data key for each object in the KMS bucket).
-        for role, actions in (("preview", ["s3:GetObject", "s3:ListBucket"]),
-                              ("deploy", ["s3:GetObject", "s3:ListBucket", "s3:PutObject",
-                                          "s3:DeleteObject"])):  # fmt: skip
+        for role, actions in (
+            ("preview", ["s3:GetObject", "s3:ListBucket"]),
+            ("deploy", ["s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:DeleteObject"]),
+        ):
             kms_actions = ["kms:Decrypt", "kms:GenerateDataKey"]
             if role == "deploy":
                 kms_actions += ["kms:Encrypt"]
@@ -209,11 +236,15 @@ class AwsBootstrap(pulumi.ComponentResource):
                 f"{name}-{role}-state",
                 role=roles[role].id,
                 policy=pulumi.Output.all(bucket.arn, key.arn).apply(
-                    partial(state_policy, actions=actions, kms_actions=kms_actions,
-                            lock_writes=role == "preview")
+                    partial(
+                        state_policy,
+                        actions=actions,
+                        kms_actions=kms_actions,
+                        lock_writes=role == "preview",
+                    )
                 ),
                 opts=child,
-            )  # fmt: skip
+            )
         # Drift refreshes secret versions: ReadOnlyAccess does not read secret values.
         assert settings.aws is not None  # noqa: S101 - rendered only where clouds lists aws
         aws.iam.RolePolicy(
@@ -227,9 +258,11 @@ class AwsBootstrap(pulumi.ComponentResource):
         self.secrets_key_arn = key.arn
         self.preview_role_arn = roles["preview"].arn
         self.deploy_role_arn = roles["deploy"].arn
-        self.register_outputs({
-            "state_bucket": self.state_bucket,
-            "secrets_key_arn": self.secrets_key_arn,
-            "preview_role_arn": self.preview_role_arn,
-            "deploy_role_arn": self.deploy_role_arn,
-        })  # fmt: skip
+        self.register_outputs(
+            {
+                "state_bucket": self.state_bucket,
+                "secrets_key_arn": self.secrets_key_arn,
+                "preview_role_arn": self.preview_role_arn,
+                "deploy_role_arn": self.deploy_role_arn,
+            }
+        )

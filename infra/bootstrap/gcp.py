@@ -31,14 +31,23 @@ ROLES = {
     # (secretmanager.versions.access).
     "preview": ["roles/viewer", "roles/iam.securityReviewer", "roles/secretmanager.secretAccessor"],
     "deploy": [
-        "roles/artifactregistry.admin", "roles/cloudkms.admin", "roles/cloudsql.admin",
-        "roles/compute.admin", "roles/dns.admin", "roles/iam.serviceAccountAdmin",
-        "roles/iam.serviceAccountUser", "roles/monitoring.editor", "roles/redis.admin",
-        "roles/resourcemanager.projectIamAdmin", "roles/run.admin",
-        "roles/secretmanager.admin", "roles/servicenetworking.networksAdmin",
-        "roles/serviceusage.serviceUsageAdmin", "roles/vpcaccess.admin",
+        "roles/artifactregistry.admin",
+        "roles/cloudkms.admin",
+        "roles/cloudsql.admin",
+        "roles/compute.admin",
+        "roles/dns.admin",
+        "roles/iam.serviceAccountAdmin",
+        "roles/iam.serviceAccountUser",
+        "roles/monitoring.editor",
+        "roles/redis.admin",
+        "roles/resourcemanager.projectIamAdmin",
+        "roles/run.admin",
+        "roles/secretmanager.admin",
+        "roles/servicenetworking.networksAdmin",
+        "roles/serviceusage.serviceUsageAdmin",
+        "roles/vpcaccess.admin",
     ],
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,10 @@ def principal_set(pool_name: str, github_environment: str) -> str:
 # account writes state and encrypts. Project roles (viewer, editor) grant neither object reads
 # nor Cloud KMS encryption.
 STATE_ROLES = {"preview": "roles/storage.objectViewer", "deploy": "roles/storage.objectAdmin"}
-KEY_ROLES = {"preview": "roles/cloudkms.cryptoKeyDecrypter",
-             "deploy": "roles/cloudkms.cryptoKeyEncrypterDecrypter"}  # fmt: skip
+KEY_ROLES = {
+    "preview": "roles/cloudkms.cryptoKeyDecrypter",
+    "deploy": "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+}
 
 
 def lock_condition(bucket_name: str) -> str:
@@ -82,8 +93,9 @@ def state_access(
 ) -> None:
     """``account``'s access to the state bucket and the secrets key, as ``role`` needs."""
     member = account.email.apply(lambda email: f"serviceAccount:{email}")
-    gcp.storage.BucketIAMMember(f"{name}-state", bucket=bucket.name, role=STATE_ROLES[role],
-                                member=member, opts=opts)  # fmt: skip
+    gcp.storage.BucketIAMMember(
+        f"{name}-state", bucket=bucket.name, role=STATE_ROLES[role], member=member, opts=opts
+    )
     if role == "preview":
         gcp.storage.BucketIAMMember(
             f"{name}-state-locks",
@@ -95,8 +107,9 @@ def state_access(
             ),
             opts=opts,
         )
-    gcp.kms.CryptoKeyIAMMember(f"{name}-secrets-key", crypto_key_id=key.id, role=KEY_ROLES[role],
-                               member=member, opts=opts)  # fmt: skip
+    gcp.kms.CryptoKeyIAMMember(
+        f"{name}-secrets-key", crypto_key_id=key.id, role=KEY_ROLES[role], member=member, opts=opts
+    )
 
 
 class GcpBootstrap(pulumi.ComponentResource):
@@ -135,8 +148,13 @@ class GcpBootstrap(pulumi.ComponentResource):
         kms = gcp_kms_key(state.secrets_provider)
         if kms:
             location, ring_name, key_name = kms
-            ring = gcp.kms.KeyRing(f"{name}-secrets-ring", name=ring_name, project=project,
-                                   location=location, opts=child)  # fmt: skip
+            ring = gcp.kms.KeyRing(
+                f"{name}-secrets-ring",
+                name=ring_name,
+                project=project,
+                location=location,
+                opts=child,
+            )
             key = gcp.kms.CryptoKey(
                 f"{name}-secrets-key",
                 name=key_name,
@@ -168,8 +186,10 @@ class GcpBootstrap(pulumi.ComponentResource):
             opts=child,
         )
         accounts = {}
-        for role, environment in (("preview", preview_environment(settings.name)),
-                                  ("deploy", settings.name)):  # fmt: skip
+        for role, environment in (
+            ("preview", preview_environment(settings.name)),
+            ("deploy", settings.name),
+        ):
             account = gcp.serviceaccount.Account(
                 f"{name}-{role}-account",
                 account_id=f"billing-{settings.name}-{role}"[:30],
@@ -185,7 +205,7 @@ class GcpBootstrap(pulumi.ComponentResource):
                 role="roles/iam.workloadIdentityUser",
                 member=pool.name.apply(partial(principal_set, github_environment=environment)),
                 opts=child,
-            )  # fmt: skip
+            )
             for granted in ROLES[role]:
                 gcp.projects.IAMMember(
                     f"{name}-{role}-{granted.split('/')[-1].replace('.', '-')}",
@@ -202,9 +222,11 @@ class GcpBootstrap(pulumi.ComponentResource):
         self.provider_name = provider.name
         self.preview_service_account = accounts["preview"].email
         self.deploy_service_account = accounts["deploy"].email
-        self.register_outputs({
-            "pool_name": self.pool_name,
-            "provider_name": self.provider_name,
-            "preview_service_account": self.preview_service_account,
-            "deploy_service_account": self.deploy_service_account,
-        })  # fmt: skip
+        self.register_outputs(
+            {
+                "pool_name": self.pool_name,
+                "provider_name": self.provider_name,
+                "preview_service_account": self.preview_service_account,
+                "deploy_service_account": self.deploy_service_account,
+            }
+        )

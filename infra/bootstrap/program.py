@@ -38,28 +38,45 @@ def github_side(
     teams = team_ids(env, pulumi.InvokeOutputOptions(provider=provider)) if owns else []
     return GithubEnvironments(
         "github",
-        GithubEnvironmentsArgs(settings=env, variables=variables, manage_environments=owns,
-                               reviewer_team_ids=teams),
+        GithubEnvironmentsArgs(
+            settings=env, variables=variables, manage_environments=owns, reviewer_team_ids=teams
+        ),
         opts=pulumi.ResourceOptions(providers=[provider]),
-    )  # fmt: skip
+    )
 
 
 def aws_main() -> None:
     """Declare the AWS bootstrap of the environment named by the stack."""
     env = environment(pulumi.get_stack())
     assert env.aws is not None  # noqa: S101 - the stack exists only where clouds lists aws
-    provider = aws.Provider("aws", aws.ProviderArgs(
-        region=env.aws.region,
-        allowed_account_ids=env.aws.allowed_account_ids,
-        default_tags=aws.ProviderDefaultTagsArgs(tags=tags(env)),
-    ))  # fmt: skip
-    bootstrap = AwsBootstrap("bootstrap", AwsBootstrapArgs(settings=env),
-                             opts=pulumi.ResourceOptions(providers=[provider]))  # fmt: skip
+    provider = aws.Provider(
+        "aws",
+        aws.ProviderArgs(
+            region=env.aws.region,
+            allowed_account_ids=env.aws.allowed_account_ids,
+            default_tags=aws.ProviderDefaultTagsArgs(tags=tags(env)),
+        ),
+    )
+    bootstrap = AwsBootstrap(
+        "bootstrap",
+        AwsBootstrapArgs(settings=env),
+        opts=pulumi.ResourceOptions(providers=[provider]),
+    )
     preview, deploy = preview_environment(env.name), env.name
-    github_side(env, Cloud.AWS, {
-        preview: {"AWS_REGION": env.aws.region, "AWS_PREVIEW_ROLE_ARN": bootstrap.preview_role_arn},
-        deploy: {"AWS_REGION": env.aws.region, "AWS_DEPLOY_ROLE_ARN": bootstrap.deploy_role_arn},
-    })  # fmt: skip
+    github_side(
+        env,
+        Cloud.AWS,
+        {
+            preview: {
+                "AWS_REGION": env.aws.region,
+                "AWS_PREVIEW_ROLE_ARN": bootstrap.preview_role_arn,
+            },
+            deploy: {
+                "AWS_REGION": env.aws.region,
+                "AWS_DEPLOY_ROLE_ARN": bootstrap.deploy_role_arn,
+            },
+        },
+    )
     pulumi.export("state_bucket", bootstrap.state_bucket)
     pulumi.export("preview_role_arn", bootstrap.preview_role_arn)
     pulumi.export("deploy_role_arn", bootstrap.deploy_role_arn)
@@ -69,19 +86,35 @@ def gcp_main() -> None:
     """Declare the GCP bootstrap of the environment named by the stack."""
     env = environment(pulumi.get_stack())
     assert env.gcp is not None  # noqa: S101 - the stack exists only where clouds lists gcp
-    provider = gcp.Provider("gcp", gcp.ProviderArgs(
-        project=env.gcp.project, region=env.gcp.region, default_labels=labels(env),
-    ))  # fmt: skip
-    bootstrap = GcpBootstrap("bootstrap", GcpBootstrapArgs(settings=env),
-                             opts=pulumi.ResourceOptions(providers=[provider]))  # fmt: skip
+    provider = gcp.Provider(
+        "gcp",
+        gcp.ProviderArgs(
+            project=env.gcp.project,
+            region=env.gcp.region,
+            default_labels=labels(env),
+        ),
+    )
+    bootstrap = GcpBootstrap(
+        "bootstrap",
+        GcpBootstrapArgs(settings=env),
+        opts=pulumi.ResourceOptions(providers=[provider]),
+    )
     preview, deploy = preview_environment(env.name), env.name
     provider_name = bootstrap.provider_name
-    github_side(env, Cloud.GCP, {
-        preview: {"GCP_WORKLOAD_IDENTITY_PROVIDER": provider_name,
-                  "GCP_PREVIEW_SERVICE_ACCOUNT": bootstrap.preview_service_account},
-        deploy: {"GCP_WORKLOAD_IDENTITY_PROVIDER": provider_name,
-                 "GCP_DEPLOY_SERVICE_ACCOUNT": bootstrap.deploy_service_account},
-    })  # fmt: skip
+    github_side(
+        env,
+        Cloud.GCP,
+        {
+            preview: {
+                "GCP_WORKLOAD_IDENTITY_PROVIDER": provider_name,
+                "GCP_PREVIEW_SERVICE_ACCOUNT": bootstrap.preview_service_account,
+            },
+            deploy: {
+                "GCP_WORKLOAD_IDENTITY_PROVIDER": provider_name,
+                "GCP_DEPLOY_SERVICE_ACCOUNT": bootstrap.deploy_service_account,
+            },
+        },
+    )
     pulumi.export("workload_identity_provider", bootstrap.provider_name)
     pulumi.export("preview_service_account", bootstrap.preview_service_account)
     pulumi.export("deploy_service_account", bootstrap.deploy_service_account)
@@ -105,5 +138,10 @@ def render(env: EnvironmentSettings, cloud: Cloud) -> Plan:
     finally:
         settings.ROOT.set(None)
     resources = sorted(monitor.recorded, key=lambda r: r.urn)
-    return Plan(environment=env.name, cloud=cloud.value, stack=f"{project}/{env.name}",
-                mode="offline", resources=resources)  # fmt: skip
+    return Plan(
+        environment=env.name,
+        cloud=cloud.value,
+        stack=f"{project}/{env.name}",
+        mode="offline",
+        resources=resources,
+    )

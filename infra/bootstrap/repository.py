@@ -47,8 +47,10 @@ def team_ids(
     settings: EnvironmentSettings, opts: pulumi.InvokeOutputOptions
 ) -> list[pulumi.Input[int]]:
     """The numeric ids of the settings' reviewer teams (environment reviewers take ids)."""
-    teams = [github.get_team_output(slug=slug, summary_only=True, opts=opts)
-             for slug in settings.github.reviewers]  # fmt: skip
+    teams = [
+        github.get_team_output(slug=slug, summary_only=True, opts=opts)
+        for slug in settings.github.reviewers
+    ]
     return [team.id.apply(int) for team in teams]
 
 

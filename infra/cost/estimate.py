@@ -143,12 +143,15 @@ def _rds(r: Resource, s: _Stack) -> tuple[str, float | None]:
 def _backup_copies(r: Resource, s: _Stack) -> tuple[str, float | None]:
     """Automated backups replicated to a second region: stored there, and carried there once."""
     name = str(r.inputs.get("sourceDbInstanceArn") or "").rsplit(":", 1)[-1]
-    sources = [x for x in s.plan.of_type("aws:rds/instance:Instance")
-               if x.inputs.get("identifier") == name]  # fmt: skip
+    sources = [
+        x for x in s.plan.of_type("aws:rds/instance:Instance") if x.inputs.get("identifier") == name
+    ]
     storage = _number(sources[0].inputs.get("allocatedStorage"), 20) if sources else 20.0
     region = r.inputs.get("region") or "another region"
-    text = (f"RDS backup copies in {region}: {storage:g} GB stored, transferred once a month "
-            "(log shipping beyond that not estimated)")  # fmt: skip
+    text = (
+        f"RDS backup copies in {region}: {storage:g} GB stored, transferred once a month "
+        "(log shipping beyond that not estimated)"
+    )
     stored, moved = s.unit("rds_backup_storage_gb_month"), s.unit("inter_region_transfer_gb")
     if stored is None or moved is None:
         return text, None
@@ -173,9 +176,10 @@ def _min_tasks(service: Resource, s: _Stack) -> float:
     targets = s.depending_on(service, "aws:appautoscaling/target:Target")
     name = service.inputs.get("name")
     targets += [
-        t for t in s.plan.of_type("aws:appautoscaling/target:Target")
+        t
+        for t in s.plan.of_type("aws:appautoscaling/target:Target")
         if isinstance(name, str) and str(t.inputs.get("resourceId", "")).endswith(f"/{name}")
-    ]  # fmt: skip
+    ]
     if targets:
         return _number(targets[0].inputs.get("minCapacity"), 1)
     return _number(service.inputs.get("desiredCount"), 1)
@@ -517,11 +521,21 @@ def verdict(
 def to_json(estimates: Sequence[Estimate]) -> str:
     return json.dumps(
         [
-            {"stack": e.stack, "region": e.region, "total": round(e.total, 2),
-             "lines": [{"name": x.name, "type": x.type, "description": x.description,
-                        "monthly": None if x.monthly is None else round(x.monthly, 2)}
-                       for x in e.lines]}
+            {
+                "stack": e.stack,
+                "region": e.region,
+                "total": round(e.total, 2),
+                "lines": [
+                    {
+                        "name": x.name,
+                        "type": x.type,
+                        "description": x.description,
+                        "monthly": None if x.monthly is None else round(x.monthly, 2),
+                    }
+                    for x in e.lines
+                ],
+            }
             for e in estimates
         ],
         indent=2,
-    )  # fmt: skip
+    )

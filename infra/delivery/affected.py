@@ -52,8 +52,10 @@ def changed_files(repo: Path, base: str, head: str = "HEAD") -> list[str]:
     """Files that differ between the merge base of ``base`` and ``head``, and ``head``."""
     result = subprocess.run(
         ["git", "-C", str(repo), "diff", "--name-only", "--no-renames", f"{base}...{head}", "--"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         detail = result.stderr.strip().splitlines()
         raise AffectedError(f"--base {base}: {detail[-1] if detail else 'git diff failed'}")

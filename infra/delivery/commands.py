@@ -51,8 +51,9 @@ if TYPE_CHECKING:
 def run_url(environ: dict[str, str] | None = None) -> str:
     """This workflow run's page, from the variables GitHub Actions sets; empty outside Actions."""
     env = dict(os.environ) if environ is None else environ
-    server, repo, run = (env.get(k, "") for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY",
-                                                  "GITHUB_RUN_ID"))  # fmt: skip
+    server, repo, run = (
+        env.get(k, "") for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
+    )
     return f"{server}/{repo}/actions/runs/{run}" if server and repo and run else ""
 
 
@@ -114,8 +115,10 @@ def cmd_comment(args: argparse.Namespace) -> int:
             repo, outcomes, args.commit or os.environ.get("GITHUB_SHA", "")
         )
     comment_id, created = upsert_comment(repo, args.pr, marker(args.kind), body)
-    print(f"{'Created' if created else 'Updated'} comment {comment_id} on #{args.pr} "
-          f"({len(body):,} characters, {len(outcomes)} stacks).")  # fmt: skip
+    print(
+        f"{'Created' if created else 'Updated'} comment {comment_id} on #{args.pr} "
+        f"({len(body):,} characters, {len(outcomes)} stacks)."
+    )
     return 0
 
 
@@ -125,11 +128,18 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     deployed = list(args.deployed or [])
     if not deployed and github is not None:
         deployed = deployed_commits(github, args.env)
-    result = rollback(args.env, checkout=checkout, deployed=deployed, remote=args.remote,
-                      preview=not args.no_preview)  # fmt: skip
+    result = rollback(
+        args.env,
+        checkout=checkout,
+        deployed=deployed,
+        remote=args.remote,
+        preview=not args.no_preview,
+    )
     body = write_body(result.body, Path(args.body) if args.body else None)
-    print(f"Built {result.branch} at {result.commit[:12]}: pins of {result.restored_from[:12]}, "
-          f"{len(result.changes)} pins change. PR body: {body}")  # fmt: skip
+    print(
+        f"Built {result.branch} at {result.commit[:12]}: pins of {result.restored_from[:12]}, "
+        f"{len(result.changes)} pins change. PR body: {body}"
+    )
     if github is not None and args.open_pr:
         push_branch(checkout, args.remote, result.branch)
         base = load_environment(args.env, checkout / "environments").branch
@@ -182,12 +192,22 @@ def cmd_delivery_issue(args: argparse.Namespace) -> int:
     commit = args.commit or os.environ.get("GITHUB_SHA", "")
     failed = args.outcome != "success"
     where = f" in [this run]({run})" if run else ""
-    text = "\n".join([
-        f"The {args.kind} of `{args.key}` failed at commit `{commit[:12]}`{where}.", "",
-        f"Outcome: {args.outcome}. The end of its log:", "", "```", _log_tail(args.log), "```",
-    ])  # fmt: skip
-    note = (f"Failed again at `{commit[:12]}`{where}." if failed
-            else f"Succeeded at `{commit[:12]}`{where}: closing.")  # fmt: skip
+    text = "\n".join(
+        [
+            f"The {args.kind} of `{args.key}` failed at commit `{commit[:12]}`{where}.",
+            "",
+            f"Outcome: {args.outcome}. The end of its log:",
+            "",
+            "```",
+            _log_tail(args.log),
+            "```",
+        ]
+    )
+    note = (
+        f"Failed again at `{commit[:12]}`{where}."
+        if failed
+        else f"Succeeded at `{commit[:12]}`{where}: closing."
+    )
     synced = sync_issue(repository(connection()), subject, problem=failed, body=text, note=note)
     issue = f"#{synced.number} {synced.action.value}" if synced.number else "none"
     print(f"{args.kind} {args.key}: {args.outcome}; issue {issue}")
@@ -218,9 +238,12 @@ def cmd_freeze_check(args: argparse.Namespace) -> int:
     if glass is not None:
         print(f"{freeze.describe()}; break-glass: {glass.line()}.")
         return 0
-    print(f"error: {freeze.describe()}. Merging waits for the window to end, or for an approving "
-          "review of the current head by someone with write access that says "
-          "'Break-glass: <reason>'.", file=sys.stderr)  # fmt: skip
+    print(
+        f"error: {freeze.describe()}. Merging waits for the window to end, or for an approving "
+        "review of the current head by someone with write access that says "
+        "'Break-glass: <reason>'.",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -279,8 +302,10 @@ def cmd_deploy_plan(args: argparse.Namespace) -> int:
     print(matrix)
     if args.github_output:
         with Path(args.github_output).open("a", encoding="utf-8") as handle:
-            handle.write(f"matrix={matrix}\nany={'true' if deploying else 'false'}\n"
-                         f"break-glass={glass.line() if glass else ''}\n")  # fmt: skip
+            handle.write(
+                f"matrix={matrix}\nany={'true' if deploying else 'false'}\n"
+                f"break-glass={glass.line() if glass else ''}\n"
+            )
     return 0
 
 
@@ -315,8 +340,10 @@ def cmd_catch_up(args: argparse.Namespace) -> int:
             except GithubException as exc:
                 where = f"dispatch {args.workflow} on {env.branch}"
                 raise GitHubError(f"{where}: {message(exc)}") from None
-            print(f"{name}: {head[:12]} not deployed (deployed: {(deployed or 'nothing')[:12]}); "
-                  f"dispatched {args.workflow} on {env.branch}")  # fmt: skip
+            print(
+                f"{name}: {head[:12]} not deployed (deployed: {(deployed or 'nothing')[:12]}); "
+                f"dispatched {args.workflow} on {env.branch}"
+            )
     return 0
 
 
@@ -335,8 +362,10 @@ def cmd_backport(args: argparse.Namespace) -> int:
     checkout = Path(args.repo).resolve()
     github = app_repository() if args.open_pr else None
     result = back_merge(args.source, args.target, repo=checkout, remote=args.remote)
-    print(f"Built {result.branch} at {result.commit[:12]}: {result.code_commits} commits of "
-          f"{args.source} come back to {args.target}.")  # fmt: skip
+    print(
+        f"Built {result.branch} at {result.commit[:12]}: {result.code_commits} commits of "
+        f"{args.source} come back to {args.target}."
+    )
     if github is not None:
         push_branch(checkout, args.remote, result.branch)
         base = load_environment(args.target, checkout / "environments").branch
@@ -352,8 +381,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     comment = commands.add_parser("comment", help="create or update the preview comment on a PR")
     add = comment.add_argument
     add("--pr", type=int, required=True, help="pull request number")
-    add("--results", action="append", default=[], metavar="PATH",
-        help="results.jsonl (or its directory) from `preview`; repeatable")  # fmt: skip
+    add(
+        "--results",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="results.jsonl (or its directory) from `preview`; repeatable",
+    )
     add("--report", action="append", default=[], metavar="FILE", help="report.md; repeatable")
     add("--expect", metavar="JSON", help="the affected matrix: a stack without a result is failed")
     add("--kind", default="offline", help="which comment (its marker): offline or live")
@@ -361,8 +395,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add("--commit", help="the commit previewed (default: $GITHUB_SHA)")
     add("--artifact", default="preview-report", help="the artifact holding the whole report")
     add("--print", dest="print_only", action="store_true", help="print the body, post nothing")
-    add("--record-plans", action="store_true",
-        help="record the saved plan of each previewed stack for deploy")  # fmt: skip
+    add(
+        "--record-plans",
+        action="store_true",
+        help="record the saved plan of each previewed stack for deploy",
+    )
     comment.set_defaults(func=cmd_comment)
 
     _add_release_commands(commands)
@@ -376,8 +413,12 @@ def _add_release_commands(commands: argparse._SubParsersAction[argparse.Argument
     add("--env", required=True, help="the environment to roll back")
     add("--repo", default=".", help="the git checkout (default: .)")
     add("--remote", default="origin", help="remote whose branches are used when present")
-    add("--deployed", action="append", metavar="SHA",
-        help="deployed commits, newest first (default: the environment's deployments)")  # fmt: skip
+    add(
+        "--deployed",
+        action="append",
+        metavar="SHA",
+        help="deployed commits, newest first (default: the environment's deployments)",
+    )
     add("--body", metavar="FILE", help="where the PR body goes")
     add("--no-preview", action="store_true", help="skip the offline preview diff")
     add(
@@ -410,8 +451,12 @@ def _add_issue_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     add = failure.add_argument
     add("--kind", required=True, choices=sorted(FAILURE_KINDS), help="what ran")
     add("--key", required=True, help="what it ran for: a stack (dev-aws) or a promotion")
-    add("--outcome", required=True, choices=["success", "failure", "cancelled"],
-        help="the job's outcome (success closes the issue)")  # fmt: skip
+    add(
+        "--outcome",
+        required=True,
+        choices=["success", "failure", "cancelled"],
+        help="the job's outcome (success closes the issue)",
+    )
     add("--log", type=Path, help="the job's log: its end goes into the issue")
     add("--commit", help="the commit (default: $GITHUB_SHA)")
     failure.set_defaults(func=cmd_delivery_issue)

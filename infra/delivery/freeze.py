@@ -14,8 +14,15 @@ from infra.errors import InfraError
 from infra.settings import EnvironmentSettings, Weekday
 
 # datetime.weekday() numbering: Monday is 0.
-_WEEKDAYS = (Weekday.MON, Weekday.TUE, Weekday.WED, Weekday.THU, Weekday.FRI, Weekday.SAT,
-             Weekday.SUN)  # fmt: skip
+_WEEKDAYS = (
+    Weekday.MON,
+    Weekday.TUE,
+    Weekday.WED,
+    Weekday.THU,
+    Weekday.FRI,
+    Weekday.SAT,
+    Weekday.SUN,
+)
 
 
 class FreezeError(InfraError):

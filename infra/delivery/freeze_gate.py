@@ -65,6 +65,7 @@ def dispatched_break_glass(repo: Repository, actor: str, reason: str) -> BreakGl
     if not reason:
         return None
     if not may_approve(repo, actor):
-        raise GitHubError(f"{actor} may not break the glass: it needs write access to the "
-                          "repository")  # fmt: skip
+        raise GitHubError(
+            f"{actor} may not break the glass: it needs write access to the repository"
+        )
     return BreakGlass(reason, actor)

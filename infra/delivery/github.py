@@ -54,16 +54,20 @@ def repository(conn: Connection) -> Repository:
     """The repository, without a request until the first call (``lazy=True``)."""
     # retry=None: a refused call fails at once with GitHub's message instead of backing off.
     # lazy: an object is fetched when a value of it is read, not when it is named.
-    client = Github(auth=Auth.Token(conn.token), base_url=conn.api_url, retry=None, timeout=30,
-                    lazy=True)  # fmt: skip
+    client = Github(
+        auth=Auth.Token(conn.token), base_url=conn.api_url, retry=None, timeout=30, lazy=True
+    )
     return client.get_repo(conn.repository)
 
 
 def message(exc: GithubException) -> str:
     data = exc.data if isinstance(exc.data, dict) else {}
     errors = data.get("errors")
-    detail = errors[0].get("message", "") if isinstance(errors, list) and errors and isinstance(
-        errors[0], dict) else ""  # fmt: skip
+    detail = (
+        errors[0].get("message", "")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict)
+        else ""
+    )
     text = str(data.get("message", "")) or str(exc)
     return f"GitHub answered {exc.status}: {text}{f' ({detail})' if detail else ''}"
 

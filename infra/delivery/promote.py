@@ -98,8 +98,9 @@ def default_body_path(repo: Path, source: str, target: str) -> Path:
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                            check=False)  # fmt: skip
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+    )
     if check and result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         raise PromotionError(f"git {args[0]} failed: {detail[-1] if detail else 'no output'}")
@@ -116,8 +117,9 @@ def _resolve(repo: Path, remote: str, branch: str) -> str:
 
 
 def _show(repo: Path, ref: str, path: str) -> bytes:
-    result = subprocess.run(["git", "-C", str(repo), "show", f"{ref}:{path}"], capture_output=True,
-                            check=False)  # fmt: skip
+    result = subprocess.run(
+        ["git", "-C", str(repo), "show", f"{ref}:{path}"], capture_output=True, check=False
+    )
     if result.returncode != 0:
         raise PromotionError(f"{ref} has no {path}")
     return result.stdout
@@ -160,8 +162,9 @@ def _parse_pins(raw: bytes, where: str) -> dict[str, str]:
 def pin_changes(before: dict[str, str], after: dict[str, str]) -> list[PinChange]:
     """Every dotted pin key whose value differs, sorted by key."""
     keys = sorted(set(before) | set(after))
-    return [PinChange(k, before.get(k), after.get(k)) for k in keys
-            if before.get(k) != after.get(k)]  # fmt: skip
+    return [
+        PinChange(k, before.get(k), after.get(k)) for k in keys if before.get(k) != after.get(k)
+    ]
 
 
 def check_order(source: str, target: str) -> None:
@@ -186,11 +189,22 @@ def check_order(source: str, target: str) -> None:
 
 def _render_tree(tree: Path, env: str, out: Path) -> dict[str, Plan]:
     """Render ``env`` offline with the tree's own code and environments; plans by stack key."""
-    command = [sys.executable, "-m", "infra", "preview", "--offline", "--quiet", "--env", env,
-               "--out", str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "infra",
+        "preview",
+        "--offline",
+        "--quiet",
+        "--env",
+        env,
+        "--out",
+        str(out),
+    ]
     env_vars = {**os.environ, "PYTHONPATH": str(tree)}
-    result = subprocess.run(command, cwd=tree, env=env_vars, capture_output=True, text=True,
-                            check=False)  # fmt: skip
+    result = subprocess.run(
+        command, cwd=tree, env=env_vars, capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         raise PromotionError(f"offline preview of {env} failed: {detail[-1] if detail else ''}")
@@ -274,8 +288,12 @@ def pr_body(
     else:
         lines += ["Offline preview: not rendered (this checkout has no infra/ package)."]
         for verdict in verdicts:
-            lines += ["", f"## {verdict.title}: {'pass' if verdict.ok else 'FAIL'}", "",
-                      verdict.markdown.rstrip()]  # fmt: skip
+            lines += [
+                "",
+                f"## {verdict.title}: {'pass' if verdict.ok else 'FAIL'}",
+                "",
+                verdict.markdown.rstrip(),
+            ]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -405,9 +423,18 @@ def promote(
     unchanged = len(set(source_pins) & set(target_pins)) - sum(
         1 for c in changes if c.before is not None and c.after is not None
     )
-    body = pr_body(source, target, changes=changes, unchanged=unchanged, plans=plans, diffs=diffs,
-                   target_ref=target_ref, verdicts=[*checks, *verdicts], note=note,
-                   release=(released, code_commits))  # fmt: skip
+    body = pr_body(
+        source,
+        target,
+        changes=changes,
+        unchanged=unchanged,
+        plans=plans,
+        diffs=diffs,
+        target_ref=target_ref,
+        verdicts=[*checks, *verdicts],
+        note=note,
+        release=(released, code_commits),
+    )
     out = body_path or default_body_path(repo, source, target)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body, encoding="utf-8")
@@ -439,8 +466,9 @@ def back_merge(
     source_ref = _resolve(repo, remote, _load_target(repo, source, "HEAD").branch)
     target_branch = _load_target(repo, target, "HEAD").branch
     target_ref = _resolve(repo, remote, target_branch)
-    count = int(_git(repo, "rev-list", "--count", "--no-merges",
-                     f"{target_ref}..{source_ref}").stdout)  # fmt: skip
+    count = int(
+        _git(repo, "rev-list", "--count", "--no-merges", f"{target_ref}..{source_ref}").stdout
+    )
     if not count:
         raise PromotionError(
             f"{target} already has every change of {source}; nothing to bring back"
@@ -450,14 +478,17 @@ def back_merge(
         _merge(tree, source_ref, target_ref, target_branch)
         _git(tree, "rm", "-r", "-q", "-f", "--ignore-unmatch", "--", target_dir)
         _git(tree, "checkout", target_ref, "--", target_dir)
-        message = (f"Back-merge {source} into {target}\n\n{count} commits made on {source} "
-                   f"(a hotfix) come back to {target}; {target_dir}/ is unchanged.\n")  # fmt: skip
+        message = (
+            f"Back-merge {source} into {target}\n\n{count} commits made on {source} "
+            f"(a hotfix) come back to {target}; {target_dir}/ is unchanged.\n"
+        )
         _git(tree, "commit", "--quiet", "--no-verify", "-m", message)
         commit = _git(tree, "rev-parse", "HEAD").stdout.strip()
     _git(repo, "branch", "--force", branch, commit)
     body = default_body_path(repo, source, target)
     body.parent.mkdir(parents=True, exist_ok=True)
-    body.write_text(f"# Back-merge {source} into {target}\n\n{message.split(chr(10), 2)[2]}",
-                    encoding="utf-8")  # fmt: skip
+    body.write_text(
+        f"# Back-merge {source} into {target}\n\n{message.split(chr(10), 2)[2]}", encoding="utf-8"
+    )
     released = _git(repo, "rev-parse", f"{source_ref}^{{commit}}").stdout.strip()
     return Promotion(source, target, branch, commit, [], body, None, released, count)

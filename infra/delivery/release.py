@@ -96,8 +96,12 @@ def app_repository() -> Repository:
 
 def push_branch(checkout: Path, remote: str, branch: str) -> None:
     """Force-push ``branch`` (rebuilt each time), with the App token when the remote is HTTPS."""
-    url = subprocess.run(["git", "-C", str(checkout), "remote", "get-url", remote],
-                         capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    url = subprocess.run(
+        ["git", "-C", str(checkout), "remote", "get-url", remote],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     config: list[str] = []
     token = os.environ.get(TOKEN_VAR, "")
     if url.startswith("https://") and token:
@@ -105,9 +109,22 @@ def push_branch(checkout: Path, remote: str, branch: str) -> None:
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
         host = "/".join(url.split("/")[:3]) + "/"
         config = ["-c", f"http.{host}.extraheader=AUTHORIZATION: basic {basic}"]
-    pushed = subprocess.run(["git", "-C", str(checkout), *config, "push", "--force", "--quiet",
-                             remote, f"refs/heads/{branch}:refs/heads/{branch}"],
-                            capture_output=True, text=True, check=False)  # fmt: skip
+    pushed = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(checkout),
+            *config,
+            "push",
+            "--force",
+            "--quiet",
+            remote,
+            f"refs/heads/{branch}:refs/heads/{branch}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if pushed.returncode != 0:
         detail = pushed.stderr.strip().splitlines()
         raise ReleaseError(f"git push {branch} failed: {detail[-1] if detail else 'no output'}")
@@ -193,8 +210,11 @@ def rollback(
         (tree / pins_path).write_bytes(restored)
         _run(tree, "add", "--", pins_path)
         restores = f"this restores the pins it ran at {previous[:12]}, its previous deployment"
-        lines = [f"Roll back {environment}'s pins to {previous[:12]}", "",
-                 f"{environment} runs {current[:12]}; {restores}:"]  # fmt: skip
+        lines = [
+            f"Roll back {environment}'s pins to {previous[:12]}",
+            "",
+            f"{environment} runs {current[:12]}; {restores}:",
+        ]
         lines += [f"- {c.line()}" for c in changes]
         _run(tree, "commit", "--quiet", "--no-verify", "-m", "\n".join(lines) + "\n")
         commit = _run(tree, "rev-parse", "HEAD")
@@ -223,8 +243,9 @@ def rollback(
 
 
 def _run(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                          check=False)  # fmt: skip
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
         raise ReleaseError(f"git {args[0]} failed: {detail[-1] if detail else 'no output'}")

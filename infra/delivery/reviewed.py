@@ -49,8 +49,9 @@ def parse_records(text: str) -> dict[str, PlanRecord]:
     for found in _RECORD.finditer(text):
         try:
             data = json.loads(found.group(1))
-            record = PlanRecord(**{k: str(data[k]) for k in ("stack", "head", "deployed",
-                                                             "run_id")})  # fmt: skip
+            record = PlanRecord(
+                **{k: str(data[k]) for k in ("stack", "head", "deployed", "run_id")}
+            )
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # someone else's text that looks alike: not a record
         records[record.stack] = record
@@ -71,9 +72,14 @@ class Decision:
         return f"{self.environment}-{self.cloud}"
 
     def matrix_entry(self) -> dict[str, str]:
-        return {"environment": self.environment, "cloud": self.cloud, "stack": self.stack,
-                "action": self.action, "run_id": self.run_id,
-                "pr": str(self.pr or "")}  # fmt: skip
+        return {
+            "environment": self.environment,
+            "cloud": self.cloud,
+            "stack": self.stack,
+            "action": self.action,
+            "run_id": self.run_id,
+            "pr": str(self.pr or ""),
+        }
 
 
 def changed_stacks(checkout: Path, base: str, head: str) -> set[str]:
@@ -104,21 +110,35 @@ def decide(
         return Decision(environment, cloud, "plan", reason, pr)
 
     if deployed and stack not in changed_stacks(checkout, deployed, after):
-        return Decision(environment, cloud, "skip", f"nothing reaching {stack} changed since "
-                        f"the deployed {deployed[:12]}", pr)  # fmt: skip
+        return Decision(
+            environment,
+            cloud,
+            "skip",
+            f"nothing reaching {stack} changed since the deployed {deployed[:12]}",
+            pr,
+        )
     if pr is None:
         return plan(f"{after[:12]} is not the merge of a pull request")
     if record is None:
         return plan(f"pull request #{pr} saved no plan for {stack}")
     if stack in changed_stacks(checkout, record.head, after):
-        return plan(f"the merge differs from the reviewed {record.head[:12]} for {stack} "
-                    "(the base moved)")  # fmt: skip
+        return plan(
+            f"the merge differs from the reviewed {record.head[:12]} for {stack} (the base moved)"
+        )
     if record.deployed != (deployed or ""):
-        return plan(f"the state moved: {environment} was deployed at "
-                    f"{(deployed or 'nothing')[:12]} since the plan (made against "
-                    f"{(record.deployed or 'nothing')[:12]})")  # fmt: skip
-    return Decision(environment, cloud, "apply", f"the plan reviewed on #{pr} at "
-                    f"{record.head[:12]}", pr, record.run_id)  # fmt: skip
+        return plan(
+            f"the state moved: {environment} was deployed at "
+            f"{(deployed or 'nothing')[:12]} since the plan (made against "
+            f"{(record.deployed or 'nothing')[:12]})"
+        )
+    return Decision(
+        environment,
+        cloud,
+        "apply",
+        f"the plan reviewed on #{pr} at {record.head[:12]}",
+        pr,
+        record.run_id,
+    )
 
 
 def merged_pull(repo: Repository, sha: str, base: str) -> tuple[int, dict[str, PlanRecord]] | None:

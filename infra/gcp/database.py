@@ -21,9 +21,16 @@ MAX_LOG_RETENTION_DAYS = 7
 # Cloud SQL's default max_connections by instance memory (GiB lower bound -> connections),
 # written out as a flag so the connections alert knows the ceiling it measures against.
 _CONNECTIONS_BY_MEMORY_GIB = (
-    (120.0, 1000), (60.0, 800), (30.0, 600), (15.0, 500),
-    (7.5, 400), (6.0, 200), (3.75, 100), (1.7, 50), (0.0, 25),
-)  # fmt: skip
+    (120.0, 1000),
+    (60.0, 800),
+    (30.0, 600),
+    (15.0, 500),
+    (7.5, 400),
+    (6.0, 200),
+    (3.75, 100),
+    (1.7, 50),
+    (0.0, 25),
+)
 
 
 def max_connections(tier: str) -> int:

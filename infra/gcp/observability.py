@@ -137,22 +137,37 @@ class Observability(pulumi.ComponentResource):
         connections = max_connections(settings.database.cloud_sql_tier)
         thresholds: list[tuple[Threshold, pulumi.Input[str], pulumi.Input[str] | None]] = [
             (
-                Threshold("api-5xx", "API 5xx rate above 1%", ERROR_RATE, "ALIGN_RATE",
-                          reducer="REDUCE_SUM"),
-                pulumi.Output.concat(cloud_run("request_count"),
-                                     ' metric.label.response_code_class="5xx"'),
+                Threshold(
+                    "api-5xx",
+                    "API 5xx rate above 1%",
+                    ERROR_RATE,
+                    "ALIGN_RATE",
+                    reducer="REDUCE_SUM",
+                ),
+                pulumi.Output.concat(
+                    cloud_run("request_count"), ' metric.label.response_code_class="5xx"'
+                ),
                 cloud_run("request_count"),
             ),
             (
-                Threshold("api-latency", "API p95 latency above 1 s", LATENCY_P95_MS,
-                          "ALIGN_PERCENTILE_95"),
+                Threshold(
+                    "api-latency",
+                    "API p95 latency above 1 s",
+                    LATENCY_P95_MS,
+                    "ALIGN_PERCENTILE_95",
+                ),
                 cloud_run("request_latencies"),
                 None,
             ),
             (
-                Threshold("api-at-max", f"API at its maximum of {api.max_tasks} instances",
-                          api.max_tasks, "ALIGN_MAX", comparison="COMPARISON_GE",
-                          reducer="REDUCE_SUM"),
+                Threshold(
+                    "api-at-max",
+                    f"API at its maximum of {api.max_tasks} instances",
+                    api.max_tasks,
+                    "ALIGN_MAX",
+                    comparison="COMPARISON_GE",
+                    reducer="REDUCE_SUM",
+                ),
                 cloud_run("container/instance_count"),
                 None,
             ),
@@ -162,14 +177,17 @@ class Observability(pulumi.ComponentResource):
                 None,
             ),
             (
-                Threshold("db-disk", "Cloud SQL disk above 90%", DISK_UTILIZATION,
-                          "ALIGN_MEAN"),
+                Threshold("db-disk", "Cloud SQL disk above 90%", DISK_UTILIZATION, "ALIGN_MEAN"),
                 cloud_sql("disk/utilization"),
                 None,
             ),
             (
-                Threshold("db-connections", f"Cloud SQL connections above 80% of {connections}",
-                          round(connections * UTILIZATION), "ALIGN_MAX"),
+                Threshold(
+                    "db-connections",
+                    f"Cloud SQL connections above 80% of {connections}",
+                    round(connections * UTILIZATION),
+                    "ALIGN_MAX",
+                ),
                 cloud_sql("postgresql/num_backends"),
                 None,
             ),
@@ -180,29 +198,37 @@ class Observability(pulumi.ComponentResource):
             ),
             (
                 # Redis runs commands on one thread: a busy main thread is the ceiling.
-                Threshold("redis-cpu", "Redis main thread CPU above 80%", UTILIZATION,
-                          "ALIGN_RATE"),
+                Threshold(
+                    "redis-cpu", "Redis main thread CPU above 80%", UTILIZATION, "ALIGN_RATE"
+                ),
                 redis("stats/cpu_utilization_main_thread"),
                 None,
             ),
-        ]  # fmt: skip
+        ]
         for index, replica in enumerate(args.replica_names, start=1):
             # Each read replica has its own alerts: a lagging replica serves stale reads.
             thresholds += [
                 (
-                    Threshold(f"db-replica-{index}-lag",
-                              f"Read replica {index} more than {REPLICA_LAG_SECONDS} s behind",
-                              REPLICA_LAG_SECONDS, "ALIGN_MAX"),
+                    Threshold(
+                        f"db-replica-{index}-lag",
+                        f"Read replica {index} more than {REPLICA_LAG_SECONDS} s behind",
+                        REPLICA_LAG_SECONDS,
+                        "ALIGN_MAX",
+                    ),
                     cloud_sql("replication/replica_lag", replica),
                     None,
                 ),
                 (
-                    Threshold(f"db-replica-{index}-cpu", f"Read replica {index} CPU above 80%",
-                              UTILIZATION, "ALIGN_MEAN"),
+                    Threshold(
+                        f"db-replica-{index}-cpu",
+                        f"Read replica {index} CPU above 80%",
+                        UTILIZATION,
+                        "ALIGN_MEAN",
+                    ),
                     cloud_sql("cpu/utilization", replica),
                     None,
                 ),
-            ]  # fmt: skip
+            ]
 
         self.alert_policy_names = {}
         for threshold, metric_filter, denominator in thresholds:

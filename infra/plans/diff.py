@@ -18,10 +18,16 @@ from infra.plans.stateful import RESTORE_INPUTS, is_replica, is_stateful, restor
 from infra.settings import REPO_ROOT
 
 # Step operations that remove a resource's data, as `pulumi preview --json` names them.
-DESTRUCTIVE_OPS = frozenset({
-    "delete", "replace", "create-replacement", "delete-replaced", "discard-replaced",
-    "import-replacement",
-})  # fmt: skip
+DESTRUCTIVE_OPS = frozenset(
+    {
+        "delete",
+        "replace",
+        "create-replacement",
+        "delete-replaced",
+        "discard-replaced",
+        "import-replacement",
+    }
+)
 
 
 class DiffError(InfraError):
@@ -112,8 +118,16 @@ def render_ref(ref: str, environments: Iterable[str], clouds: Iterable[str]) -> 
             known = [e for e in envs if (tree / "environments" / e / "settings.toml").exists()]
             if not known:
                 return {}
-            command = [sys.executable, "-m", "infra", "preview", "--offline", "--quiet",
-                       "--out", str(out)]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "infra",
+                "preview",
+                "--offline",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
             for env in known:
                 command += ["--env", env]
             for cloud in cloud_list:

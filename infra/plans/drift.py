@@ -48,10 +48,15 @@ def markdown(report: DriftReport) -> str:
     found = f"{len(report.drifted)} of {len(report.steps)} resources ({summary})"
     lines += [f"**Drift found** in {found}.", ""]
     rows = [
-        [f"`{step.op}`", f"`{step.type}`", step.name,
-         ", ".join(f"`{k}`" for k in step.keys) or "-", f"`{step.urn}`"]
+        [
+            f"`{step.op}`",
+            f"`{step.type}`",
+            step.name,
+            ", ".join(f"`{k}`" for k in step.keys) or "-",
+            f"`{step.urn}`",
+        ]
         for step in sorted(report.drifted, key=lambda s: (s.op, s.urn))
-    ]  # fmt: skip
+    ]
     lines += table(["op", "type", "name", "changed properties", "urn"], rows)
     return "\n".join([*lines, ""])
 

@@ -168,8 +168,11 @@ class Step(_Json):
     @property
     def keys(self) -> list[str]:
         """The property keys the step changes: detailedDiff's, diffReasons and replaceReasons."""
-        found = [*(self.detailed_diff or {}), *(self.diff_reasons or []),
-                 *(self.replace_reasons or [])]  # fmt: skip
+        found = [
+            *(self.detailed_diff or {}),
+            *(self.diff_reasons or []),
+            *(self.replace_reasons or []),
+        ]
         return sorted(set(found))
 
     @property

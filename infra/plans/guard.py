@@ -143,10 +143,14 @@ def _line(stack: str, change: Change) -> str:
 def verdict(result: GuardResult | None) -> Verdict:
     title = "Destructive-change guard"
     if result is None:
-        return Verdict(title, ok=True, markdown=(
-            "No baseline: run with `--against REF` (offline) or from a live preview to check "
-            "for deletions and replacements of stateful resources."
-        ))  # fmt: skip
+        return Verdict(
+            title,
+            ok=True,
+            markdown=(
+                "No baseline: run with `--against REF` (offline) or from a live preview to check "
+                "for deletions and replacements of stateful resources."
+            ),
+        )
     checked = ", ".join(result.checked) or "no guarded stacks"
     guarded = ", ".join(sorted(promotion().hardened))
     lines = [f"Checked {checked} against {result.source} (guarded: {guarded})."]
@@ -167,8 +171,13 @@ def verdict(result: GuardResult | None) -> Verdict:
             ),
         ]
     if result.restores:
-        lines += ["", ("Restored beside the live database (nothing is deleted, so no data is lost; "
-                  "the old instance stays until a later change removes it):")]  # fmt: skip
+        lines += [
+            "",
+            (
+                "Restored beside the live database (nothing is deleted, so no data is lost; "
+                "the old instance stays until a later change removes it):"
+            ),
+        ]
         lines += [_line(s, c) for s, c in result.restores]
     if result.allowed:
         lines += ["", "Allowed by `--allow-replace` or `allow-replace.toml`:"]

@@ -68,10 +68,11 @@ def pulumi_command(env: EnvironmentSettings) -> auto.PulumiCommand:
     found = str(command.version) if command.version is not None else "an unparseable version"
     if found != env.pins.pulumi_cli:
         raise SettingsError(
-            _pins_file(env), "pulumi_cli",
+            _pins_file(env),
+            "pulumi_cli",
             f"the Pulumi CLI on PATH is {found} but {env.name} pins {env.pins.pulumi_cli}; "
             "install the pinned CLI (nothing was run)",
-        )  # fmt: skip
+        )
     return command
 
 
@@ -88,11 +89,12 @@ def pinned_python(env: EnvironmentSettings) -> str:
             found = "not installed"
         if found != wanted:
             raise SettingsError(
-                _pins_file(env), f"python.{key}",
+                _pins_file(env),
+                f"python.{key}",
                 f"{sys.executable} has {key} {found} but {env.name} pins {wanted}; run through "
                 f"`nox -s preview|up|drift -- --env {env.name}`, which installs the pins "
                 "(nothing was run)",
-            )  # fmt: skip
+            )
     return sys.executable
 
 
@@ -136,10 +138,11 @@ def _check_stack_settings(env: EnvironmentSettings, cloud: Cloud) -> None:
     found = data.get("secretsprovider") if isinstance(data, dict) else None
     if found != wanted:
         raise SettingsError(
-            path, "secretsprovider",
+            path,
+            "secretsprovider",
             f"{found!r} is not environments/{env.name}/settings.toml's pulumi.{cloud.value}."
             f"secrets_provider {wanted!r}; re-create it: `nox -s bootstrap -- --env {env.name}`",
-        )  # fmt: skip
+        )
 
 
 def _options(env: EnvironmentSettings, cloud: Cloud) -> auto.LocalWorkspaceOptions:
@@ -164,11 +167,12 @@ def open_stack(env: EnvironmentSettings, cloud: Cloud) -> auto.Stack:
     except auto.errors.StackNotFoundError:
         backend = env.pulumi.backend(cloud).backend_url
         raise LiveError(
-            name, "stack",
+            name,
+            "stack",
             f"no stack '{env.name}' of {PROJECTS[cloud]} in {backend}; bootstrap creates every "
             f"stack with its secrets provider: `nox -s bootstrap -- --env {env.name} --cloud "
             f"{cloud.value}` (previews, drift and up only select)",
-        ) from None  # fmt: skip
+        ) from None
     except auto.errors.CommandError as exc:
         raise LiveError(name, "stack", _first_error_line(str(exc))) from None
 

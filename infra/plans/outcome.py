@@ -53,16 +53,21 @@ class StackOutcome:
     def count_changes(self, diff: StackDiff) -> None:
         # A replacement shows as one "replace" step or a create-/delete-replaced pair; count once.
         replaced = {c.urn for c in diff.of_op(*COUNTED_OPS["replace"])}
-        self.changes = {op: len({c.urn for c in diff.of_op(*ops)}) for op, ops in
-                        COUNTED_OPS.items() if op != "replace"}  # fmt: skip
+        self.changes = {
+            op: len({c.urn for c in diff.of_op(*ops)})
+            for op, ops in COUNTED_OPS.items()
+            if op != "replace"
+        }
         self.changes["replace"] = len(replaced)
 
     def changes_text(self) -> str:
         if self.changes is None:
             return "no baseline"
         c = self.changes
-        return (f"+{c['create']} to create, ~{c['update']} to update, "
-                f"+-{c['replace']} to replace, -{c['delete']} to delete")  # fmt: skip
+        return (
+            f"+{c['create']} to create, ~{c['update']} to update, "
+            f"+-{c['replace']} to replace, -{c['delete']} to delete"
+        )
 
     def verdict_text(self) -> str:
         policy = "policy FAIL" if self.policy_failures else "policy pass"

@@ -52,9 +52,12 @@ def diff_markdown(diff: StackDiff) -> str:
     if danger:
         lines.append("**Stateful resources deleted or replaced:**")
         lines += [_change_line(c) for c in danger]
-    for title, ops in (("Created", ("create",)), ("Deleted", ("delete",)),
-                       ("Replaced", ("replace", "create-replacement", "delete-replaced")),
-                       ("Changed", ("update",))):  # fmt: skip
+    for title, ops in (
+        ("Created", ("create",)),
+        ("Deleted", ("delete",)),
+        ("Replaced", ("replace", "create-replacement", "delete-replaced")),
+        ("Changed", ("update",)),
+    ):
         found = [c for c in diff.of_op(*ops) if c not in danger]
         if found:
             lines.append(f"<details><summary>{title}: {len(found)}</summary>\n")

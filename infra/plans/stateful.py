@@ -8,45 +8,92 @@ from typing import Any
 # Every resource type that holds data, with the inputs whose change forces a replacement (the
 # providers' ForceNew arguments): an update to one of them is a replacement in disguise.
 REPLACE_KEYS: dict[str, frozenset[str]] = {
-    "aws:rds/instance:Instance": frozenset({
-        "identifier", "identifierPrefix", "engine", "storageEncrypted", "kmsKeyId", "username",
-        "dbName", "availabilityZone", "characterSetName", "snapshotIdentifier", "timezone",
-        "restoreToPointInTime",
-    }),
-    "aws:rds/cluster:Cluster": frozenset({
-        "clusterIdentifier", "engine", "storageEncrypted", "kmsKeyId", "masterUsername",
-        "databaseName", "availabilityZones",
-    }),
-    "aws:elasticache/replicationGroup:ReplicationGroup": frozenset({
-        "replicationGroupId", "atRestEncryptionEnabled", "kmsKeyId", "subnetGroupName", "engine",
-        "snapshotArns", "snapshotName",
-    }),
+    "aws:rds/instance:Instance": frozenset(
+        {
+            "identifier",
+            "identifierPrefix",
+            "engine",
+            "storageEncrypted",
+            "kmsKeyId",
+            "username",
+            "dbName",
+            "availabilityZone",
+            "characterSetName",
+            "snapshotIdentifier",
+            "timezone",
+            "restoreToPointInTime",
+        }
+    ),
+    "aws:rds/cluster:Cluster": frozenset(
+        {
+            "clusterIdentifier",
+            "engine",
+            "storageEncrypted",
+            "kmsKeyId",
+            "masterUsername",
+            "databaseName",
+            "availabilityZones",
+        }
+    ),
+    "aws:elasticache/replicationGroup:ReplicationGroup": frozenset(
+        {
+            "replicationGroupId",
+            "atRestEncryptionEnabled",
+            "kmsKeyId",
+            "subnetGroupName",
+            "engine",
+            "snapshotArns",
+            "snapshotName",
+        }
+    ),
     "aws:s3/bucket:Bucket": frozenset({"bucket", "bucketPrefix", "objectLockEnabled"}),
     "aws:s3/bucketV2:BucketV2": frozenset({"bucket", "bucketPrefix", "objectLockEnabled"}),
-    "aws:kms/key:Key": frozenset({
-        "customerMasterKeySpec", "keyUsage", "multiRegion", "customKeyStoreId",
-    }),
+    "aws:kms/key:Key": frozenset(
+        {
+            "customerMasterKeySpec",
+            "keyUsage",
+            "multiRegion",
+            "customKeyStoreId",
+        }
+    ),
     "aws:secretsmanager/secret:Secret": frozenset({"name", "namePrefix"}),
     "aws:secretsmanager/secretVersion:SecretVersion": frozenset(),  # none listed yet
     "aws:cloudwatch/logGroup:LogGroup": frozenset({"name", "namePrefix"}),
     "aws:ecr/repository:Repository": frozenset({"name"}),
     "aws:dynamodb/table:Table": frozenset({"name", "hashKey", "rangeKey"}),
-    "gcp:sql/databaseInstance:DatabaseInstance": frozenset({
-        "name", "region", "project", "databaseVersion", "masterInstanceName", "encryptionKeyName",
-        "clone",
-    }),
+    "gcp:sql/databaseInstance:DatabaseInstance": frozenset(
+        {
+            "name",
+            "region",
+            "project",
+            "databaseVersion",
+            "masterInstanceName",
+            "encryptionKeyName",
+            "clone",
+        }
+    ),
     "gcp:sql/database:Database": frozenset({"name", "instance", "project"}),
-    "gcp:redis/instance:Instance": frozenset({
-        "name", "region", "project", "tier", "locationId", "authorizedNetwork", "connectMode",
-        "transitEncryptionMode", "reservedIpRange", "customerManagedKey",
-    }),
+    "gcp:redis/instance:Instance": frozenset(
+        {
+            "name",
+            "region",
+            "project",
+            "tier",
+            "locationId",
+            "authorizedNetwork",
+            "connectMode",
+            "transitEncryptionMode",
+            "reservedIpRange",
+            "customerManagedKey",
+        }
+    ),
     "gcp:storage/bucket:Bucket": frozenset({"name", "location", "project"}),
     "gcp:kms/cryptoKey:CryptoKey": frozenset({"name", "keyRing", "purpose"}),
     "gcp:kms/keyRing:KeyRing": frozenset({"name", "location", "project"}),
     "gcp:secretmanager/secret:Secret": frozenset({"secretId", "replication", "project"}),
     "gcp:secretmanager/secretVersion:SecretVersion": frozenset(),  # none listed yet
     "gcp:artifactregistry/repository:Repository": frozenset({"repositoryId", "location", "format"}),
-}  # fmt: skip
+}
 
 STATEFUL_TYPES = frozenset(REPLACE_KEYS)
 

@@ -85,8 +85,10 @@ def check_policy_settings(settings: EnvironmentSettings) -> None:
             raise SettingsError(file, f"policy.enforcement.{name}", message)
     for index, exemption in enumerate(settings.policy.exemptions):
         if exemption.rule in readiness:
-            message = (f"'{exemption.rule}' is a deploy-readiness rule: the cloud refuses the "
-                       "resource whatever the exemption says")  # fmt: skip
+            message = (
+                f"'{exemption.rule}' is a deploy-readiness rule: the cloud refuses the "
+                "resource whatever the exemption says"
+            )
             raise SettingsError(file, f"policy.exemptions[{index}].rule", message)
     known = rules_by_name()
     for name in settings.policy.enforcement:
@@ -124,10 +126,25 @@ def evaluate_plan(
         for violation in rule.evaluate(resources, ctx):
             view = by_urn.get(violation.urn)
             name = view.name if view is not None else None
-            waiver = next((e for e in settings.policy.exemptions
-                           if e.waives(rule.name, violation.urn, name, day)), None)  # fmt: skip
-            findings.append(Finding(plan.key, rule.name, rule.controls, level, violation.urn,
-                                    violation.message, waiver))  # fmt: skip
+            waiver = next(
+                (
+                    e
+                    for e in settings.policy.exemptions
+                    if e.waives(rule.name, violation.urn, name, day)
+                ),
+                None,
+            )
+            findings.append(
+                Finding(
+                    plan.key,
+                    rule.name,
+                    rule.controls,
+                    level,
+                    violation.urn,
+                    violation.message,
+                    waiver,
+                )
+            )
     return findings
 
 
@@ -136,12 +153,17 @@ def expired_exemptions(
 ) -> list[Finding]:
     day = today or dt.datetime.now(dt.UTC).date()
     return [
-        Finding(settings.name, EXPIRED_RULE, (f"{settings.name}/settings.toml policy.exemptions",),
-                Enforcement.MANDATORY, e.resource,
-                f"exemption from {e.rule} expired on {e.expires.isoformat()} ({e.reason})")
+        Finding(
+            settings.name,
+            EXPIRED_RULE,
+            (f"{settings.name}/settings.toml policy.exemptions",),
+            Enforcement.MANDATORY,
+            e.resource,
+            f"exemption from {e.rule} expired on {e.expires.isoformat()} ({e.reason})",
+        )
         for e in settings.policy.exemptions
         if e.expires < day
-    ]  # fmt: skip
+    ]
 
 
 def evaluate(
@@ -175,8 +197,10 @@ def verdict(result: PolicyResult) -> Verdict:
         ),
         "",
     ]
-    shown = sorted(result.findings, key=lambda f: (not f.blocking, f.exemption is not None,
-                                                   f.stack, f.rule, f.urn))  # fmt: skip
+    shown = sorted(
+        result.findings,
+        key=lambda f: (not f.blocking, f.exemption is not None, f.stack, f.rule, f.urn),
+    )
     if shown:
         rows = []
         for f in shown:

@@ -48,11 +48,31 @@ _THREE_DECIMAL = frozenset(["BHD", "JOD", "KWD", "OMR", "TND"])
 _WHOLE_UNITS_IN_CENTS = frozenset({"ISK", "UGX"})
 # The gateway's minimum charge, in minor units, where it publishes one.
 _MINIMUMS = {
-    "USD": 50, "AED": 200, "AUD": 50, "BGN": 100, "BRL": 50, "CAD": 50, "CHF": 50,
-    "CZK": 1500, "DKK": 250, "EUR": 50, "GBP": 30, "HKD": 400, "HUF": 17500, "INR": 50,
-    "JPY": 50, "MXN": 1000, "MYR": 200, "NOK": 300, "NZD": 50, "PLN": 200, "RON": 200,
-    "SEK": 300, "SGD": 50, "THB": 1000,
-}  # fmt: skip
+    "USD": 50,
+    "AED": 200,
+    "AUD": 50,
+    "BGN": 100,
+    "BRL": 50,
+    "CAD": 50,
+    "CHF": 50,
+    "CZK": 1500,
+    "DKK": 250,
+    "EUR": 50,
+    "GBP": 30,
+    "HKD": 400,
+    "HUF": 17500,
+    "INR": 50,
+    "JPY": 50,
+    "MXN": 1000,
+    "MYR": 200,
+    "NOK": 300,
+    "NZD": 50,
+    "PLN": 200,
+    "RON": 200,
+    "SEK": 300,
+    "SGD": 50,
+    "THB": 1000,
+}
 
 
 @dataclass(frozen=True)

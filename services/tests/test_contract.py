@@ -24,8 +24,11 @@ pytestmark = pytest.mark.slow
 
 
 def _container(plan_resources: list[Any], task_name: str) -> dict[str, Any]:
-    task = next(r for r in plan_resources if r.type == "aws:ecs/taskDefinition:TaskDefinition"
-                and r.name == task_name)  # fmt: skip
+    task = next(
+        r
+        for r in plan_resources
+        if r.type == "aws:ecs/taskDefinition:TaskDefinition" and r.name == task_name
+    )
     definitions: list[dict[str, Any]] = json.loads(task.inputs["containerDefinitions"])
     return definitions[0]
 

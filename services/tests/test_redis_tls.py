@@ -32,22 +32,81 @@ def _openssl(*args: str, cwd: Path) -> None:
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     """redis-server speaking TLS only, with a certificate signed by a CA of its own."""
     base = tmp_path_factory.mktemp("redis-tls")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-             "-out", "ca.pem", "-days", "1", "-subj", "/CN=instance-ca", cwd=base)  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
-             "-out", "server.csr", "-subj", f"/CN={LOOPBACK}", cwd=base)  # fmt: skip
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=instance-ca",
+        cwd=base,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        f"/CN={LOOPBACK}",
+        cwd=base,
+    )
     (base / "san.ext").write_text(f"subjectAltName=IP:{LOOPBACK}\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.ext",
-             cwd=base)  # fmt: skip
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        cwd=base,
+    )
     port = free_port()
     process = subprocess.Popen(
-        [find_binary("redis-server"), "--port", "0", "--tls-port", str(port), "--bind", LOOPBACK,
-         "--tls-cert-file", str(base / "server.pem"), "--tls-key-file", str(base / "server.key"),
-         "--tls-ca-cert-file", str(base / "ca.pem"), "--tls-auth-clients", "no",
-         "--save", "", "--appendonly", "no", "--dir", str(base)],
+        [
+            find_binary("redis-server"),
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            LOOPBACK,
+            "--tls-cert-file",
+            str(base / "server.pem"),
+            "--tls-key-file",
+            str(base / "server.key"),
+            "--tls-ca-cert-file",
+            str(base / "ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(base),
+        ],
         stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     try:
         trusted = CacheSettings(
             LOOPBACK, port, tls=True, auth_token="", ca_file=str(base / "ca.pem")

@@ -40,8 +40,9 @@ def triggers(workflow: dict[Any, Any]) -> dict[str, Any]:
 
 
 def steps(workflow: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(job_id, step) for job_id, job in workflow["jobs"].items()
-            for step in job.get("steps", [])]  # fmt: skip
+    return [
+        (job_id, step) for job_id, job in workflow["jobs"].items() for step in job.get("steps", [])
+    ]
 
 
 def all_uses(workflow: dict[str, Any]) -> list[str]:
@@ -100,8 +101,10 @@ def test_hardening(path: Path) -> None:
 def test_deploy_applies_the_reviewed_plan_and_never_cancels_up() -> None:
     deploy = load(REPO_ROOT / ".github" / "workflows" / "deploy.yml")
     # Serialized per environment branch at workflow level; a running deploy is never cancelled.
-    assert deploy["concurrency"] == {"group": "deploy-${{ github.ref_name }}",
-                                     "cancel-in-progress": False}  # fmt: skip
+    assert deploy["concurrency"] == {
+        "group": "deploy-${{ github.ref_name }}",
+        "cancel-in-progress": False,
+    }
     up = deploy["jobs"]["up"]
     assert up["concurrency"]["cancel-in-progress"] is False
     assert "matrix.stack" in up["concurrency"]["group"]

@@ -113,8 +113,11 @@ def test_gcp_restore_clones_the_point_in_time_beside_the_live_instance(
 
 
 def test_restore_from_a_snapshot_or_backup() -> None:
-    settings = restored(point_in_time=None, snapshot="rds:billing-production-2026-11-29-03-00",
-                        backup_id=1732851600000)  # fmt: skip
+    settings = restored(
+        point_in_time=None,
+        snapshot="rds:billing-production-2026-11-29-03-00",
+        backup_id=1732851600000,
+    )
     aws = named(render(settings, Cloud.AWS), RDS, "database-restore-r1")
     assert aws.inputs["snapshotIdentifier"] == "rds:billing-production-2026-11-29-03-00"
     assert "restoreToPointInTime" not in aws.inputs
@@ -159,8 +162,11 @@ def test_releasing_then_removing_the_old_instance_is_the_destructive_step(
         )
         assert step1.ok
         # The policy asks for a reviewed exemption while the old instance is unprotected.
-        rules = {f.rule for f in evaluate_plan(released[cloud], environment("production"))
-                 if f.urn == old.urn}  # fmt: skip
+        rules = {
+            f.rule
+            for f in evaluate_plan(released[cloud], environment("production"))
+            if f.urn == old.urn
+        }
         assert "protect-stateful-in-production" in rules
 
         # Step 2: the old instance goes; the guard stops it until it is allowed.
@@ -176,17 +182,31 @@ def test_releasing_then_removing_the_old_instance_is_the_destructive_step(
 @pytest.mark.parametrize(
     ("restore", "key", "message"),
     [
-        ({"point_in_time": "2026-11-29T07:55:00", "id": "r1"}, "database.restore.point_in_time",
-         "UTC offset"),
+        (
+            {"point_in_time": "2026-11-29T07:55:00", "id": "r1"},
+            "database.restore.point_in_time",
+            "UTC offset",
+        ),
         ({"id": "r1"}, "database.restore.snapshot", "needs snapshot"),
         ({"id": "r1", "snapshot": "s1"}, "database.restore.backup_id", "needs backup_id"),
-        ({"id": "r1", "point_in_time": "2026-11-29T07:55:00Z", "snapshot": "s1"},
-         "database.restore.point_in_time", "not both"),
-        ({"id": "r1", "point_in_time": "2026-11-29T07:55:00Z", "switch": False,
-          "original": "remove"}, "database.restore.original", "needs switch = true"),
+        (
+            {"id": "r1", "point_in_time": "2026-11-29T07:55:00Z", "snapshot": "s1"},
+            "database.restore.point_in_time",
+            "not both",
+        ),
+        (
+            {
+                "id": "r1",
+                "point_in_time": "2026-11-29T07:55:00Z",
+                "switch": False,
+                "original": "remove",
+            },
+            "database.restore.original",
+            "needs switch = true",
+        ),
         ({"id": "R-1", "point_in_time": "2026-11-29T07:55:00Z"}, "database.restore.id", "pattern"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_restore_names_the_file_and_key(
     environments_copy: Path, restore: dict[str, str], key: str, message: str
 ) -> None:
@@ -206,8 +226,9 @@ def test_a_bad_restore_names_the_file_and_key(
 def test_dr_drill_renders_a_restore_into_a_throwaway_stack(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["dr-drill", "--env", "production", "--now", "2026-11-29T08:00:00Z",
-                 "--out", str(tmp_path)])  # fmt: skip
+    code = main(
+        ["dr-drill", "--env", "production", "--now", "2026-11-29T08:00:00Z", "--out", str(tmp_path)]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "FAIL" not in out

@@ -27,8 +27,9 @@ ENDPOINTS = {"lb": {"elbv2", "elb"}, "cloudwatch": {"cloudwatch", "cloudwatchlog
 def test_moto_answers_as_the_environments_account() -> None:
     with engine.moto_server(sys.executable, DEV_ACCOUNT) as url:
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
-        session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                region_name="us-east-1")  # fmt: skip
+        session = boto3.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        )
         identity = session.client("sts", endpoint_url=url).get_caller_identity()
         assert identity["Account"] == DEV_ACCOUNT == environment("dev").aws.account_id  # type: ignore[union-attr]
         s3 = session.client("s3", endpoint_url=url)
@@ -62,9 +63,13 @@ def test_every_aws_module_the_program_uses_has_its_endpoint() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["https://127.0.0.1:5000", "http://10.0.0.5:5000", "http://moto.example.com:5000",
-     "http://127.0.0.1"],
-)  # fmt: skip
+    [
+        "https://127.0.0.1:5000",
+        "http://10.0.0.5:5000",
+        "http://moto.example.com:5000",
+        "http://127.0.0.1",
+    ],
+)
 def test_a_non_loopback_endpoint_is_refused(value: str) -> None:
     with pytest.raises(LocalEndpointError, match="billing-aws:localEndpoint"):
         local_endpoint(value)
@@ -79,8 +84,13 @@ def test_the_check_runs_preview_up_preview_destroy(
     assert code == 0, capsys.readouterr().err
     calls = [c for c in standin.calls() if c.command != ["version"]]
     assert [c.command for c in calls] == [
-        ["stack", "init"], ["config"], ["preview"], ["up"], ["preview"], ["destroy"]
-    ]  # fmt: skip
+        ["stack", "init"],
+        ["config"],
+        ["preview"],
+        ["up"],
+        ["preview"],
+        ["destroy"],
+    ]
     for call in calls:
         assert Path(call.cwd) == work / "stacks" / "aws"
         assert call.env["PULUMI_BACKEND_URL"] == f"file://{work / 'state'}"
@@ -88,8 +98,9 @@ def test_the_check_runs_preview_up_preview_destroy(
     assert "--expect-no-changes" not in calls[2].argv
     assert calls[2].program["versions"] == environment("dev").pins.python.model_dump(by_alias=True)
     stack_settings = yaml.safe_load((work / "stacks/aws/Pulumi.dev.yaml").read_text())
-    assert re.fullmatch(r"http://127\.0\.0\.1:\d+",
-                        stack_settings["config"]["billing-aws:localEndpoint"])  # fmt: skip
+    assert re.fullmatch(
+        r"http://127\.0\.0\.1:\d+", stack_settings["config"]["billing-aws:localEndpoint"]
+    )
     state = json.loads((work / "state/.pulumi/stacks/billing-aws/dev.json").read_text())
     assert state["checkpoint"]["latest"]["resources"] == [], "destroyed"
     assert "dev-aws passed" in capsys.readouterr().out
@@ -108,8 +119,9 @@ def test_changes_after_up_fail_the_check(
     assert not standin.calls_of("destroy")
 
 
-def test_the_check_needs_the_pinned_cli(standin: Standin, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_the_check_needs_the_pinned_cli(
+    standin: Standin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     standin.set(version="3.100.0")
     assert engine.main(["--work", str(tmp_path / "engine")]) == 1
     assert "key 'pulumi_cli'" in capsys.readouterr().err

@@ -30,9 +30,11 @@ REAL: dict[str, object] = {
     "dns_zone": "acme-payments-dev",
     "gcp_state_bucket": "acme-billing-state-dev-gcp",
     "alarm_email": "billing-oncall@acme-payments.io",
-    "image": [f"api=ghcr.io/acme-payments/billing-api:1.4.2@{DIGEST}",
-              f"worker=ghcr.io/acme-payments/billing-worker:1.4.2@{DIGEST}"],
-}  # fmt: skip
+    "image": [
+        f"api=ghcr.io/acme-payments/billing-api:1.4.2@{DIGEST}",
+        f"worker=ghcr.io/acme-payments/billing-worker:1.4.2@{DIGEST}",
+    ],
+}
 
 
 def _args(**values: object) -> argparse.Namespace:
@@ -56,8 +58,11 @@ def _args(**values: object) -> argparse.Namespace:
 def test_the_shipped_examples_are_found_where_they_are_set(key: str, kind: str) -> None:
     found = {e.key: e for e in find_examples("dev")}
     assert found[key].kind == kind
-    expected_file = {"repository": "defaults.toml", "alarms.email": "defaults.toml",
-                     "images.api": "pins.toml"}.get(key, "settings.toml")  # fmt: skip
+    expected_file = {
+        "repository": "defaults.toml",
+        "alarms.email": "defaults.toml",
+        "images.api": "pins.toml",
+    }.get(key, "settings.toml")
     assert found[key].file.name == expected_file
 
 
@@ -163,8 +168,9 @@ def test_init_command_dry_run_prints_the_diff_and_what_is_left(
 ) -> None:
     written: list[object] = []
     monkeypatch.setattr("pathlib.Path.replace", lambda *a: written.append(a))
-    code, out, err = run_cli("init", "--env", "dev", "--aws-account", "210987654321",
-                             "--dry-run", capsys=capsys)  # fmt: skip
+    code, out, err = run_cli(
+        "init", "--env", "dev", "--aws-account", "210987654321", "--dry-run", capsys=capsys
+    )
     assert code == 0, err
     assert '+account_id = "210987654321"' in out
     assert "Example values still in dev" in out

@@ -117,9 +117,12 @@ def test_cloud_run_names_each_release_and_sends_it_all_traffic_by_default() -> N
     api = named(plan, RUN, "workloads-api")
     assert api.inputs["template"]["revision"] == "billing-production-api-0-1-0"
     assert api.inputs["traffics"] == [
-        {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
-         "revision": "billing-production-api-0-1-0", "percent": 100}
-    ]  # fmt: skip
+        {
+            "type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
+            "revision": "billing-production-api-0-1-0",
+            "percent": 100,
+        }
+    ]
     dev = named(render(environment("dev"), Cloud.GCP), RUN, "workloads-api")
     assert "traffics" not in dev.inputs  # rolling: the latest ready revision serves
     assert "revision" not in dev.inputs["template"]

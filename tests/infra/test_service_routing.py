@@ -87,9 +87,11 @@ def test_aws_routes_each_prefix_to_its_own_target_group(
     plans: dict[Cloud, Plan], services: dict[str, ServiceManifest]
 ) -> None:
     plan = plans[Cloud.AWS]
-    groups = {r.name.removeprefix("edge-").removesuffix("-tg"): r
-              for r in plan.of_type("aws:lb/targetGroup:TargetGroup")
-              if not r.name.endswith("-alt")}  # fmt: skip
+    groups = {
+        r.name.removeprefix("edge-").removesuffix("-tg"): r
+        for r in plan.of_type("aws:lb/targetGroup:TargetGroup")
+        if not r.name.endswith("-alt")
+    }
     assert {s: g.inputs["port"] for s, g in groups.items()} == {
         s: p for s, (p, _) in ROUTES.items()
     }

@@ -45,9 +45,31 @@ AUTONAME_SUFFIX = 8
 # EC2's set for security group and rule descriptions (hashicorp/terraform-provider-aws#18874).
 EC2_DESCRIPTION = r"[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*"
 CLOUDWATCH_RETENTION = frozenset(
-    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-     2922, 3288, 3653}
-)  # fmt: skip
+    {
+        1,
+        3,
+        5,
+        7,
+        14,
+        30,
+        60,
+        90,
+        120,
+        150,
+        180,
+        365,
+        400,
+        545,
+        731,
+        1096,
+        1827,
+        2192,
+        2557,
+        2922,
+        3288,
+        3653,
+    }
+)
 # IAM's description set: tab, newline, carriage return and printable Latin-1.
 IAM_TEXT = r"[\u0009\u000A\u000D\u0020-\u007E\u00A1-\u00FF]*"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -181,8 +203,9 @@ def rds_identifier(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_CreateDBInstance.html"""
     pattern = r"[a-zA-Z](?:-?[a-zA-Z0-9])*"
     yield from check_name(r.inputs.get("identifier"), "identifier", pattern, 63, "RDS")
-    yield from check_name(r.inputs.get("finalSnapshotIdentifier"), "finalSnapshotIdentifier",
-                          pattern, 255, "RDS")  # fmt: skip
+    yield from check_name(
+        r.inputs.get("finalSnapshotIdentifier"), "finalSnapshotIdentifier", pattern, 255, "RDS"
+    )
 
 
 @resource_rule(
@@ -193,8 +216,13 @@ def rds_identifier(r: ResourceView, _: Context) -> Iterator[str]:
 )
 def elasticache_group_id(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/AmazonElastiCache/latest/APIReference/API_CreateReplicationGroup.html"""
-    yield from check_name(r.inputs.get("replicationGroupId"), "replicationGroupId",
-                          r"[a-z](?:-?[a-z0-9])*", 40, "ElastiCache")  # fmt: skip
+    yield from check_name(
+        r.inputs.get("replicationGroupId"),
+        "replicationGroupId",
+        r"[a-z](?:-?[a-z0-9])*",
+        40,
+        "ElastiCache",
+    )
 
 
 @resource_rule(
@@ -205,8 +233,9 @@ def elasticache_group_id(r: ResourceView, _: Context) -> Iterator[str]:
 )
 def kms_alias(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/kms/latest/APIReference/API_CreateAlias.html"""
-    yield from check_name(r.inputs.get("name"), "name", r"alias/(?!aws/)[a-zA-Z0-9/_-]+", 256,
-                          "KMS")  # fmt: skip
+    yield from check_name(
+        r.inputs.get("name"), "name", r"alias/(?!aws/)[a-zA-Z0-9/_-]+", 256, "KMS"
+    )
 
 
 @resource_rule(
@@ -217,8 +246,9 @@ def kms_alias(r: ResourceView, _: Context) -> Iterator[str]:
 )
 def secret_name(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_CreateSecret.html"""
-    yield from check_name(r.inputs.get("name"), "name", r"[A-Za-z0-9/_+=.@-]+", 512,
-                          "Secrets Manager")  # fmt: skip
+    yield from check_name(
+        r.inputs.get("name"), "name", r"[A-Za-z0-9/_+=.@-]+", 512, "Secrets Manager"
+    )
 
 
 @resource_rule(
@@ -232,8 +262,12 @@ def wafv2_names(r: ResourceView, _: Context) -> Iterator[str]:
     yield from check_name(r.inputs.get("name"), "name", r"[\w-]+", 128, "WAF")
     metrics = [("visibilityConfig.metricName", dig(r.inputs, "visibilityConfig", "metricName"))]
     for index, rule in enumerate(as_list(r.inputs.get("rules"))):
-        metrics.append((f"rules[{index}].visibilityConfig.metricName",
-                        dig(rule, "visibilityConfig", "metricName")))  # fmt: skip
+        metrics.append(
+            (
+                f"rules[{index}].visibilityConfig.metricName",
+                dig(rule, "visibilityConfig", "metricName"),
+            )
+        )
     for key, metric in metrics:
         yield from check_name(metric, key, r"[\w#:.\-/]+", 255, "WAF")
 
@@ -260,9 +294,13 @@ def log_group(r: ResourceView, _: Context) -> Iterator[str]:
 )
 def ecr_cache_rule(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_CreatePullThroughCacheRule.html"""
-    yield from check_name(r.inputs.get("ecrRepositoryPrefix"), "ecrRepositoryPrefix",
-                          r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*",
-                          30, "ECR")  # fmt: skip
+    yield from check_name(
+        r.inputs.get("ecrRepositoryPrefix"),
+        "ecrRepositoryPrefix",
+        r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*",
+        30,
+        "ECR",
+    )
     credential = r.inputs.get("credentialArn")
     prefixed = ":secret:ecr-pullthroughcache/" in str(credential)
     if isinstance(credential, str) and not unknown(credential) and not prefixed:
@@ -308,8 +346,10 @@ def secret_recovery(r: ResourceView, ctx: Context) -> Iterator[str]:
     if days != 0 and not 7 <= days <= 30:
         yield f"recoveryWindowInDays {days} is neither 0 nor 7-30"
     elif not ctx.hardened and days != 0:
-        yield (f"recoveryWindowInDays {days} in {ctx.environment}: the name stays taken that "
-               "long after a destroy, so the environment cannot be created again")  # fmt: skip
+        yield (
+            f"recoveryWindowInDays {days} in {ctx.environment}: the name stays taken that "
+            "long after a destroy, so the environment cannot be created again"
+        )
 
 
 @resource_rule(
@@ -384,11 +424,14 @@ def certificate_validated(resources: Sequence[ResourceView], _: Context) -> Iter
             continue
         waiting = [v for v in validations if certificate.urn in upstream(v, index)]
         if not waiting:
-            yield Violation(certificate.urn, "validationMethod DNS: no "
-                            "aws:acm/certificateValidation waits for this certificate")  # fmt: skip
+            yield Violation(
+                certificate.urn,
+                "validationMethod DNS: no aws:acm/certificateValidation waits for this certificate",
+            )
         elif not any(records & upstream(v, index) for v in waiting):
-            yield Violation(certificate.urn, "validationMethod DNS: no route53 record for the "
-                            "validation CNAME")  # fmt: skip
+            yield Violation(
+                certificate.urn, "validationMethod DNS: no route53 record for the validation CNAME"
+            )
 
 
 @stack_rule(
@@ -417,11 +460,17 @@ def elb_log_writer(resources: Sequence[ResourceView], _: Context) -> Iterator[Vi
             if policy.inputs.get("bucket") != bucket or not isinstance(document, str):
                 continue
             statements = json.loads(document).get("Statement", []) if not unknown(document) else []
-            principals += [s.get("Principal") for s in statements if s.get("Effect") == "Allow"
-                           and "s3:PutObject" in as_list(s.get("Action"))]  # fmt: skip
+            principals += [
+                s.get("Principal")
+                for s in statements
+                if s.get("Effect") == "Allow" and "s3:PutObject" in as_list(s.get("Action"))
+            ]
         if expected not in principals:
-            yield Violation(lb.urn, f"accessLogs.bucket: {bucket}'s policy does not let "
-                            f"{json.dumps(expected)} write the logs in {region}")  # fmt: skip
+            yield Violation(
+                lb.urn,
+                f"accessLogs.bucket: {bucket}'s policy does not let "
+                f"{json.dumps(expected)} write the logs in {region}",
+            )
 
 
 @stack_rule(
@@ -458,8 +507,11 @@ def ecs_image_pullable(resources: Sequence[ResourceView], _: Context) -> Iterato
             elif repository not in repositories and not any(
                 repository.startswith(f"{p}/") for p in prefixes
             ):
-                yield Violation(task.urn, f"image {image}: no ECR repository or pull-through "
-                                "cache rule in the stack serves it")  # fmt: skip
+                yield Violation(
+                    task.urn,
+                    f"image {image}: no ECR repository or pull-through "
+                    "cache rule in the stack serves it",
+                )
 
 
 @stack_rule(
@@ -479,8 +531,12 @@ def ecs_secret_value(resources: Sequence[ResourceView], _: Context) -> Iterator[
                 reference = str(dig(entry, "valueFrom") or "")
                 if unknown(reference) or not reference:
                     continue
-                named = [s for s in secrets if isinstance(s.inputs.get("name"), str)
-                         and f":secret:{s.inputs['name']}" in reference]  # fmt: skip
+                named = [
+                    s
+                    for s in secrets
+                    if isinstance(s.inputs.get("name"), str)
+                    and f":secret:{s.inputs['name']}" in reference
+                ]
                 if named and named[0].urn not in versioned:
                     secret = named[0].inputs["name"]
                     yield Violation(

@@ -80,8 +80,12 @@ def _cmek_keys(r: ResourceView) -> list[tuple[str, Any]]:
     ]
     replicas = dig(r.inputs, "replication", "userManaged", "replicas")
     for index, replica in enumerate(as_list(replicas)):
-        keys.append((f"replication.userManaged.replicas[{index}].customerManagedEncryption",
-                     dig(replica, "customerManagedEncryption", "kmsKeyName")))  # fmt: skip
+        keys.append(
+            (
+                f"replication.userManaged.replicas[{index}].customerManagedEncryption",
+                dig(replica, "customerManagedEncryption", "kmsKeyName"),
+            )
+        )
     return [(k, v) for k, v in keys if v]
 
 
@@ -96,8 +100,9 @@ def _cmek_keys(r: ResourceView) -> list[tuple[str, Any]]:
 )
 def service_account_id(r: ResourceView, _: Context) -> Iterator[str]:
     """https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts/create"""
-    yield from check_name(r.inputs.get("accountId"), "accountId", r"[a-z][-a-z0-9]{4,28}[a-z0-9]",
-                          30, "IAM")  # fmt: skip
+    yield from check_name(
+        r.inputs.get("accountId"), "accountId", r"[a-z][-a-z0-9]{4,28}[a-z0-9]", 30, "IAM"
+    )
 
 
 @resource_rule(
@@ -116,18 +121,24 @@ def cloud_run_name(r: ResourceView, _: Context) -> Iterator[str]:
 @resource_rule(
     "gcp-compute-name",
     (
-        "gcp:compute/network:Network", "gcp:compute/subnetwork:Subnetwork",
-        "gcp:compute/globalAddress:GlobalAddress", "gcp:compute/backendService:BackendService",
-        "gcp:compute/uRLMap:URLMap", "gcp:compute/targetHttpsProxy:TargetHttpsProxy",
-        "gcp:compute/targetHttpProxy:TargetHttpProxy", "gcp:compute/router:Router",
-        "gcp:compute/routerNat:RouterNat", "gcp:compute/securityPolicy:SecurityPolicy",
-        "gcp:compute/sSLPolicy:SSLPolicy", "gcp:compute/globalForwardingRule:GlobalForwardingRule",
+        "gcp:compute/network:Network",
+        "gcp:compute/subnetwork:Subnetwork",
+        "gcp:compute/globalAddress:GlobalAddress",
+        "gcp:compute/backendService:BackendService",
+        "gcp:compute/uRLMap:URLMap",
+        "gcp:compute/targetHttpsProxy:TargetHttpsProxy",
+        "gcp:compute/targetHttpProxy:TargetHttpProxy",
+        "gcp:compute/router:Router",
+        "gcp:compute/routerNat:RouterNat",
+        "gcp:compute/securityPolicy:SecurityPolicy",
+        "gcp:compute/sSLPolicy:SSLPolicy",
+        "gcp:compute/globalForwardingRule:GlobalForwardingRule",
         "gcp:compute/managedSslCertificate:ManagedSslCertificate",
         "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup",
     ),
     "Compute Engine resource names (RFC 1035)",
     "Compute Engine names: a lowercase letter, then letters, digits and hyphens, 63 at most.",
-)  # fmt: skip
+)
 def compute_name(r: ResourceView, _: Context) -> Iterator[str]:
     """https://cloud.google.com/compute/docs/naming-resources#resource-name-format"""
     yield from check_name(r.inputs.get("name"), "name", RFC1035, 63, "Compute Engine")
@@ -141,8 +152,9 @@ def compute_name(r: ResourceView, _: Context) -> Iterator[str]:
 )
 def secret_id(r: ResourceView, _: Context) -> Iterator[str]:
     """https://cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/create"""
-    yield from check_name(r.inputs.get("secretId"), "secretId", r"[A-Za-z0-9_-]+", 255,
-                          "Secret Manager")  # fmt: skip
+    yield from check_name(
+        r.inputs.get("secretId"), "secretId", r"[A-Za-z0-9_-]+", 255, "Secret Manager"
+    )
 
 
 @resource_rule(
@@ -153,8 +165,9 @@ def secret_id(r: ResourceView, _: Context) -> Iterator[str]:
 )
 def connector_name(r: ResourceView, _: Context) -> Iterator[str]:
     """https://cloud.google.com/vpc/docs/reference/vpcaccess/rest/v1/projects.locations.connectors/create"""
-    yield from check_name(r.inputs.get("name"), "name", r"[a-z][-a-z0-9]{0,23}[a-z0-9]", 25,
-                          "Serverless VPC Access")  # fmt: skip
+    yield from check_name(
+        r.inputs.get("name"), "name", r"[a-z][-a-z0-9]{0,23}[a-z0-9]", 25, "Serverless VPC Access"
+    )
 
 
 @resource_rule(
@@ -165,15 +178,22 @@ def connector_name(r: ResourceView, _: Context) -> Iterator[str]:
 )
 def redis_name(r: ResourceView, _: Context) -> Iterator[str]:
     """https://cloud.google.com/memorystore/docs/redis/reference/rest/v1/projects.locations.instances/create"""
-    yield from check_name(r.inputs.get("name"), "name", r"[a-z][-a-z0-9]{0,38}[a-z0-9]", 40,
-                          "Memorystore")  # fmt: skip
+    yield from check_name(
+        r.inputs.get("name"), "name", r"[a-z][-a-z0-9]{0,38}[a-z0-9]", 40, "Memorystore"
+    )
 
 
 _LABELLED = (
-    SQL, SECRET, REPOSITORY, *RUN, "gcp:redis/instance:Instance", "gcp:kms/cryptoKey:CryptoKey",
-    "gcp:compute/globalAddress:GlobalAddress", "gcp:compute/securityPolicy:SecurityPolicy",
+    SQL,
+    SECRET,
+    REPOSITORY,
+    *RUN,
+    "gcp:redis/instance:Instance",
+    "gcp:kms/cryptoKey:CryptoKey",
+    "gcp:compute/globalAddress:GlobalAddress",
+    "gcp:compute/securityPolicy:SecurityPolicy",
     "gcp:compute/globalForwardingRule:GlobalForwardingRule",
-)  # fmt: skip
+)
 
 
 @resource_rule(
@@ -215,8 +235,10 @@ def cloudsql_backup_retention(r: ResourceView, _: Context) -> Iterator[str]:
     log = as_int(backup.get("transactionLogRetentionDays"))
     log = 7 if log is None else log
     if kept <= log:
-        yield (f"settings.backupConfiguration: retainedBackups {kept} is not greater than "
-               f"transactionLogRetentionDays {log}")  # fmt: skip
+        yield (
+            f"settings.backupConfiguration: retainedBackups {kept} is not greater than "
+            f"transactionLogRetentionDays {log}"
+        )
 
 
 @resource_rule(
@@ -300,8 +322,10 @@ def api_enabled(resources: Sequence[ResourceView], _: Context) -> Iterator[Viola
                 resource.urn, f"{api} is not enabled by the stack (gcp:projects/service)"
             )
         elif enabled[api] not in upstream(resource, index):
-            yield Violation(resource.urn, f"does not wait for {api} (depends_on, or a provider "
-                            "that depends on it)")  # fmt: skip
+            yield Violation(
+                resource.urn,
+                f"does not wait for {api} (depends_on, or a provider that depends on it)",
+            )
 
 
 @stack_rule(
@@ -326,8 +350,11 @@ def secret_version_first(resources: Sequence[ResourceView], _: Context) -> Itera
                 continue
             ready = [v for v in versions if named[0].urn in v.dependencies and v.urn in before]
             if not ready:
-                yield Violation(workload.urn, f"{key}: {named[0].inputs.get('secretId')} has no "
-                                "version the workload waits for")  # fmt: skip
+                yield Violation(
+                    workload.urn,
+                    f"{key}: {named[0].inputs.get('secretId')} has no "
+                    "version the workload waits for",
+                )
 
 
 @stack_rule(
@@ -346,8 +373,11 @@ def cmek_propagated(resources: Sequence[ResourceView], _: Context) -> Iterator[V
         for key, _name in _cmek_keys(resource):
             before = upstream(resource, index)
             if not any(w.urn in before for w in waits):
-                yield Violation(resource.urn, f"{key}: created without waiting for the key "
-                                "grant to propagate (a time:index/sleep after it)")  # fmt: skip
+                yield Violation(
+                    resource.urn,
+                    f"{key}: created without waiting for the key "
+                    "grant to propagate (a time:index/sleep after it)",
+                )
                 break
 
 
@@ -375,8 +405,11 @@ def managed_certificate_dns(resources: Sequence[ResourceView], _: Context) -> It
                 and addresses & upstream(r, index)
             ]
             if not pointing:
-                yield Violation(certificate.urn, f"managed.domains {domain}: no A record for the "
-                                "load balancer's address in the stack")  # fmt: skip
+                yield Violation(
+                    certificate.urn,
+                    f"managed.domains {domain}: no A record for the "
+                    "load balancer's address in the stack",
+                )
 
 
 @stack_rule(
@@ -390,10 +423,13 @@ def image_pullable(resources: Sequence[ResourceView], _: Context) -> Iterator[Vi
     which needs roles/artifactregistry.reader on the repository; a tag resolves once, a digest
     is what the environment tested."""
     repositories = {str(r.inputs.get("repositoryId")): r for r in of_types(resources, REPOSITORY)}
-    readable = {str(g.inputs.get("repository")) for g in of_types(resources, REPOSITORY_GRANT)
-                if g.inputs.get("role") in ("roles/artifactregistry.reader",
-                                            "roles/artifactregistry.writer")
-                and RUN_AGENT in str(g.inputs.get("member", ""))}  # fmt: skip
+    readable = {
+        str(g.inputs.get("repository"))
+        for g in of_types(resources, REPOSITORY_GRANT)
+        if g.inputs.get("role")
+        in ("roles/artifactregistry.reader", "roles/artifactregistry.writer")
+        and RUN_AGENT in str(g.inputs.get("member", ""))
+    }
     for workload in of_types(resources, *RUN):
         for c, container in enumerate(as_list(_templates(workload).get("containers"))):
             image = str(dig(container, "image") or "")
@@ -408,11 +444,16 @@ def image_pullable(resources: Sequence[ResourceView], _: Context) -> Iterator[Vi
                 or len(parts) < 4
                 or (parts[2] not in repositories)
             ):
-                yield Violation(workload.urn, f"{key} {image} is not in an Artifact Registry "
-                                "repository of the stack")  # fmt: skip
+                yield Violation(
+                    workload.urn,
+                    f"{key} {image} is not in an Artifact Registry repository of the stack",
+                )
             elif parts[2] not in readable:
-                yield Violation(workload.urn, f"{key}: Cloud Run's service agent has no reader "
-                                f"grant on repository {parts[2]}")  # fmt: skip
+                yield Violation(
+                    workload.urn,
+                    f"{key}: Cloud Run's service agent has no reader "
+                    f"grant on repository {parts[2]}",
+                )
 
 
 @stack_rule(
@@ -437,8 +478,12 @@ def memorystore_ca(resources: Sequence[ResourceView], _: Context) -> Iterator[Vi
     for redis in of_types(resources, "gcp:redis/instance:Instance"):
         if redis.inputs.get("transitEncryptionMode") != "SERVER_AUTHENTICATION":
             continue
-        carried = [v for v in versions if redis.urn in v.dependencies
-                   and mounted & set(v.dependencies)]  # fmt: skip
+        carried = [
+            v for v in versions if redis.urn in v.dependencies and mounted & set(v.dependencies)
+        ]
         if not carried:
-            yield Violation(redis.urn, "transitEncryptionMode: no secret mounted by a workload "
-                            "carries the instance's serverCaCerts")  # fmt: skip
+            yield Violation(
+                redis.urn,
+                "transitEncryptionMode: no secret mounted by a workload "
+                "carries the instance's serverCaCerts",
+            )

@@ -146,8 +146,9 @@ def test_access_log_bucket_admits_the_regions_log_writer(
 ) -> None:
     assert log_writer(region) == principal
     plan = render(_with_aws("dev", region=region), Cloud.AWS)
-    policy = json.loads(_one(plan, "aws:s3/bucketPolicy:BucketPolicy", "edge-access-logs-policy")
-                        .inputs["policy"])  # fmt: skip
+    policy = json.loads(
+        _one(plan, "aws:s3/bucketPolicy:BucketPolicy", "edge-access-logs-policy").inputs["policy"]
+    )
     [writes] = [s for s in policy["Statement"] if s["Sid"] == "LoadBalancerWritesAccessLogs"]
     assert writes["Principal"] == principal
 
@@ -155,11 +156,20 @@ def test_access_log_bucket_admits_the_regions_log_writer(
 @pytest.mark.parametrize(
     ("cpu", "memory", "accepted"),
     [
-        (256, 512, True), (256, 1536, False), (512, 3072, True), (1024, 1024, False),
-        (2048, 4608, False), (2048, 5120, True), (4096, 30720, True), (4096, 31744, False),
-        (8192, 20480, True), (8192, 18432, False), (16384, 40960, True), (16384, 36864, False),
+        (256, 512, True),
+        (256, 1536, False),
+        (512, 3072, True),
+        (1024, 1024, False),
+        (2048, 4608, False),
+        (2048, 5120, True),
+        (4096, 30720, True),
+        (4096, 31744, False),
+        (8192, 20480, True),
+        (8192, 18432, False),
+        (16384, 40960, True),
+        (16384, 36864, False),
     ],
-)  # fmt: skip
+)
 def test_fargate_pairs_follow_awss_table_steps_included(
     cpu: int, memory: int, accepted: bool
 ) -> None:

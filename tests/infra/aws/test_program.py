@@ -587,8 +587,11 @@ def test_outputs_the_seeds_list(plans: dict[str, Plan], env: str) -> None:
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_alb_and_endpoints_reach_only_the_app_subnets(plans: dict[str, Plan], env: str) -> None:
     plan = plans[env]
-    app_cidrs = sorted(s.inputs["cidrBlock"] for s in of_type(plan, "aws:ec2/subnet:Subnet")
-                       if s.name.startswith("network-app-"))  # fmt: skip
+    app_cidrs = sorted(
+        s.inputs["cidrBlock"]
+        for s in of_type(plan, "aws:ec2/subnet:Subnet")
+        if s.name.startswith("network-app-")
+    )
     alb = one(plan, SG, "firewall-alb")
     [egress] = alb.inputs["egress"]
     assert sorted(egress["cidrBlocks"]) == app_cidrs

@@ -43,8 +43,11 @@ def test_state_bucket_and_key_match_the_environment_settings(aws_plan: Plan) -> 
     assert key.inputs["enableKeyRotation"] is True
     alias = one(aws_plan, "aws:kms/alias:Alias", "bootstrap-secrets-alias")
     assert alias.inputs["name"] == "alias/billing-pulumi-production"
-    block = one(aws_plan, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
-                "bootstrap-state-public-access")  # fmt: skip
+    block = one(
+        aws_plan,
+        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        "bootstrap-state-public-access",
+    )
     flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
     assert all(block.inputs[k] is True for k in flags)
 
@@ -65,38 +68,51 @@ def test_roles_trust_only_the_repository_and_github_environment(
     (statement,) = trust["Statement"]
     assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
     assert ":openidconnectprovider/bootstrap-github-oidc" in statement["Principal"]["Federated"]
-    assert statement["Condition"] == {"StringEquals": {
-        "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
-        "token.actions.githubusercontent.com:sub":
-            f"repo:{REPOSITORY}:environment:{github_environment}",
-    }}  # fmt: skip
-    attached = one(aws_plan, "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
-                   f"bootstrap-{role}-policy")  # fmt: skip
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+            "token.actions.githubusercontent.com:sub": (
+                f"repo:{REPOSITORY}:environment:{github_environment}"
+            ),
+        }
+    }
+    attached = one(
+        aws_plan, "aws:iam/rolePolicyAttachment:RolePolicyAttachment", f"bootstrap-{role}-policy"
+    )
     assert attached.inputs["policyArn"] == policy
 
 
 def test_only_the_deploy_role_writes_state(aws_plan: Plan) -> None:
-    preview = json.loads(one(aws_plan, "aws:iam/rolePolicy:RolePolicy",
-                             "bootstrap-preview-state").inputs["policy"])  # fmt: skip
-    deploy = json.loads(one(aws_plan, "aws:iam/rolePolicy:RolePolicy",
-                            "bootstrap-deploy-state").inputs["policy"])  # fmt: skip
+    preview = json.loads(
+        one(aws_plan, "aws:iam/rolePolicy:RolePolicy", "bootstrap-preview-state").inputs["policy"]
+    )
+    deploy = json.loads(
+        one(aws_plan, "aws:iam/rolePolicy:RolePolicy", "bootstrap-deploy-state").inputs["policy"]
+    )
     assert "s3:PutObject" not in preview["Statement"][0]["Action"]
     # Decrypt to read; a data key for the lock files it writes (no kms:Encrypt).
     assert preview["Statement"][1]["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
     assert "s3:PutObject" in deploy["Statement"][0]["Action"]
-    oidc = one(aws_plan, "aws:iam/openIdConnectProvider:OpenIdConnectProvider",
-               "bootstrap-github-oidc")  # fmt: skip
+    oidc = one(
+        aws_plan, "aws:iam/openIdConnectProvider:OpenIdConnectProvider", "bootstrap-github-oidc"
+    )
     assert oidc.inputs["url"] == "https://token.actions.githubusercontent.com"
     assert oidc.inputs["clientIdLists"] == ["sts.amazonaws.com"]
 
 
 def test_gcp_federation_pins_repository_and_environment(gcp_plan: Plan) -> None:
-    provider = one(gcp_plan, "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider",
-                   "bootstrap-github-provider")  # fmt: skip
+    provider = one(
+        gcp_plan,
+        "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider",
+        "bootstrap-github-provider",
+    )
     assert provider.inputs["attributeCondition"] == f"assertion.repository == '{REPOSITORY}'"
     assert provider.inputs["oidc"]["issuerUri"] == "https://token.actions.githubusercontent.com"
-    members = {r.name: r.inputs for r in gcp_plan.resources
-               if r.type == "gcp:serviceaccount/iAMMember:IAMMember"}  # fmt: skip
+    members = {
+        r.name: r.inputs
+        for r in gcp_plan.resources
+        if r.type == "gcp:serviceaccount/iAMMember:IAMMember"
+    }
     assert members["bootstrap-preview-federation"]["member"].endswith(
         "/attribute.environment/preview-production"
     )
@@ -120,16 +136,25 @@ def test_gcp_federation_pins_repository_and_environment(gcp_plan: Plan) -> None:
 
 
 def test_preview_role_writes_locks_and_reads_what_drift_refreshes(aws_plan: Plan) -> None:
-    preview = json.loads(one(aws_plan, "aws:iam/rolePolicy:RolePolicy",
-                             "bootstrap-preview-state").inputs["policy"])  # fmt: skip
+    preview = json.loads(
+        one(aws_plan, "aws:iam/rolePolicy:RolePolicy", "bootstrap-preview-state").inputs["policy"]
+    )
     kms = next(s for s in preview["Statement"] if any(a.startswith("kms:") for a in s["Action"]))
     assert set(kms["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey"}
     locks = [s for s in preview["Statement"] if "s3:PutObject" in s["Action"]]
-    assert locks == [{"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
-                      "Resource": locks[0]["Resource"]}]  # fmt: skip
+    assert locks == [
+        {
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:DeleteObject"],
+            "Resource": locks[0]["Resource"],
+        }
+    ]
     assert str(locks[0]["Resource"]).endswith("/.pulumi/locks/*")
-    reads = json.loads(one(aws_plan, "aws:iam/rolePolicy:RolePolicy",
-                           "bootstrap-preview-drift-reads").inputs["policy"])  # fmt: skip
+    reads = json.loads(
+        one(aws_plan, "aws:iam/rolePolicy:RolePolicy", "bootstrap-preview-drift-reads").inputs[
+            "policy"
+        ]
+    )
     secrets, decrypt = reads["Statement"]
     assert secrets["Action"] == ["secretsmanager:GetSecretValue"]
     assert secrets["Resource"].endswith(":secret:billing/production/*")
@@ -144,10 +169,14 @@ def test_deploy_sessions_outlast_the_longest_first_deploy(aws_plan: Plan) -> Non
 
 
 def test_gcp_preview_account_reads_secret_values_for_drift(gcp_plan: Plan) -> None:
-    bindings = [r.inputs for r in gcp_plan.resources
-                if r.type == "gcp:projects/iAMMember:IAMMember"]  # fmt: skip
-    assert any(b["role"] == "roles/secretmanager.secretAccessor"
-               and "billing-production-preview" in b["member"] for b in bindings)  # fmt: skip
+    bindings = [
+        r.inputs for r in gcp_plan.resources if r.type == "gcp:projects/iAMMember:IAMMember"
+    ]
+    assert any(
+        b["role"] == "roles/secretmanager.secretAccessor"
+        and "billing-production-preview" in b["member"]
+        for b in bindings
+    )
 
 
 def test_deploy_job_asks_for_the_session_and_releases_a_failed_deploy() -> None:
@@ -175,8 +204,11 @@ IDENTIFIER = "github:index/actionsEnvironmentSecret:ActionsEnvironmentSecret"
 
 
 def _identifiers(plan: Plan) -> dict[tuple[str, str], Resource]:
-    return {(r.inputs["environment"], r.inputs["secretName"]): r
-            for r in plan.resources if r.type == IDENTIFIER}  # fmt: skip
+    return {
+        (r.inputs["environment"], r.inputs["secretName"]): r
+        for r in plan.resources
+        if r.type == IDENTIFIER
+    }
 
 
 def _from(resource: Resource, plan: Plan) -> set[str]:
@@ -190,8 +222,9 @@ def test_production_deploys_only_from_its_branch_after_another_persons_approval(
     production = one(aws_plan, ENVIRONMENT, "github-production")
     assert production.inputs["repository"] == "billing-platform"
     assert production.inputs["deploymentBranchPolicy"] == {
-        "protectedBranches": False, "customBranchPolicies": True,
-    }  # fmt: skip
+        "protectedBranches": False,
+        "customBranchPolicies": True,
+    }
     (reviewers,) = production.inputs["reviewers"]
     assert len(reviewers["teams"]) == 1  # settings: github.reviewers = ["billing-platform-leads"]
     assert all(isinstance(team, int) for team in reviewers["teams"])
@@ -216,9 +249,11 @@ def test_dev_deploys_only_from_dev_without_reviewers() -> None:
 def test_each_github_environment_gets_its_own_roles(aws_plan: Plan, gcp_plan: Plan) -> None:
     aws = _identifiers(aws_plan)
     assert set(aws) == {
-        ("preview-production", "AWS_PREVIEW_ROLE_ARN"), ("preview-production", "AWS_REGION"),
-        ("production", "AWS_DEPLOY_ROLE_ARN"), ("production", "AWS_REGION"),
-    }  # fmt: skip
+        ("preview-production", "AWS_PREVIEW_ROLE_ARN"),
+        ("preview-production", "AWS_REGION"),
+        ("production", "AWS_DEPLOY_ROLE_ARN"),
+        ("production", "AWS_REGION"),
+    }
     assert "bootstrap-deploy-role" in _from(aws[("production", "AWS_DEPLOY_ROLE_ARN")], aws_plan)
     preview_from = _from(aws[("preview-production", "AWS_PREVIEW_ROLE_ARN")], aws_plan)
     assert "bootstrap-preview-role" in preview_from
@@ -264,8 +299,11 @@ def test_production_without_reviewers_is_refused(tmp_path: Path) -> None:
 
 
 def test_gcp_accounts_reach_state_and_key_as_their_role_needs(gcp_plan: Plan) -> None:
-    bucket_roles = {r.name: r.inputs for r in gcp_plan.resources
-                    if r.type == "gcp:storage/bucketIAMMember:BucketIAMMember"}  # fmt: skip
+    bucket_roles = {
+        r.name: r.inputs
+        for r in gcp_plan.resources
+        if r.type == "gcp:storage/bucketIAMMember:BucketIAMMember"
+    }
     assert bucket_roles["bootstrap-preview-state"]["role"] == "roles/storage.objectViewer"
     assert bucket_roles["bootstrap-deploy-state"]["role"] == "roles/storage.objectAdmin"
     locks = bucket_roles["bootstrap-preview-state-locks"]
@@ -274,8 +312,11 @@ def test_gcp_accounts_reach_state_and_key_as_their_role_needs(gcp_plan: Plan) ->
         'resource.name.startsWith("projects/_/buckets/example-billing-pulumi-state-production-gcp'
         '/objects/.pulumi/locks/")'
     )
-    key_roles = {r.name: r.inputs["role"] for r in gcp_plan.resources
-                 if r.type == "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"}  # fmt: skip
+    key_roles = {
+        r.name: r.inputs["role"]
+        for r in gcp_plan.resources
+        if r.type == "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"
+    }
     assert key_roles == {
         "bootstrap-preview-secrets-key": "roles/cloudkms.cryptoKeyDecrypter",
         "bootstrap-deploy-secrets-key": "roles/cloudkms.cryptoKeyEncrypterDecrypter",

@@ -58,8 +58,14 @@ def test_fargate_is_priced_at_the_minimum_task_count(plans: dict[str, Plan]) -> 
     table = prices().regions["us-east-1"].unit
     assert api.cpu is not None
     assert api.memory is not None
-    expected = api.min_tasks * (api.cpu / 1024 * table["fargate_vcpu_hour"]
-                                + api.memory / 1024 * table["fargate_gb_hour"]) * 730  # fmt: skip
+    expected = (
+        api.min_tasks
+        * (
+            api.cpu / 1024 * table["fargate_vcpu_hour"]
+            + api.memory / 1024 * table["fargate_gb_hour"]
+        )
+        * 730
+    )
     assert api_line.monthly == pytest.approx(expected)
 
 
@@ -81,11 +87,17 @@ def test_unknown_region_is_not_priced_never_zero(plans: dict[str, Plan]) -> None
 
 def test_unknown_type_is_listed_as_not_priced(plans: dict[str, Plan]) -> None:
     data = json.loads(plans["dev-aws"].to_json())
-    data["resources"].append({
-        "urn": "urn:pulumi:dev::billing-aws::aws:opensearch/domain:Domain::search", "type":
-        "aws:opensearch/domain:Domain", "name": "search", "parent": "", "protect": False,
-        "inputs": {}, "dependencies": [],
-    })  # fmt: skip
+    data["resources"].append(
+        {
+            "urn": "urn:pulumi:dev::billing-aws::aws:opensearch/domain:Domain::search",
+            "type": "aws:opensearch/domain:Domain",
+            "name": "search",
+            "parent": "",
+            "protect": False,
+            "inputs": {},
+            "dependencies": [],
+        }
+    )
     result = estimate(plan_from_dict(data, "edited"))
     [line] = [x for x in result.unpriced if x.name == "search"]
     assert line.description == "resource type not in the price file"

@@ -15,8 +15,9 @@ from tests.infra.delivery.fake_github import WORKFLOW_TOKEN, FakeGitHub, serve
 
 
 def git(repo: Path, *args: str) -> str:
-    result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                            check=True)  # fmt: skip
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+    )
     return result.stdout.strip()
 
 
@@ -50,8 +51,11 @@ class Remote:
 
     def clone(self, name: str, branch: str = "dev") -> Path:
         path = self.root / name
-        subprocess.run(["git", "clone", "--quiet", "--branch", branch, str(self.bare), str(path)],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["git", "clone", "--quiet", "--branch", branch, str(self.bare), str(path)],
+            check=True,
+            capture_output=True,
+        )
         git(path, "config", "user.email", "ci@example.com")
         git(path, "config", "user.name", "CI")
         return path
@@ -91,16 +95,18 @@ def remote_with_code(tmp_path: Path) -> Remote:
 
 def make_remote(tmp_path: Path, *, with_code: bool) -> Remote:
     bare = tmp_path / "remote.git"
-    subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=dev", str(bare)],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        ["git", "init", "--quiet", "--bare", "--initial-branch=dev", str(bare)], check=True
+    )
     seed = tmp_path / "seed"
     seed.mkdir()
     shutil.copytree(ENVIRONMENTS_DIR, seed / "environments")
     (seed / "README.md").write_text("# billing platform\n\nShared text.\n", encoding="utf-8")
     (seed / ".gitignore").write_text("build/\n__pycache__/\n", encoding="utf-8")
     if with_code:
-        shutil.copytree(REPO_ROOT / "infra", seed / "infra",
-                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        shutil.copytree(
+            REPO_ROOT / "infra", seed / "infra", ignore=shutil.ignore_patterns("__pycache__")
+        )
         for manifest in REPO_ROOT.glob("services/*/manifest.toml"):
             target = seed / manifest.relative_to(REPO_ROOT)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -103,20 +103,29 @@ class FakeGitHub:
         self.issues[number].update(state="closed", merged=True, merge_commit_sha=merge_sha)
 
     def add_review(self, pr: int, user: str, state: str, body: str) -> None:
-        self.reviews.setdefault(pr, []).append({
-            "id": next(self._ids), "user": self._user(user), "state": state, "body": body,
-            "commit_id": self.issues[pr]["head"]["sha"],
-        })  # fmt: skip
+        self.reviews.setdefault(pr, []).append(
+            {
+                "id": next(self._ids),
+                "user": self._user(user),
+                "state": state,
+                "body": body,
+                "commit_id": self.issues[pr]["head"]["sha"],
+            }
+        )
 
     def add_deployment(self, environment: str, sha: str, state: str) -> Json:
         """A deployment as a job with ``environment:`` creates one, with its final status."""
         ident = next(self._ids)
         deployment = {
-            "id": ident, "sha": sha, "ref": sha, "environment": environment, "task": "deploy",
+            "id": ident,
+            "sha": sha,
+            "ref": sha,
+            "environment": environment,
+            "task": "deploy",
             "created_at": f"2026-11-{len(self.deployments) + 1:02d}T10:00:00Z",
             "url": f"{self.url}{self.repo_path}/deployments/{ident}",
             "statuses_url": f"{self.url}{self.repo_path}/deployments/{ident}/statuses",
-        }  # fmt: skip
+        }
         self.deployments.append(deployment)
         self.statuses[ident] = [{"id": next(self._ids), "state": state}]
         return deployment
@@ -124,9 +133,20 @@ class FakeGitHub:
     def branch_sha(self, branch: str) -> str:
         if self.git_dir is None:
             return ""
-        found = subprocess.run(["git", "--git-dir", str(self.git_dir), "rev-parse", "--verify",
-                                "--quiet", f"refs/heads/{branch}"], capture_output=True, text=True,
-                               check=False)  # fmt: skip
+        found = subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(self.git_dir),
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                f"refs/heads/{branch}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return found.stdout.strip()
 
     def pulls(self) -> list[Json]:
@@ -136,8 +156,11 @@ class FakeGitHub:
         return [c for c in self.comments.values() if c["issue_number"] == number]
 
     def issues_labelled(self, label: str) -> list[Json]:
-        return [i for i in self.issues.values()
-                if "head" not in i and label in [x["name"] for x in i["labels"]]]  # fmt: skip
+        return [
+            i
+            for i in self.issues.values()
+            if "head" not in i and label in [x["name"] for x in i["labels"]]
+        ]
 
     # -- JSON shapes ------------------------------------------------------------------------------
 
@@ -147,13 +170,17 @@ class FakeGitHub:
 
     def _issue(self, number: int, title: str, body: str, labels: list[str], state: str) -> Json:
         return {
-            "number": number, "id": next(self._ids), "title": title, "body": body, "state": state,
+            "number": number,
+            "id": next(self._ids),
+            "title": title,
+            "body": body,
+            "state": state,
             "labels": [{"name": name} for name in labels],
             "url": f"{self.url}{self.repo_path}/issues/{number}",
             "html_url": f"https://github.com/{self.full_name}/issues/{number}",
             "comments_url": f"{self.url}{self.repo_path}/issues/{number}/comments",
             "user": self._user("github-actions[bot]"),
-        }  # fmt: skip
+        }
 
     def _pull_json(self, issue: Json) -> Json:
         pull = {k: v for k, v in issue.items() if k != "pull_request"}
@@ -163,8 +190,11 @@ class FakeGitHub:
         return pull
 
     def _issue_json(self, issue: Json) -> Json:
-        public = {k: v for k, v in issue.items() if k not in ("head", "base", "triggers_workflows",
-                                                              "opened_with")}  # fmt: skip
+        public = {
+            k: v
+            for k, v in issue.items()
+            if k not in ("head", "base", "triggers_workflows", "opened_with")
+        }
         if "head" in issue:
             public["pull_request"] = {"url": f"{self.url}{self.repo_path}/pulls/{issue['number']}"}
         return public
@@ -172,15 +202,29 @@ class FakeGitHub:
 
 def _too_long(body: object) -> tuple[int, Json] | None:
     if isinstance(body, str) and len(body) > BODY_LIMIT:
-        return 422, {"message": "Validation Failed", "errors": [{
-            "resource": "IssueComment", "code": "custom", "field": "body",
-            "message": f"body is too long (maximum is {BODY_LIMIT} characters)"}]}  # fmt: skip
+        return 422, {
+            "message": "Validation Failed",
+            "errors": [
+                {
+                    "resource": "IssueComment",
+                    "code": "custom",
+                    "field": "body",
+                    "message": f"body is too long (maximum is {BODY_LIMIT} characters)",
+                }
+            ],
+        }
     return None
 
 
 def _get_repo(gh: FakeGitHub, _m: re.Match[str], _b: Json, _q: Query, _t: str) -> Answer:
-    return 200, {"id": 1, "name": gh.name, "full_name": gh.full_name, "owner": gh._user(gh.owner),
-                 "url": f"{gh.url}{gh.repo_path}", "default_branch": "dev"}  # fmt: skip
+    return 200, {
+        "id": 1,
+        "name": gh.name,
+        "full_name": gh.full_name,
+        "owner": gh._user(gh.owner),
+        "url": f"{gh.url}{gh.repo_path}",
+        "default_branch": "dev",
+    }
 
 
 def _list_issues(gh: FakeGitHub, _m: re.Match[str], _b: Json, q: Query, _t: str) -> Answer:
@@ -249,10 +293,14 @@ def _create_comment(gh: FakeGitHub, m: re.Match[str], b: Json, _q: Query, _t: st
     if (refused := _too_long(b.get("body"))) is not None:
         return refused
     ident = next(gh._ids)
-    comment = {"id": ident, "body": b.get("body", ""), "issue_number": number,
-               "user": gh._user("github-actions[bot]"),
-               "url": f"{gh.url}{gh.repo_path}/issues/comments/{ident}",
-               "html_url": f"https://github.com/{gh.full_name}/issues/{number}"}  # fmt: skip
+    comment = {
+        "id": ident,
+        "body": b.get("body", ""),
+        "issue_number": number,
+        "user": gh._user("github-actions[bot]"),
+        "url": f"{gh.url}{gh.repo_path}/issues/comments/{ident}",
+        "html_url": f"https://github.com/{gh.full_name}/issues/{number}",
+    }
     gh.comments[ident] = comment
     return 201, {k: v for k, v in comment.items() if k != "issue_number"}
 
@@ -326,8 +374,11 @@ def _list_reviews(gh: FakeGitHub, m: re.Match[str], _b: Json, _q: Query, _t: str
 def _list_deployments(gh: FakeGitHub, _m: re.Match[str], _b: Json, q: Query, _t: str) -> Answer:
     environment = q.get("environment", [""])[0]
     sha = q.get("sha", [""])[0]
-    found = [d for d in reversed(gh.deployments)
-             if environment in ("", d["environment"]) and sha in ("", d["sha"])]  # fmt: skip
+    found = [
+        d
+        for d in reversed(gh.deployments)
+        if environment in ("", d["environment"]) and sha in ("", d["sha"])
+    ]
     return 200, found
 
 
@@ -345,16 +396,24 @@ def _get_commit(gh: FakeGitHub, m: re.Match[str], _b: Json, _q: Query, _t: str) 
 
 def _commit_pulls(gh: FakeGitHub, m: re.Match[str], _b: Json, _q: Query, _t: str) -> Answer:
     sha = m["sha"]
-    found = [gh._pull_json(p) for p in gh.pulls()
-             if p.get("merge_commit_sha") == sha or p["head"]["sha"] == sha]  # fmt: skip
+    found = [
+        gh._pull_json(p)
+        for p in gh.pulls()
+        if p.get("merge_commit_sha") == sha or p["head"]["sha"] == sha
+    ]
     return 200, found
 
 
 def _get_workflow(gh: FakeGitHub, m: re.Match[str], _b: Json, _q: Query, _t: str) -> Answer:
     name = m["workflow"]
     url = f"{gh.url}{gh.repo_path}/actions/workflows/{name}"
-    return 200, {"id": abs(hash(name)) % 10**6, "name": name, "state": "active", "url": url,
-                 "path": f".github/workflows/{name}"}  # fmt: skip
+    return 200, {
+        "id": abs(hash(name)) % 10**6,
+        "name": name,
+        "state": "active",
+        "url": url,
+        "path": f".github/workflows/{name}",
+    }
 
 
 def _dispatch(gh: FakeGitHub, m: re.Match[str], b: Json, _q: Query, _t: str) -> Answer:
@@ -415,8 +474,9 @@ def serve(gh: FakeGitHub) -> tuple[ThreadingHTTPServer, threading.Thread]:
 
         def _answer(self) -> None:
             parsed = urlparse(self.path)
-            token = self.headers.get("Authorization", "").removeprefix("token ").removeprefix(
-                "Bearer ")  # fmt: skip
+            token = (
+                self.headers.get("Authorization", "").removeprefix("token ").removeprefix("Bearer ")
+            )
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw) if raw else {}

@@ -25,8 +25,14 @@ def repo(tmp_path: Path) -> Path:
         target = root / manifest.relative_to(REPO_ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(manifest, target)
-    for path in ("infra/aws/network.py", "services/billing/models.py", "services/api/app.py",
-                 "docs/delivery.md", "README.md", "tests/infra/test_x.py"):  # fmt: skip
+    for path in (
+        "infra/aws/network.py",
+        "services/billing/models.py",
+        "services/api/app.py",
+        "docs/delivery.md",
+        "README.md",
+        "tests/infra/test_x.py",
+    ):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text("# v1\n", encoding="utf-8")
     git(tmp_path, "init", "--quiet", "--initial-branch=main", str(root))
@@ -53,15 +59,17 @@ def change(repo: Path, *paths: str) -> None:
         (["README.md", "docs/delivery.md"], []),
         (["tests/infra/test_x.py"], []),
         (["environments/staging/settings.toml"], ["staging-aws", "staging-gcp"]),
-        (["environments/dev/pins.toml", "environments/production/settings.toml"],
-         ["dev-aws", "dev-gcp", "production-aws", "production-gcp"]),
+        (
+            ["environments/dev/pins.toml", "environments/production/settings.toml"],
+            ["dev-aws", "dev-gcp", "production-aws", "production-gcp"],
+        ),
         (["environments/defaults.toml"], ALL),
         (["infra/aws/network.py"], ALL),
         (["noxfile.py", "docs/delivery.md"], ALL),
         (["services/api/app.py"], ALL),  # every environment pins the api image
         (["services/billing/models.py"], ALL),  # shared service code is in every image
     ],
-)  # fmt: skip
+)
 def test_affected(repo: Path, paths: list[str], expected: list[str]) -> None:
     change(repo, *paths)
     assert [s.key for s in affected(repo, "HEAD~1")] == expected
@@ -108,8 +116,9 @@ def test_cli_prints_matrix_json(
 ) -> None:
     change(repo, "environments/dev/settings.toml")
     output = tmp_path / "github-output"
-    code = main(["affected", "--base", "HEAD~1", "--repo", str(repo),
-                 "--github-output", str(output)])  # fmt: skip
+    code = main(
+        ["affected", "--base", "HEAD~1", "--repo", str(repo), "--github-output", str(output)]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert [e["stack"] for e in printed["include"]] == ["dev-aws", "dev-gcp"]

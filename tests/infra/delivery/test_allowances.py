@@ -56,8 +56,18 @@ def test_reviewed_entry_lets_the_replacement_through_until_it_expires(
     # The ref's render stands in for a git worktree render: the database had another identifier.
     before = _renamed(production)
     monkeypatch.setattr(infra.plans.diff, "render_ref", lambda *_: {before.key: before})
-    argv = ["preview", "--offline", "--env", "production", "--cloud", "aws", "--against", "REF",
-            "--out", str(tmp_path / "out")]  # fmt: skip
+    argv = [
+        "preview",
+        "--offline",
+        "--env",
+        "production",
+        "--cloud",
+        "aws",
+        "--against",
+        "REF",
+        "--out",
+        str(tmp_path / "out"),
+    ]
 
     assert main(argv) == 1  # no allowance: the guard blocks the replacement
 
@@ -102,19 +112,37 @@ def test_an_expired_entry_fails_even_without_a_baseline(
 @pytest.mark.parametrize(
     ("text", "key", "message"),
     [
-        ('[[allow]]\nurn = "urn:pulumi:production::a::b::c"\nexpires = 2030-01-01\n',
-         "allow[0].reason", "missing"),
-        ('[[allow]]\nurn = "urn:pulumi:staging::a::b::c"\nreason = "r"\nexpires = 2030-01-01\n',
-         "allow[0].urn", "production stack"),
-        ('[[allow]]\nurn = "urn:pulumi:production::a::b::c"\nreason = "r"\nexpires = "soon"\n',
-         "allow[0].expires", "a date"),
-        ('[[allow]]\nurn = "urn:pulumi:production::a::b::c"\nowner = "me"\n',
-         "allow[0].owner", "unknown key"),
-        ('[[allow]]\nurn = "urn:pulumi:production::a::b::c"\nreason = " "\nexpires = 2030-01-01\n',
-         "allow[0].reason", "say why"),
+        (
+            '[[allow]]\nurn = "urn:pulumi:production::a::b::c"\nexpires = 2030-01-01\n',
+            "allow[0].reason",
+            "missing",
+        ),
+        (
+            '[[allow]]\nurn = "urn:pulumi:staging::a::b::c"\nreason = "r"\nexpires = 2030-01-01\n',
+            "allow[0].urn",
+            "production stack",
+        ),
+        (
+            '[[allow]]\nurn = "urn:pulumi:production::a::b::c"\nreason = "r"\nexpires = "soon"\n',
+            "allow[0].expires",
+            "a date",
+        ),
+        (
+            '[[allow]]\nurn = "urn:pulumi:production::a::b::c"\nowner = "me"\n',
+            "allow[0].owner",
+            "unknown key",
+        ),
+        (
+            (
+                '[[allow]]\nurn = "urn:pulumi:production::a::b::c"\n'
+                'reason = " "\nexpires = 2030-01-01\n'
+            ),
+            "allow[0].reason",
+            "say why",
+        ),
         ("allowed = []\n", "allowed", "unknown key"),
     ],
-)  # fmt: skip
+)
 def test_malformed_entries_name_the_file_and_key(
     tmp_path: Path, text: str, key: str, message: str
 ) -> None:

@@ -19,8 +19,9 @@ from infra.settings import Cloud, EnvironmentSettings
 from tests.infra.delivery.fake_github import FakeGitHub
 
 STACKS = [("dev", "aws"), ("dev", "gcp"), ("staging", "aws")]
-MATRIX = json.dumps({"include": [{"environment": e, "cloud": c, "stack": f"{e}-{c}"}
-                                 for e, c in STACKS]})  # fmt: skip
+MATRIX = json.dumps(
+    {"include": [{"environment": e, "cloud": c, "stack": f"{e}-{c}"} for e, c in STACKS]}
+)
 
 
 def _pull(github: FakeGitHub) -> int:
@@ -75,9 +76,23 @@ def test_comment_covers_every_stack_and_is_edited_in_place(
 ) -> None:
     _, _, out = dev_preview
     pr = _pull(github)
-    argv = ["comment", "--pr", str(pr), "--results", str(out), "--report", str(out / "report.md"),
-            "--expect", MATRIX, "--commit", "a" * 40,
-            "--kind", "live", "--title", "Live preview"]  # fmt: skip
+    argv = [
+        "comment",
+        "--pr",
+        str(pr),
+        "--results",
+        str(out),
+        "--report",
+        str(out / "report.md"),
+        "--expect",
+        MATRIX,
+        "--commit",
+        "a" * 40,
+        "--kind",
+        "live",
+        "--title",
+        "Live preview",
+    ]
 
     assert main(argv) == 0
     [first] = github.comments_on(pr)
@@ -103,14 +118,27 @@ def test_comment_covers_every_stack_and_is_edited_in_place(
 
 
 def test_a_long_report_is_cut_to_fit_and_points_to_the_artifact(github: FakeGitHub) -> None:
-    outcomes = [StackOutcome(f"env{i}-aws", resources=100, changes={
-        "create": 1, "update": 2, "replace": 0, "delete": 0}) for i in range(40)]  # fmt: skip
-    report = "\n".join(f"- `update` aws:ec2/securityGroup:SecurityGroup sg-{i} (ingress)"
-                       for i in range(6000))  # fmt: skip
+    outcomes = [
+        StackOutcome(
+            f"env{i}-aws",
+            resources=100,
+            changes={"create": 1, "update": 2, "replace": 0, "delete": 0},
+        )
+        for i in range(40)
+    ]
+    report = "\n".join(
+        f"- `update` aws:ec2/securityGroup:SecurityGroup sg-{i} (ingress)" for i in range(6000)
+    )
     assert len(report) > 300_000
-    body = comment_body(outcomes, f"```\n{report}", kind="offline", title="Preview",
-                        commit="c" * 40, run_url="https://github.com/x/y/actions/runs/1",
-                        artifact="preview-report")  # fmt: skip
+    body = comment_body(
+        outcomes,
+        f"```\n{report}",
+        kind="offline",
+        title="Preview",
+        commit="c" * 40,
+        run_url="https://github.com/x/y/actions/runs/1",
+        artifact="preview-report",
+    )
     assert len(body) <= 65_536
     assert "the whole report is the run's `preview-report` artifact" in body
     assert all(f"| env{i}-aws | ok |" in body for i in range(40))

@@ -32,8 +32,10 @@ def check(out: Path, stack: str, preview: str | None) -> None:
 
 
 def sync(out: Path, repo: Path) -> None:
-    assert main(["drift-issues", "--reports", str(out), "--env", "production",
-                 "--repo", str(repo)]) == 0  # fmt: skip
+    assert (
+        main(["drift-issues", "--reports", str(out), "--env", "production", "--repo", str(repo)])
+        == 0
+    )
 
 
 def drift_issues(github: FakeGitHub) -> dict[str, dict[str, object]]:
@@ -42,9 +44,12 @@ def drift_issues(github: FakeGitHub) -> dict[str, dict[str, object]]:
 
 
 def test_drift_found_issue_refusal_fixed_closed_reopened(
-    remote: Remote, github: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    remote: Remote,
+    github: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     github.git_dir = remote.bare
     github.add_deployment("production", git(remote.bare, "rev-parse", "production"), "success")
     github.add_deployment("staging", git(remote.bare, "rev-parse", "staging"), "success")
@@ -73,8 +78,19 @@ def test_drift_found_issue_refusal_fixed_closed_reopened(
     monkeypatch.setenv("PROMOTION_TOKEN", APP_TOKEN)
     remote.commit_to("staging", {"infra/app.py": "VERSION = 2\n"}, "staging: code")
     git(repo, "fetch", "--quiet", "origin")
-    argv = ["promote", "--from", "staging", "--to", "production", "--repo", str(repo),
-            "--no-preview", "--open-pr", "--body", str(tmp_path / "body.md")]  # fmt: skip
+    argv = [
+        "promote",
+        "--from",
+        "staging",
+        "--to",
+        "production",
+        "--repo",
+        str(repo),
+        "--no-preview",
+        "--open-pr",
+        "--body",
+        str(tmp_path / "body.md"),
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "production has open drift issues: production-aws (#1), production-gcp (#2)" in err
@@ -109,9 +125,16 @@ def test_a_merge_not_yet_deployed_is_told_apart(
 ) -> None:
     github.add_deployment("production", git(remote.bare, "rev-parse", "production"), "success")
     settings = remote.read("production", "environments/production/settings.toml")
-    remote.commit_to("production", {"environments/production/settings.toml":
-                                    settings.replace("max_tasks = 10", "max_tasks = 12", 1) + "\n"},
-                     "production: scale out")  # fmt: skip
+    remote.commit_to(
+        "production",
+        {
+            "environments/production/settings.toml": settings.replace(
+                "max_tasks = 10", "max_tasks = 12", 1
+            )
+            + "\n"
+        },
+        "production: scale out",
+    )
     repo = remote.clone("checkout")
     out = tmp_path / "drift"
     check(out, "production-aws", "drift_production_aws.json")
@@ -149,8 +172,20 @@ def test_a_failed_deploy_opens_one_issue_until_it_succeeds(
     assert main([*argv, "--outcome", "success", "--commit", "c" * 40]) == 0
     assert issue["state"] == "closed"
     # Another stack, or a promotion, has its own issue.
-    assert main(["delivery-issue", "--kind", "promotion", "--key", "dev-to-staging",
-                 "--outcome", "failure"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "delivery-issue",
+                "--kind",
+                "promotion",
+                "--key",
+                "dev-to-staging",
+                "--outcome",
+                "failure",
+            ]
+        )
+        == 0
+    )
     assert [i["title"] for i in github.issues_labelled("promotion-failure")] == [
         "Promotion failed: dev-to-staging"
     ]

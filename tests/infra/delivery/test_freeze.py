@@ -26,13 +26,20 @@ def production() -> EnvironmentSettings:
     env = load_environment("production")
     return env.model_copy(
         update={
-            "freeze": [FreezeWindow(start=dt.datetime(2026, 12, 20, tzinfo=UTC),
-                                    end=dt.datetime(2027, 1, 4, tzinfo=UTC),
-                                    reason="end-of-year billing run")],
-            "freeze_weekly": [WeeklyFreeze(days=[Weekday.FRI], start="15:00", end="23:59",
-                                           reason="no Friday deploys")],
+            "freeze": [
+                FreezeWindow(
+                    start=dt.datetime(2026, 12, 20, tzinfo=UTC),
+                    end=dt.datetime(2027, 1, 4, tzinfo=UTC),
+                    reason="end-of-year billing run",
+                )
+            ],
+            "freeze_weekly": [
+                WeeklyFreeze(
+                    days=[Weekday.FRI], start="15:00", end="23:59", reason="no Friday deploys"
+                )
+            ],
         }
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize(
@@ -47,10 +54,12 @@ def production() -> EnvironmentSettings:
         (dt.datetime(2026, 11, 27, 14, 59, tzinfo=UTC), None),
         (dt.datetime(2026, 11, 26, 16, 0, tzinfo=UTC), None),  # a Thursday
         # 10:00 in UTC-06:00 is 16:00 UTC on a Friday.
-        (dt.datetime(2026, 11, 27, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=-6))),
-         "no Friday deploys"),
+        (
+            dt.datetime(2026, 11, 27, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=-6))),
+            "no Friday deploys",
+        ),
     ],
-)  # fmt: skip
+)
 def test_windows(production: EnvironmentSettings, moment: dt.datetime, reason: str | None) -> None:
     freeze = active_freeze(production, moment)
     assert (freeze.reason if freeze else None) == reason
@@ -75,7 +84,9 @@ def test_naive_time_is_refused(production: EnvironmentSettings) -> None:
 
 def test_freeze_windows_load_from_settings(environments_copy: Path) -> None:
     settings = environments_copy / "staging" / "settings.toml"
-    settings.write_text(settings.read_text() + """
+    settings.write_text(
+        settings.read_text()
+        + """
 [[freeze]]
 start = 2026-12-20T00:00:00Z
 end = 2027-01-04T00:00:00Z
@@ -86,7 +97,8 @@ days = ["fri"]
 start = "15:00"
 end = "23:59"
 reason = "no Friday deploys"
-""")  # fmt: skip
+"""
+    )
     env = load_environment("staging", environments_copy)
     freeze = active_freeze(env, dt.datetime(2026, 12, 25, tzinfo=UTC))
     assert freeze is not None
@@ -109,8 +121,9 @@ def test_up_refuses_a_frozen_environment(
 
     deployed: list[argparse.Namespace] = []
     monkeypatch.setattr(cli, "select_stacks", frozen_stacks)
-    monkeypatch.setattr("infra.delivery.freeze.utc_now",
-                        lambda: dt.datetime(2026, 12, 24, 9, 0, tzinfo=UTC))  # fmt: skip
+    monkeypatch.setattr(
+        "infra.delivery.freeze.utc_now", lambda: dt.datetime(2026, 12, 24, 9, 0, tzinfo=UTC)
+    )
 
     # No Pulumi CLI here: past the freeze check `up` stops at the CLI check, deploying nothing.
     def no_pulumi() -> None:

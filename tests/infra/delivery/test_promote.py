@@ -34,9 +34,15 @@ def bump_dev(remote: Remote) -> None:
     staging_settings = remote.read("dev", "environments/staging/settings.toml").replace(
         "max_tasks = 5", "max_tasks = 50", 1
     )
-    remote.commit_to("dev", {DEV_PINS: pins + "\n",
-                             "environments/staging/settings.toml": staging_settings + "\n",
-                             "services.txt": "api 0.2.0\n"}, "release api 0.2.0")  # fmt: skip
+    remote.commit_to(
+        "dev",
+        {
+            DEV_PINS: pins + "\n",
+            "environments/staging/settings.toml": staging_settings + "\n",
+            "services.txt": "api 0.2.0\n",
+        },
+        "release api 0.2.0",
+    )
 
 
 def changed_paths(repo: Path, old: str, new: str) -> list[str]:
@@ -63,10 +69,17 @@ def test_dev_to_staging_to_production_moves_pins_only(remote: Remote, tmp_path: 
     ]
     after = snapshot(repo)
     assert (after.head, after.symbolic, after.status, after.worktrees) == (
-        before.head, before.symbolic, before.status, before.worktrees)  # fmt: skip
+        before.head,
+        before.symbolic,
+        before.status,
+        before.worktrees,
+    )
     # In staging's directory only the pins move; the dev branch's edit of staging sizing stays out.
-    staging_changes = [p for p in changed_paths(repo, "origin/staging", commit)
-                       if p.startswith("environments/staging/")]  # fmt: skip
+    staging_changes = [
+        p
+        for p in changed_paths(repo, "origin/staging", commit)
+        if p.startswith("environments/staging/")
+    ]
     assert staging_changes == ["environments/staging/pins.toml"]
     assert git(repo, "show", f"{commit}:environments/staging/pins.toml") == git(
         repo, "show", f"origin/dev:{DEV_PINS}"
@@ -92,8 +105,11 @@ def test_dev_to_staging_to_production_moves_pins_only(remote: Remote, tmp_path: 
         "staging", "production", repo=repo, body_path=tmp_path / "b.md", preview=False
     )
     prod_commit = to_prod.commit
-    prod_changes = [p for p in changed_paths(repo, "origin/production", prod_commit)
-                    if p.startswith("environments/production/")]  # fmt: skip
+    prod_changes = [
+        p
+        for p in changed_paths(repo, "origin/production", prod_commit)
+        if p.startswith("environments/production/")
+    ]
     assert prod_changes == ["environments/production/pins.toml"]
     prod_pins = tomllib.loads(git(repo, "show", f"{prod_commit}:environments/production/pins.toml"))
     assert prod_pins["images"]["api"] == NEW_API
@@ -166,8 +182,11 @@ def test_refuses_a_frozen_target_unless_break_glass(remote: Remote, tmp_path: Pa
     settings = remote.read("staging", "environments/staging/settings.toml") + "\n" + FREEZE
     remote.commit_to("staging", {"environments/staging/settings.toml": settings}, "freeze")
     repo = remote.clone("checkout")
-    assert_refused(repo, r"staging is in a change freeze .*end-of-year billing run.*--break-glass",
-                   now=FROZEN_AT)  # fmt: skip
+    assert_refused(
+        repo,
+        r"staging is in a change freeze .*end-of-year billing run.*--break-glass",
+        now=FROZEN_AT,
+    )
     assert_refused(repo, "change freeze", now=FROZEN_AT, break_glass="  ")
 
     # Outside the window the same promotion goes ahead.
@@ -176,8 +195,15 @@ def test_refuses_a_frozen_target_unless_break_glass(remote: Remote, tmp_path: Pa
     promote("dev", "staging", repo=repo, body_path=body, preview=False, now=after_freeze)
     git(repo, "branch", "-D", "promote/dev-to-staging")
 
-    result = promote("dev", "staging", repo=repo, body_path=body, preview=False, now=FROZEN_AT,
-                     break_glass="INC-42 card payments failing")  # fmt: skip
+    result = promote(
+        "dev",
+        "staging",
+        repo=repo,
+        body_path=body,
+        preview=False,
+        now=FROZEN_AT,
+        break_glass="INC-42 card payments failing",
+    )
     message = git(repo, "log", "-1", "--format=%B", result.commit)
     assert (
         "Break-glass: INC-42 card payments failing (overrides: staging is in a change freeze"
@@ -233,8 +259,22 @@ def test_cli_promote_builds_the_branch_and_body(
     bump_dev(remote)
     repo = remote.clone("checkout")
     body = tmp_path / "pr.md"
-    code = main(["promote", "--from", "dev", "--to", "staging", "--repo", str(repo), "--no-preview",
-                 "--body", str(body), "--now", "2026-12-24T12:00:00+00:00"])  # fmt: skip
+    code = main(
+        [
+            "promote",
+            "--from",
+            "dev",
+            "--to",
+            "staging",
+            "--repo",
+            str(repo),
+            "--no-preview",
+            "--body",
+            str(body),
+            "--now",
+            "2026-12-24T12:00:00+00:00",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "Built promote/dev-to-staging" in out

@@ -22,8 +22,11 @@ API = "ghcr.io/example-org/billing-api"
 def _set_api(remote: Remote, branch: str, path: str, version: str) -> str:
     text = remote.read(branch, path)
     old = next(line for line in text.splitlines() if line.startswith("api = "))
-    return remote.commit_to(branch, {path: text.replace(old, f'api = "{API}:{version}"') + "\n"},
-                            f"{branch}: api {version}")  # fmt: skip
+    return remote.commit_to(
+        branch,
+        {path: text.replace(old, f'api = "{API}:{version}"') + "\n"},
+        f"{branch}: api {version}",
+    )
 
 
 def test_a_change_to_infra_code_alone_is_promoted(remote: Remote, tmp_path: Path) -> None:
@@ -58,8 +61,20 @@ def test_the_deployed_commit_is_promoted_not_the_branch_tip(
     repo = remote.clone("checkout")
     monkeypatch.setenv("PROMOTION_TOKEN", APP_TOKEN)
 
-    argv = ["promote", "--from", "dev", "--to", "staging", "--repo", str(repo), "--no-preview",
-            "--from-deployment", "--open-pr", "--body", str(tmp_path / "body.md")]  # fmt: skip
+    argv = [
+        "promote",
+        "--from",
+        "dev",
+        "--to",
+        "staging",
+        "--repo",
+        str(repo),
+        "--no-preview",
+        "--from-deployment",
+        "--open-pr",
+        "--body",
+        str(tmp_path / "body.md"),
+    ]
     assert main(argv) == 0
 
     staging_pins = tomllib.loads(remote.read("promote/dev-to-staging", STAGING_PINS))
@@ -82,14 +97,30 @@ def test_the_deployed_commit_is_promoted_not_the_branch_tip(
 
 
 def test_promotion_prs_refuse_the_workflow_token(
-    remote: Remote, github: FakeGitHub, monkeypatch: pytest.MonkeyPatch,
+    remote: Remote,
+    github: FakeGitHub,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     _set_api(remote, "dev", DEV_PINS, "0.2.0")
     repo = remote.clone("checkout")
     monkeypatch.delenv("PROMOTION_TOKEN", raising=False)
-    assert main(["promote", "--from", "dev", "--to", "staging", "--repo", str(repo),
-                 "--no-preview", "--open-pr"]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "promote",
+                "--from",
+                "dev",
+                "--to",
+                "staging",
+                "--repo",
+                str(repo),
+                "--no-preview",
+                "--open-pr",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "PROMOTION_TOKEN is not set" in err
     assert "triggers no workflow" in err
@@ -112,16 +143,37 @@ def test_rollback_restores_the_previous_release_pins(
     second = _set_api(remote, "production", PROD_PINS, "0.3.0")
     github.add_deployment("production", second, "success")
     settings = remote.read("production", "environments/production/settings.toml")
-    sized = remote.commit_to("production", {"environments/production/settings.toml":
-                                            settings.replace("max_tasks = 10", "max_tasks = 12", 1)
-                                            + "\n"}, "production: scale out")  # fmt: skip
+    sized = remote.commit_to(
+        "production",
+        {
+            "environments/production/settings.toml": settings.replace(
+                "max_tasks = 10", "max_tasks = 12", 1
+            )
+            + "\n"
+        },
+        "production: scale out",
+    )
     github.add_deployment("production", sized, "success")
     github.git_dir = remote.bare
     repo = remote.clone("checkout")
     monkeypatch.setenv("PROMOTION_TOKEN", APP_TOKEN)
 
-    assert main(["rollback", "--env", "production", "--repo", str(repo), "--no-preview",
-                 "--open-pr", "--body", str(tmp_path / "body.md")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "rollback",
+                "--env",
+                "production",
+                "--repo",
+                str(repo),
+                "--no-preview",
+                "--open-pr",
+                "--body",
+                str(tmp_path / "body.md"),
+            ]
+        )
+        == 0
+    )
 
     restored = tomllib.loads(remote.read("rollback/production", PROD_PINS))
     assert restored["images"]["api"] == f"{API}:0.2.0"
@@ -139,9 +191,11 @@ def test_rollback_restores_the_previous_release_pins(
 
 
 def test_rollback_without_an_earlier_release_is_refused(
-    remote: Remote, github: FakeGitHub, monkeypatch: pytest.MonkeyPatch,
+    remote: Remote,
+    github: FakeGitHub,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     only = _set_api(remote, "production", PROD_PINS, "0.2.0")
     github.add_deployment("production", only, "success")
     repo = remote.clone("checkout")
@@ -160,8 +214,24 @@ def test_rollback_body_carries_the_preview_and_verdicts(
     second = _set_api(remote, "production", PROD_PINS, "0.3.0")
     repo = remote.clone("checkout")
     body = tmp_path / "body.md"
-    assert main(["rollback", "--env", "production", "--repo", str(repo), "--body", str(body),
-                 "--deployed", second, "--deployed", first]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "rollback",
+                "--env",
+                "production",
+                "--repo",
+                str(repo),
+                "--body",
+                str(body),
+                "--deployed",
+                second,
+                "--deployed",
+                first,
+            ]
+        )
+        == 0
+    )
     text = body.read_text()
     assert "## Changes against" in text
     assert "## Policy: pass" in text
@@ -177,8 +247,21 @@ def test_a_production_hotfix_flows_back_to_staging_and_dev(
     _set_api(remote, "production", PROD_PINS, "0.2.1")  # production's own pin stays its own
     repo = remote.clone("checkout")
 
-    assert main(["backport", "--from", "production", "--to", "staging", "--repo", str(repo),
-                 "--open-pr"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "backport",
+                "--from",
+                "production",
+                "--to",
+                "staging",
+                "--repo",
+                str(repo),
+                "--open-pr",
+            ]
+        )
+        == 0
+    )
     assert remote.read("backport/production-to-staging", "infra/fix.py") == "RETRIES = 3"
     # Staging's directory is staging's: the hotfix's production pins do not leak into it.
     changed = git(remote.bare, "diff", "--name-only", "staging", "backport/production-to-staging")

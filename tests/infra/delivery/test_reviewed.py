@@ -54,8 +54,23 @@ class Flow:
         with pytest.MonkeyPatch.context() as patch:
             for key, value in env.items():
                 patch.setenv(key, value)
-            assert main(["comment", "--pr", str(pr), "--results", str(out), "--kind", "live",
-                         "--commit", head, "--record-plans"]) == 0  # fmt: skip
+            assert (
+                main(
+                    [
+                        "comment",
+                        "--pr",
+                        str(pr),
+                        "--results",
+                        str(out),
+                        "--kind",
+                        "live",
+                        "--commit",
+                        head,
+                        "--record-plans",
+                    ]
+                )
+                == 0
+            )
 
     def merge(self, pr: int) -> str:
         """Merge with a merge commit, as the environment branches require."""
@@ -77,8 +92,23 @@ class Flow:
         git(self.work, "fetch", "--quiet", "origin")
         git(self.work, "switch", "--quiet", "--detach", after)
         out = self.tmp / f"output-{after[:8]}-{len(extra)}"
-        assert main(["deploy-plan", "--env", env, "--after", after, "--repo", str(self.work),
-                     "--github-output", str(out), *extra]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "deploy-plan",
+                    "--env",
+                    env,
+                    "--after",
+                    after,
+                    "--repo",
+                    str(self.work),
+                    "--github-output",
+                    str(out),
+                    *extra,
+                ]
+            )
+            == 0
+        )
         lines = out.read_text(encoding="utf-8").splitlines()
         return dict(line.split("=", 1) for line in lines)
 
@@ -105,8 +135,9 @@ def test_pr_plan_merge_applies_the_saved_plan_or_plans_again(
     github.add_deployment("dev", merged, "success")
 
     # 2. The base moved under the PR (another merge touching dev): its plan is stale, plan again.
-    head_b = flow.branch("feature-b", "dev", {"environments/dev/settings.toml":
-                                              settings + "\n# a\n# b\n"})  # fmt: skip
+    head_b = flow.branch(
+        "feature-b", "dev", {"environments/dev/settings.toml": settings + "\n# a\n# b\n"}
+    )
     pr_b = github.add_pull("feature-b", "dev")
     flow.live_preview(pr_b, head_b, ["dev-aws", "dev-gcp"], run_id="102")
     flow.push("dev", {"infra/extra.py": "X = 1\n"})  # reaches every stack
@@ -117,9 +148,14 @@ def test_pr_plan_merge_applies_the_saved_plan_or_plans_again(
     github.add_deployment("dev", merged_b, "success")
 
     # 3. The state moved: another deploy between the plan and the merge.
-    head_c = flow.branch("feature-c", "dev", {"environments/dev/pins.toml":
-                                              remote.read("dev", "environments/dev/pins.toml")
-                                              + "\n# c\n"})  # fmt: skip
+    head_c = flow.branch(
+        "feature-c",
+        "dev",
+        {
+            "environments/dev/pins.toml": remote.read("dev", "environments/dev/pins.toml")
+            + "\n# c\n"
+        },
+    )
     pr_c = github.add_pull("feature-c", "dev")
     flow.live_preview(pr_c, head_c, ["dev-aws", "dev-gcp"], run_id="103")
     github.add_deployment("dev", merged_b, "success")  # a re-run deploy: same commit, new state
@@ -139,9 +175,15 @@ def test_pr_plan_merge_applies_the_saved_plan_or_plans_again(
 def test_a_direct_push_plans_again(remote: Remote, github: FakeGitHub, tmp_path: Path) -> None:
     flow = Flow(remote, github, tmp_path)
     github.add_deployment("staging", git(remote.bare, "rev-parse", "staging"), "success")
-    pushed = flow.push("staging", {"environments/staging/pins.toml":
-                                   remote.read("staging", "environments/staging/pins.toml")
-                                   + "\n# hotfix\n"})  # fmt: skip
+    pushed = flow.push(
+        "staging",
+        {
+            "environments/staging/pins.toml": remote.read(
+                "staging", "environments/staging/pins.toml"
+            )
+            + "\n# hotfix\n"
+        },
+    )
     assert {a for a, _ in actions(flow.deploy_plan("staging", pushed)).values()} == {"plan"}
 
 
@@ -200,12 +242,30 @@ def test_a_held_deploy_runs_when_the_window_ends(
     assert output["any"] == "false"
     assert "deploy held until the window ends" in capsys.readouterr().out
     # A dispatch's break-glass input counts only from someone with write access.
-    dispatched = flow.deploy_plan("production", frozen, "--now", FROZEN, "--actor", "oncall",
-                                  "--break-glass", "INC-13")  # fmt: skip
+    dispatched = flow.deploy_plan(
+        "production", frozen, "--now", FROZEN, "--actor", "oncall", "--break-glass", "INC-13"
+    )
     assert dispatched["break-glass"] == "INC-13 (approved by oncall)"
-    assert main(["deploy-plan", "--env", "production", "--after", frozen, "--repo",
-                 str(flow.work), "--now", FROZEN, "--actor", "visitor",
-                 "--break-glass", "me"]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "deploy-plan",
+                "--env",
+                "production",
+                "--after",
+                frozen,
+                "--repo",
+                str(flow.work),
+                "--now",
+                FROZEN,
+                "--actor",
+                "visitor",
+                "--break-glass",
+                "me",
+            ]
+        )
+        == 1
+    )
     assert "visitor may not break the glass" in capsys.readouterr().err
 
     # The catch-up schedule: nothing while frozen, a deploy dispatched once the window ends.

@@ -16,8 +16,11 @@ from infra.plans.offline import render
 from infra.settings import Cloud, SettingsError, environment, load_environment
 
 ENVIRONMENTS = ("dev", "staging", "production")
-RUN = ("gcp:cloudrunv2/service:Service", "gcp:cloudrunv2/workerPool:WorkerPool",
-       "gcp:cloudrunv2/job:Job")  # fmt: skip
+RUN = (
+    "gcp:cloudrunv2/service:Service",
+    "gcp:cloudrunv2/workerPool:WorkerPool",
+    "gcp:cloudrunv2/job:Job",
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +83,10 @@ def test_every_secret_a_workload_reads_has_a_version_first(
     versions = plan.of_type("gcp:secretmanager/secretVersion:SecretVersion")
     versioned = {d for v in versions for d in v.dependencies if d in secrets}
     assert versioned == set(secrets)
-    secret_by_id = {f"projects/example-billing-{env}/secrets/{s.inputs['secretId']}": s
-                    for s in secrets.values()}  # fmt: skip
+    secret_by_id = {
+        f"projects/example-billing-{env}/secrets/{s.inputs['secretId']}": s
+        for s in secrets.values()
+    }
     for workload in (r for r in plan.resources if r.type in RUN):
         before = _upstream(plan, workload)
         for container in _containers(workload):
@@ -89,8 +94,11 @@ def test_every_secret_a_workload_reads_has_a_version_first(
                 reference = entry.get("valueSource", {}).get("secretKeyRef")
                 if reference is None:
                     continue
-                secret = next(s for i, s in secret_by_id.items() if reference["secret"].endswith(
-                    i.rsplit("/", 1)[1]))  # fmt: skip
+                secret = next(
+                    s
+                    for i, s in secret_by_id.items()
+                    if reference["secret"].endswith(i.rsplit("/", 1)[1])
+                )
                 version = next(v for v in versions if secret.urn in v.dependencies)
                 assert version.urn in before, (workload.name, entry["name"])
 
@@ -131,10 +139,16 @@ def test_the_worker_runs_as_a_manually_scaled_pool_with_direct_vpc_egress(
 def test_workloads_get_the_memorystore_ca_as_a_file(plans: dict[str, Plan], env: str) -> None:
     plan = plans[env]
     redis = _one(plan, "gcp:redis/instance:Instance")
-    [ca_secret] = [s for s in plan.of_type("gcp:secretmanager/secret:Secret")
-                   if s.inputs["secretId"] == f"billing-{env}-{REDIS_CA}"]  # fmt: skip
-    [ca_version] = [v for v in plan.of_type("gcp:secretmanager/secretVersion:SecretVersion")
-                    if ca_secret.urn in v.dependencies]  # fmt: skip
+    [ca_secret] = [
+        s
+        for s in plan.of_type("gcp:secretmanager/secret:Secret")
+        if s.inputs["secretId"] == f"billing-{env}-{REDIS_CA}"
+    ]
+    [ca_version] = [
+        v
+        for v in plan.of_type("gcp:secretmanager/secretVersion:SecretVersion")
+        if ca_secret.urn in v.dependencies
+    ]
     # The version's value is the instance's server CA: it waits for the instance.
     assert redis.urn in ca_version.dependencies
     for type_ in ("gcp:cloudrunv2/service:Service", "gcp:cloudrunv2/workerPool:WorkerPool"):
@@ -157,8 +171,11 @@ def test_the_managed_certificate_domain_points_at_the_load_balancer(
     settings = environment(env).gcp
     assert settings is not None
     record = _one(plan, "gcp:dns/recordSet:RecordSet")
-    [address] = [a for a in plan.of_type("gcp:compute/globalAddress:GlobalAddress")
-                 if a.name == "edge-address"]  # fmt: skip
+    [address] = [
+        a
+        for a in plan.of_type("gcp:compute/globalAddress:GlobalAddress")
+        if a.name == "edge-address"
+    ]
     assert record.inputs["managedZone"] == settings.dns_zone
     assert record.inputs["name"] == f"{settings.domain}."
     assert record.inputs["type"] == "A"
@@ -213,5 +230,10 @@ def test_cloud_run_pulls_digests_from_a_repository_it_may_read(
 def test_the_deploy_identity_can_set_iam_on_keys_secrets_and_workloads() -> None:
     deploy = set(ROLES["deploy"])
     assert "roles/editor" not in deploy
-    assert {"roles/cloudkms.admin", "roles/secretmanager.admin", "roles/run.admin",
-            "roles/serviceusage.serviceUsageAdmin", "roles/dns.admin"} <= deploy  # fmt: skip
+    assert {
+        "roles/cloudkms.admin",
+        "roles/secretmanager.admin",
+        "roles/run.admin",
+        "roles/serviceusage.serviceUsageAdmin",
+        "roles/dns.admin",
+    } <= deploy

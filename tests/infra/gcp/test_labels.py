@@ -15,8 +15,11 @@ from infra.tagging import REQUIRED_LABELS
 
 # The input that holds a type's resource labels, preferred in this order. NotificationChannel's
 # `labels` are its channel settings (the e-mail address); its resource labels are user_labels.
-LABEL_INPUTS = (("user_labels", "userLabels"), ("resource_labels", "resourceLabels"),
-                ("labels", "labels"))  # fmt: skip
+LABEL_INPUTS = (
+    ("user_labels", "userLabels"),
+    ("resource_labels", "resourceLabels"),
+    ("labels", "labels"),
+)
 # Types whose labels sit below the top level.
 NESTED = {"gcp:sql/databaseInstance:DatabaseInstance": ("settings", "userLabels")}
 

@@ -138,9 +138,10 @@ def test_no_generated_secret_appears_in_plain_text(plans: dict[str, Plan], env: 
     text = plan.to_json()
     target = Target(env, "gcp", "us-central1", f"example-billing-{env}")
     generated = [
-        r for r in plan.resources
+        r
+        for r in plan.resources
         if r.type in {"random:index/randomPassword:RandomPassword", "gcp:redis/instance:Instance"}
-    ]  # fmt: skip
+    ]
     assert len(generated) == 3
     for resource in generated:
         outputs = COMPUTED[resource.type](
@@ -186,9 +187,12 @@ def test_each_workload_has_its_own_account_and_only_its_own_secrets(
 
 @pytest.mark.parametrize(
     ("env", "availability", "retention", "protected"),
-    [("dev", "ZONAL", 2, False), ("staging", "ZONAL", 8, False),
-     ("production", "REGIONAL", 30, True)],
-)  # fmt: skip
+    [
+        ("dev", "ZONAL", 2, False),
+        ("staging", "ZONAL", 8, False),
+        ("production", "REGIONAL", 30, True),
+    ],
+)
 def test_cloud_sql_per_environment(
     plans: dict[str, Plan], env: str, availability: str, retention: int, protected: bool
 ) -> None:

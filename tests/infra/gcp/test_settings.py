@@ -60,9 +60,14 @@ def test_images_from_two_registries_name_the_pins_file(environments_copy: Path) 
 
 @pytest.mark.parametrize(
     ("tier", "connections"),
-    [("db-custom-1-3840", 100), ("db-custom-2-7680", 400), ("db-custom-4-15360", 500),
-     ("db-custom-1-1024", 25), ("db-custom-32-131072", 1000)],
-)  # fmt: skip
+    [
+        ("db-custom-1-3840", 100),
+        ("db-custom-2-7680", 400),
+        ("db-custom-4-15360", 500),
+        ("db-custom-1-1024", 25),
+        ("db-custom-32-131072", 1000),
+    ],
+)
 def test_max_connections_follow_instance_memory(tier: str, connections: int) -> None:
     assert max_connections(tier) == connections
 

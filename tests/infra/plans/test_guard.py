@@ -107,12 +107,21 @@ def test_live_preview_steps_are_guarded(tmp_path: Path) -> None:
         "$gcp:sql/databaseInstance:DatabaseInstance::database-instance"
     )
     path = tmp_path / "preview.json"
-    path.write_text(json.dumps(_preview(
-        {"op": "same", "urn": urn.replace("database-instance", "x")},
-        {"op": "create-replacement", "urn": urn, "replaceReasons": ["name"],
-         "newState": {"urn": urn, "type": "gcp:sql/databaseInstance:DatabaseInstance"}},
-        {"op": "delete-replaced", "urn": urn},
-    )), encoding="utf-8")  # fmt: skip
+    path.write_text(
+        json.dumps(
+            _preview(
+                {"op": "same", "urn": urn.replace("database-instance", "x")},
+                {
+                    "op": "create-replacement",
+                    "urn": urn,
+                    "replaceReasons": ["name"],
+                    "newState": {"urn": urn, "type": "gcp:sql/databaseInstance:DatabaseInstance"},
+                },
+                {"op": "delete-replaced", "urn": urn},
+            )
+        ),
+        encoding="utf-8",
+    )
     diff = guard.load_preview(path)
     assert diff.stack == "production-gcp"
     assert [c.op for c in diff.changes] == ["create-replacement", "delete-replaced"]
@@ -144,8 +153,19 @@ def test_preview_exit_code_follows_the_guard_and_allow_replace(
     before = _edited(production, lambda d: _database(d)["inputs"].update(identifier="old-name"))
     # The ref's render stands in for a git worktree render: the database had another identifier.
     monkeypatch.setattr(infra.plans.diff, "render_ref", lambda *_: {before.key: before})
-    argv = ["preview", "--offline", "--env", "production", "--cloud", "aws", "--against", "REF",
-            "--out", str(tmp_path), "--quiet"]  # fmt: skip
+    argv = [
+        "preview",
+        "--offline",
+        "--env",
+        "production",
+        "--cloud",
+        "aws",
+        "--against",
+        "REF",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
     assert main(argv[:-1]) == 1
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "## Destructive-change guard: FAIL" in report

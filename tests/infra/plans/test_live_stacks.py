@@ -353,6 +353,9 @@ def test_up_refuses_a_plan_the_program_no_longer_matches(standin: Standin, tmp_p
     edited = tmp_path / "changed.json"
     edited.write_text(json.dumps(changed), encoding="utf-8")
     standin.set(preview=str(edited))
-    with pytest.raises(PlanError, match=r"network-flow-logs violates plan: properties changed: "
-                                        r"~retentionInDays"):  # fmt: skip
+    with pytest.raises(
+        PlanError,
+        match=r"network-flow-logs violates plan: properties changed: "
+        r"~retentionInDays",
+    ):
         live.up(env, Cloud.AWS, plan_file=saved)

@@ -19,8 +19,17 @@ from infra.plans.offline import RenderError, render
 from infra.settings import REPO_ROOT, Cloud, environment
 
 PLAN_KEYS = {"environment", "cloud", "stack", "mode", "resources", "outputs"}
-RESOURCE_KEYS = {"urn", "type", "name", "parent", "protect", "inputs", "dependencies", "custom",
-                 "provider"}  # fmt: skip
+RESOURCE_KEYS = {
+    "urn",
+    "type",
+    "name",
+    "parent",
+    "protect",
+    "inputs",
+    "dependencies",
+    "custom",
+    "provider",
+}
 
 
 def run_cli(
@@ -148,8 +157,10 @@ def test_bad_environment_stops_the_cli_with_one_line_and_writes_nothing(tmp_path
 
 def test_malformed_plan_file_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "dev-aws.json"
-    bad.write_text('{"environment": "dev", "cloud": "aws", "stack": "s", "mode": "offline", '
-                   '"resources": [{"urn": 1}]}')  # fmt: skip
+    bad.write_text(
+        '{"environment": "dev", "cloud": "aws", "stack": "s", "mode": "offline", '
+        '"resources": [{"urn": 1}]}'
+    )
     with pytest.raises(PlanError, match=r"dev-aws.json: key 'resources\[0\].urn'"):
         load_plan(bad)
     bad.write_text("{not json")
@@ -169,8 +180,19 @@ def test_against_ref_reports_created_deleted_and_changed(
         text.replace("[aws]\n", "[aws]\navailability_zones = 3\nflow_log_retention_days = 30\n", 1)
     )
     out = tmp_path / "plans"
-    result = run_cli("preview", "--env", "staging", "--cloud", "aws", "--against", "HEAD",
-                     "--out", str(out), cwd=repo, pythonpath=repo)  # fmt: skip
+    result = run_cli(
+        "preview",
+        "--env",
+        "staging",
+        "--cloud",
+        "aws",
+        "--against",
+        "HEAD",
+        "--out",
+        str(out),
+        cwd=repo,
+        pythonpath=repo,
+    )
     assert result.returncode == 0, result.stderr
     report = (out / "report.md").read_text()
     assert "## Changes against `HEAD`" in report
@@ -178,8 +200,13 @@ def test_against_ref_reports_created_deleted_and_changed(
     assert "Created: 7" in report  # 3 subnets, 1 route table, 3 associations
     assert "`update` aws:cloudwatch/logGroup:LogGroup network-flow-logs (retentionInDays)" in report
     # The worktree is cleaned up.
-    worktrees = subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True,
-                               text=True, check=True).stdout.strip().splitlines()  # fmt: skip
+    worktrees = (
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "list"], capture_output=True, text=True, check=True
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     assert len(worktrees) == 1
 
 
@@ -194,8 +221,17 @@ def test_against_ref_reports_deleted_stateful_resources_first(
     assert text.count('f"{name}-flow-logs",') == 1
     network.write_text(text.replace('f"{name}-flow-logs",', 'f"{name}-vpc-flow-logs",'))
     out = tmp_path / "plans"
-    args = ["preview", "--env", "production", "--cloud", "aws", "--against", "HEAD",
-            "--out", str(out)]  # fmt: skip
+    args = [
+        "preview",
+        "--env",
+        "production",
+        "--cloud",
+        "aws",
+        "--against",
+        "HEAD",
+        "--out",
+        str(out),
+    ]
     result = run_cli(*args, cwd=repo, pythonpath=repo)
     # Production loses a stateful resource: the guard fails the preview.
     assert result.returncode == 1, result.stderr

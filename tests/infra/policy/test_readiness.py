@@ -71,8 +71,14 @@ ECR = "111111111111.dkr.ecr.us-east-1.amazonaws.com"
 
 def _task(image: str, cpu: str = "256", memory: str = "512", **container: Any) -> ResourceView:
     definitions = json.dumps([{"name": "api", "image": image, **container}])
-    return res(TASK, "task", requiresCompatibilities=["FARGATE"], cpu=cpu, memory=memory,
-               containerDefinitions=definitions)  # fmt: skip
+    return res(
+        TASK,
+        "task",
+        requiresCompatibilities=["FARGATE"],
+        cpu=cpu,
+        memory=memory,
+        containerDefinitions=definitions,
+    )
 
 
 def _certificate_chain(
@@ -93,8 +99,18 @@ def _certificate_chain(
 
 
 def _logs(principal: dict[str, str], region: str = "us-east-1") -> list[ResourceView]:
-    document = json.dumps({"Statement": [{"Effect": "Allow", "Principal": principal,
-                                          "Action": "s3:PutObject", "Resource": "x"}]})  # fmt: skip
+    document = json.dumps(
+        {
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": principal,
+                    "Action": "s3:PutObject",
+                    "Resource": "x",
+                }
+            ]
+        }
+    )
     return [
         _provider("aws", "aws", region=region),
         res(LB, "alb", accessLogs={"enabled": True, "bucket": "logs"}),
@@ -105,8 +121,9 @@ def _logs(principal: dict[str, str], region: str = "us-east-1") -> list[Resource
 def _pull(image: str, *, rule: bool = True) -> list[ResourceView]:
     found = [AWS_PROVIDER, _task(image)]
     if rule:
-        found.append(res(RULE, "cache", ecrRepositoryPrefix="billing-dev",
-                         upstreamRegistryUrl="ghcr.io"))  # fmt: skip
+        found.append(
+            res(RULE, "cache", ecrRepositoryPrefix="billing-dev", upstreamRegistryUrl="ghcr.io")
+        )
     return found
 
 
@@ -114,8 +131,14 @@ def _secret_read(*, versioned: bool) -> list[ResourceView]:
     secret = res(SECRET, "jwt", name="billing/dev/jwt-secret")
     found = [secret]
     if versioned:
-        found.append(res("aws:secretsmanager/secretVersion:SecretVersion", "jwt-v",
-                         deps=(secret.urn,), secretString="[secret]"))  # fmt: skip
+        found.append(
+            res(
+                "aws:secretsmanager/secretVersion:SecretVersion",
+                "jwt-v",
+                deps=(secret.urn,),
+                secretString="[secret]",
+            )
+        )
     arn = "arn:aws:secretsmanager:us-east-1:111111111111:secret:billing/dev/jwt-secret-AbCdEf"
     found.append(_task(f"{ECR}/billing-dev/x{DIGEST}", secrets=[{"name": "JWT", "valueFrom": arn}]))
     return found
@@ -148,8 +171,11 @@ def _apis(*, provider_waits: bool) -> list[ResourceView]:
 
 
 def _sql(**backup: Any) -> ResourceView:
-    settings = {"tier": "db-custom-1-3840", "edition": "ENTERPRISE",
-                "backupConfiguration": {"enabled": True, **backup}}  # fmt: skip
+    settings = {
+        "tier": "db-custom-1-3840",
+        "edition": "ENTERPRISE",
+        "backupConfiguration": {"enabled": True, **backup},
+    }
     return res(SQL, "db", settings=settings)
 
 
@@ -158,8 +184,12 @@ def _secret_first(*, before: bool) -> list[ResourceView]:
     version = res(GVERSION, "stripe-v", deps=(secret.urn,), secretData="[secret]")
     reference = "projects/p/secrets/billing-dev-stripe-api-key"
     env = [{"name": "STRIPE", "valueSource": {"secretKeyRef": {"secret": reference}}}]
-    run = res(RUN, "api", deps=(version.urn,) if before else (),
-              template={"containers": [{"image": IMAGE, "envs": env}]})  # fmt: skip
+    run = res(
+        RUN,
+        "api",
+        deps=(version.urn,) if before else (),
+        template={"containers": [{"image": IMAGE, "envs": env}]},
+    )
     return [secret, version, run]
 
 
@@ -172,20 +202,44 @@ def _cmek(*, waits: bool) -> list[ResourceView]:
 
 def _certificate(*, record: bool) -> list[ResourceView]:
     address = res("gcp:compute/globalAddress:GlobalAddress", "lb", name="billing-dev-lb")
-    found = [address, res("gcp:compute/managedSslCertificate:ManagedSslCertificate", "cert",
-                          name="c", managed={"domains": ["api.example.org"]})]  # fmt: skip
+    found = [
+        address,
+        res(
+            "gcp:compute/managedSslCertificate:ManagedSslCertificate",
+            "cert",
+            name="c",
+            managed={"domains": ["api.example.org"]},
+        ),
+    ]
     if record:
-        found.append(res("gcp:dns/recordSet:RecordSet", "dns", deps=(address.urn,),
-                         name="api.example.org.", type="A", rrdatas=["203.0.113.1"]))  # fmt: skip
+        found.append(
+            res(
+                "gcp:dns/recordSet:RecordSet",
+                "dns",
+                deps=(address.urn,),
+                name="api.example.org.",
+                type="A",
+                rrdatas=["203.0.113.1"],
+            )
+        )
     return found
 
 
 def _pullable(*, grant: bool, image: str = IMAGE) -> list[ResourceView]:
-    found = [res(AR, "images", repositoryId="billing-dev"),
-             res(RUN, "api", template={"containers": [{"image": image}]})]  # fmt: skip
+    found = [
+        res(AR, "images", repositoryId="billing-dev"),
+        res(RUN, "api", template={"containers": [{"image": image}]}),
+    ]
     if grant:
-        found.append(res(AR_GRANT, "reader", repository="billing-dev",
-                         role="roles/artifactregistry.reader", member=AGENT))  # fmt: skip
+        found.append(
+            res(
+                AR_GRANT,
+                "reader",
+                repository="billing-dev",
+                role="roles/artifactregistry.reader",
+                member=AGENT,
+            )
+        )
     return found
 
 
@@ -493,8 +547,10 @@ def test_each_rule_names_and_links_what_it_reflects(rule: Any) -> None:
 
 @pytest.fixture(scope="module")
 def shipped() -> dict[str, list[Plan]]:
-    return {e: [render(environment(e), c) for c in (Cloud.AWS, Cloud.GCP)]
-            for e in ("dev", "staging", "production")}  # fmt: skip
+    return {
+        e: [render(environment(e), c) for c in (Cloud.AWS, Cloud.GCP)]
+        for e in ("dev", "staging", "production")
+    }
 
 
 @pytest.mark.parametrize("env", ["dev", "staging", "production"])
@@ -528,11 +584,13 @@ expires = 2099-01-01
 @pytest.mark.parametrize(
     ("setting", "key"),
     [
-        ('[policy.enforcement]\naws-fargate-cpu-memory = "advisory"\n',
-         "policy.enforcement.aws-fargate-cpu-memory"),
+        (
+            '[policy.enforcement]\naws-fargate-cpu-memory = "advisory"\n',
+            "policy.enforcement.aws-fargate-cpu-memory",
+        ),
         (EXEMPTION, "policy.exemptions[0].rule"),
     ],
-)  # fmt: skip
+)
 def test_readiness_rules_cannot_be_downgraded_or_exempted(
     environments_copy: Path, setting: str, key: str
 ) -> None:

@@ -51,10 +51,19 @@ TASK = "aws:ecs/taskDefinition:TaskDefinition"
 SQL = "gcp:sql/databaseInstance:DatabaseInstance"
 REDIS = "gcp:redis/instance:Instance"
 GCS = "gcp:storage/bucket:Bucket"
-AWS_TAGS = {"environment": "production", "service": "api", "cost-centre": "c",
-            "managed-by": "pulumi", "repository": "o/r"}  # fmt: skip
-GCP_LABELS = {"environment": "production", "service": "api", "cost-centre": "c",
-              "managed-by": "pulumi"}  # fmt: skip
+AWS_TAGS = {
+    "environment": "production",
+    "service": "api",
+    "cost-centre": "c",
+    "managed-by": "pulumi",
+    "repository": "o/r",
+}
+GCP_LABELS = {
+    "environment": "production",
+    "service": "api",
+    "cost-centre": "c",
+    "managed-by": "pulumi",
+}
 
 
 def _task(**container: Any) -> str:
@@ -64,13 +73,22 @@ def _task(**container: Any) -> str:
 def _pab(on: bool) -> ResourceView:
     flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
     settings = dict.fromkeys(flags, True) | ({} if on else {"restrictPublicBuckets": False})
-    return res("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "b-pab",
-               deps=(urn_of(BUCKET, "b"),), **settings)  # fmt: skip
+    return res(
+        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        "b-pab",
+        deps=(urn_of(BUCKET, "b"),),
+        **settings,
+    )
 
 
 def _lb_world(port: int) -> list[ResourceView]:
-    lb_sg = res(SG, "alb-sg", ingress=[{"cidrBlocks": ["0.0.0.0/0"], "fromPort": port,
-                                         "toPort": port, "protocol": "tcp"}])  # fmt: skip
+    lb_sg = res(
+        SG,
+        "alb-sg",
+        ingress=[
+            {"cidrBlocks": ["0.0.0.0/0"], "fromPort": port, "toPort": port, "protocol": "tcp"}
+        ],
+    )
     return [lb_sg, res(LB, "alb", deps=(lb_sg.urn,), securityGroups=["sg-1"])]
 
 
@@ -442,21 +460,32 @@ def test_rule_passes_and_fails(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["rds-multi-az", "rds-deletion-protection", "elasticache-failover",
-     "cloudsql-high-availability", "memorystore-high-availability",
-     "protect-stateful-in-production"],
-)  # fmt: skip
+    [
+        "rds-multi-az",
+        "rds-deletion-protection",
+        "elasticache-failover",
+        "cloudsql-high-availability",
+        "memorystore-high-availability",
+        "protect-stateful-in-production",
+    ],
+)
 def test_production_only_rules_pass_in_dev(name: str) -> None:
     case = CASES[name]
-    dev = [ResourceView(r.urn.replace("production", "dev"), r.type, r.name, r.inputs, r.protect)
-           for r in case.failing]  # fmt: skip
+    dev = [
+        ResourceView(r.urn.replace("production", "dev"), r.type, r.name, r.inputs, r.protect)
+        for r in case.failing
+    ]
     assert rules_by_name()[name].evaluate(dev, Context("dev")) == []
 
 
 def test_unknown_values_from_a_live_preview_count_as_set() -> None:
     rule = rules_by_name()["rds-storage-encrypted"]
-    assert rule.evaluate([res(RDS, storageEncrypted="[unknown]", kmsKeyId="[unknown]")],
-                         Context("production")) == []  # fmt: skip
+    assert (
+        rule.evaluate(
+            [res(RDS, storageEncrypted="[unknown]", kmsKeyId="[unknown]")], Context("production")
+        )
+        == []
+    )
 
 
 def test_live_preview_numbers_arrive_as_floats() -> None:

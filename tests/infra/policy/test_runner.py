@@ -83,8 +83,13 @@ def test_edited_production_plan_fails_with_the_rules_names(
 
     assert main(["policy", *files, "--report", str(tmp_path / "policy.md")]) == 1
     out = capsys.readouterr().out
-    for rule in ("rds-storage-encrypted", "sg-no-world-ingress", "protect-stateful-in-production",
-                 "cloudsql-no-public-ip", "cloudsql-no-open-networks"):  # fmt: skip
+    for rule in (
+        "rds-storage-encrypted",
+        "sg-no-world-ingress",
+        "protect-stateful-in-production",
+        "cloudsql-no-public-ip",
+        "cloudsql-no-open-networks",
+    ):
         assert any(line.startswith("FAIL") and f" {rule}: " in line for line in out.splitlines())
     assert "## Policy: FAIL" in (tmp_path / "policy.md").read_text(encoding="utf-8")
 
@@ -110,8 +115,12 @@ def _unprotected(plans: dict[str, Plan]) -> tuple[Plan, str]:
 
 def test_exemption_waives_until_it_expires(plans: dict[str, Plan]) -> None:
     plan, urn = _unprotected(plans)
-    exemption = PolicyExemption(rule="protect-stateful-in-production", resource="database-*",
-                                reason="migration to a new instance", expires=TODAY)  # fmt: skip
+    exemption = PolicyExemption(
+        rule="protect-stateful-in-production",
+        resource="database-*",
+        reason="migration to a new instance",
+        expires=TODAY,
+    )
     settings = _with_policy("production", PolicySettings(exemptions=[exemption]))
 
     waived = runner.evaluate([plan], [settings], TODAY)
@@ -182,8 +191,9 @@ def test_pulumi_policy_pack_wraps_the_same_rules() -> None:
     urn = "urn:pulumi:production::billing-aws::aws:rds/instance:Instance::database-instance"
     reported: list[str] = []
     props = {"storageEncrypted": False}
-    args = ResourceValidationArgs("aws:rds/instance:Instance", props, urn, "database-instance",
-                                  opts, None)  # fmt: skip
+    args = ResourceValidationArgs(
+        "aws:rds/instance:Instance", props, urn, "database-instance", opts, None
+    )
     policy.validate(args, lambda message, _urn: reported.append(message))
     assert reported == ["storageEncrypted is not true"]
 
