@@ -19,7 +19,7 @@ from infra.policy.readiness.common import (
     unknown,
     upstream,
 )
-from infra.policy.rules import Context, ResourceView, Violation, as_int, as_list
+from infra.policy.rules.common import Context, ResourceView, Violation, as_int, as_list
 from infra.settings import fargate_pair_error
 
 SG = "aws:ec2/securityGroup:SecurityGroup"

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from infra.plans.model import UNKNOWN
-from infra.policy.rules import RULES, Context, ResourceView, Rule, Violation
+from infra.policy.rules import RULES
+from infra.policy.rules.common import Context, ResourceView, Rule, Violation
 from infra.settings import Enforcement
 
 # The readiness family, in registration order; each is also in RULES (one runner, one pack).

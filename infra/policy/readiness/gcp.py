@@ -18,7 +18,7 @@ from infra.policy.readiness.common import (
     unknown,
     upstream,
 )
-from infra.policy.rules import Context, ResourceView, Violation, as_int, as_list
+from infra.policy.rules.common import Context, ResourceView, Violation, as_int, as_list
 
 RUN_SERVICE = "gcp:cloudrunv2/service:Service"
 RUN_POOL = "gcp:cloudrunv2/workerPool:WorkerPool"

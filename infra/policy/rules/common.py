@@ -1,0 +1,257 @@
+"""What every policy rule shares: the resource view, the context, the rule type, input readers.
+
+A resource rule sees one resource; a stack rule sees every resource of the stack (for checks that
+pair resources: a bucket and its public access block, a load balancer and its WAF). Property
+names are the providers' camelCase inputs, as plan files and pulumi-policy both carry them.
+The one rule over both clouds (``protect-stateful-in-production``) is declared here too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.plans.model import UNKNOWN
+from infra.plans.stateful import is_replica, is_stateful
+from infra.settings import Enforcement, EnvironmentSettings, Tier, tier_of
+
+WORLD = frozenset({"0.0.0.0/0", "::/0"})
+# Ports the public load balancer may open to the world.
+WEB_PORTS = frozenset({80, 443})
+# Environment variable names that carry credentials; their values belong in secret references.
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "API_KEY", "PRIVATE_KEY", "CREDENTIAL", "DSN")
+
+
+@dataclass(frozen=True)
+class ResourceView:
+    """What a rule sees of one resource: the same from a plan file and from pulumi-policy."""
+
+    urn: str
+    type: str
+    name: str
+    inputs: Mapping[str, Any]
+    protect: bool = False
+    dependencies: tuple[str, ...] = ()
+    custom: bool = True
+    # The provider reference (``<urn>::<id>``); the deploy-readiness rules follow it.
+    provider: str = ""
+
+
+@dataclass(frozen=True)
+class Context:
+    """The environment a stack belongs to, as far as the rules need it."""
+
+    environment: str
+    min_log_retention_days: int = 1
+    # None: the tier environments/promotion.toml gives the environment (a stack of no
+    # environment there is held to the dev tier's rules).
+    tier: Tier | None = None
+
+    @property
+    def _tier(self) -> Tier:
+        return self.tier or tier_of(self.environment) or Tier.DEV
+
+    @property
+    def production(self) -> bool:
+        return self._tier is Tier.PRODUCTION
+
+    @property
+    def hardened(self) -> bool:
+        """Data loss or an outage costs more than a redeploy (staging and production tiers)."""
+        return self._tier.hardened
+
+    @classmethod
+    def of(cls, settings: EnvironmentSettings) -> Context:
+        return cls(settings.name, settings.logs.retention_days, settings.tier)
+
+
+@dataclass(frozen=True)
+class Violation:
+    urn: str
+    message: str
+
+
+ResourceCheck = Callable[[ResourceView, Context], Iterable[str]]
+StackCheck = Callable[[Sequence[ResourceView], Context], Iterable[Violation]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    controls: tuple[str, ...]
+    types: tuple[str, ...] = ()
+    resource_check: ResourceCheck | None = None
+    stack_check: StackCheck | None = None
+    enforcement: Enforcement = Enforcement.MANDATORY
+    clouds: tuple[str, ...] = field(default=("aws", "gcp"))
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({', '.join(self.controls)})"
+
+    def evaluate(self, resources: Sequence[ResourceView], ctx: Context) -> list[Violation]:
+        """Every violation of this rule in a stack."""
+        if self.stack_check is not None:
+            return list(self.stack_check(resources, ctx))
+        assert self.resource_check is not None  # noqa: S101 - the registry sets one of the two
+        return [
+            Violation(r.urn, message)
+            for r in resources
+            if r.type in self.types
+            for message in self.resource_check(r, ctx)
+        ]
+
+
+class Catalogue:
+    """The rules one module declares, in declaration order, all for the same cloud(s)."""
+
+    def __init__(self, *clouds: str) -> None:
+        self.clouds = clouds
+        self.rules: list[Rule] = []
+
+    def resource_rule(
+        self,
+        name: str,
+        types: Sequence[str],
+        controls: Sequence[str],
+        description: str,
+        enforcement: Enforcement = Enforcement.MANDATORY,
+    ) -> Callable[[ResourceCheck], ResourceCheck]:
+        def register(check: ResourceCheck) -> ResourceCheck:
+            cloud = types[0].split(":", 1)[0]
+            self.rules.append(
+                Rule(
+                    name,
+                    description,
+                    tuple(controls),
+                    tuple(types),
+                    check,
+                    None,
+                    enforcement,
+                    (cloud,),
+                )
+            )
+            return check
+
+        return register
+
+    def stack_rule(
+        self,
+        name: str,
+        controls: Sequence[str],
+        description: str,
+        clouds: Sequence[str],
+        enforcement: Enforcement = Enforcement.MANDATORY,
+    ) -> Callable[[StackCheck], StackCheck]:
+        def register(check: StackCheck) -> StackCheck:
+            self.rules.append(
+                Rule(
+                    name, description, tuple(controls), (), None, check, enforcement, tuple(clouds)
+                )
+            )
+            return check
+
+        return register
+
+
+# -- reading inputs --------------------------------------------------------------------------------
+
+
+def get(inputs: Mapping[str, Any], path: str) -> Any:
+    """A nested input by dotted path; a one-element list (a nested block) is looked through."""
+    node: Any = inputs
+    for part in path.split("."):
+        if isinstance(node, list) and len(node) == 1:
+            node = node[0]
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def is_unknown(value: Any) -> bool:
+    # A live preview leaves values computed from other new resources unknown.
+    return isinstance(value, str) and value == UNKNOWN
+
+
+def is_true(inputs: Mapping[str, Any], path: str) -> bool:
+    value = get(inputs, path)
+    return value is True or is_unknown(value)
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def from_json(value: Any) -> Any:
+    """A JSON-encoded input (container definitions, default tags) as data; None if malformed."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    return value
+
+
+def as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    # A live preview carries every number as a float (protobuf Struct values).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def refers_to(resource: ResourceView, target: ResourceView, *keys: str) -> bool:
+    """Whether ``resource`` names ``target``: by dependency, or by an input equal to its name."""
+    if target.urn in resource.dependencies:
+        return True
+    names = {
+        v for k in ("name", "bucket", "identifier") if isinstance(v := target.inputs.get(k), str)
+    }
+    return any(isinstance(v := resource.inputs.get(k), str) and v in names for k in keys)
+
+
+def of_types(resources: Sequence[ResourceView], *types: str) -> list[ResourceView]:
+    return [r for r in resources if r.type in types]
+
+
+def provider_defaults(
+    resources: Sequence[ResourceView], provider_type: str, key: str
+) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for p in of_types(resources, provider_type):
+        value = from_json(p.inputs.get(key))
+        if isinstance(value, Mapping):
+            # AWS nests them: defaultTags = {"tags": {...}}; GCP: defaultLabels = {...}.
+            inner = value.get("tags", value)
+            merged |= dict(inner) if isinstance(inner, Mapping) else {}
+    return merged
+
+
+# -- both clouds ---------------------------------------------------------------------------------
+
+BOTH = Catalogue("aws", "gcp")
+
+
+@BOTH.stack_rule(
+    "protect-stateful-in-production",
+    ("Pulumi protect (AWS Security Hub RDS.8 intent)",),
+    "Every resource that holds data is `protect`ed in production.",
+    ("aws", "gcp"),
+)
+def protect_stateful(resources: Sequence[ResourceView], ctx: Context) -> Iterator[Violation]:
+    if not ctx.production:
+        return
+    for r in resources:
+        if r.custom and is_stateful(r.type) and not is_replica(r.type, r.inputs) and not r.protect:
+            yield Violation(r.urn, "stateful resource without protect in production")

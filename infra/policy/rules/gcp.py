@@ -1,0 +1,288 @@
+"""The policy rules over GCP resources: Cloud SQL, Memorystore, KMS, Storage, network, Cloud Run.
+
+Each rule names the Checkov check (or CIS benchmark item) it corresponds to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+from infra.plans.stateful import is_replica
+from infra.policy.rules.common import (
+    SECRET_WORDS,
+    WEB_PORTS,
+    WORLD,
+    Catalogue,
+    Context,
+    ResourceView,
+    Violation,
+    as_int,
+    as_list,
+    get,
+    is_true,
+    provider_defaults,
+)
+from infra.settings import Enforcement
+from infra.tagging import REQUIRED_LABELS
+
+GCP = Catalogue("gcp")
+
+SQL = ("gcp:sql/databaseInstance:DatabaseInstance",)
+REDIS = ("gcp:redis/instance:Instance",)
+GCS = ("gcp:storage/bucket:Bucket",)
+
+
+@GCP.resource_rule(
+    "cloudsql-no-public-ip",
+    SQL,
+    ("CKV_GCP_60",),
+    "Cloud SQL instances have no public IPv4 address.",
+)
+def cloudsql_no_public_ip(r: ResourceView, _: Context) -> Iterator[str]:
+    # Cloud SQL turns a public address on unless ipv4Enabled is explicitly false.
+    if get(r.inputs, "settings.ipConfiguration.ipv4Enabled") is not False:
+        yield "settings.ipConfiguration.ipv4Enabled is not false"
+
+
+@GCP.resource_rule(
+    "cloudsql-no-open-networks",
+    SQL,
+    ("CKV_GCP_11",),
+    "Cloud SQL authorised networks never include 0.0.0.0/0.",
+)
+def cloudsql_no_open_networks(r: ResourceView, _: Context) -> Iterator[str]:
+    for network in as_list(get(r.inputs, "settings.ipConfiguration.authorizedNetworks")):
+        if isinstance(network, Mapping) and network.get("value") in WORLD:
+            yield f"authorizedNetworks includes {network.get('value')}"
+
+
+@GCP.resource_rule(
+    "cloudsql-require-tls", SQL, ("CKV_GCP_6",), "Cloud SQL accepts only encrypted connections."
+)
+def cloudsql_require_tls(r: ResourceView, _: Context) -> Iterator[str]:
+    mode = get(r.inputs, "settings.ipConfiguration.sslMode")
+    if mode not in ("ENCRYPTED_ONLY", "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"):
+        yield f"settings.ipConfiguration.sslMode is {mode}"
+
+
+@GCP.resource_rule(
+    "cloudsql-high-availability",
+    SQL,
+    ("CIS GCP 6.x (seed: HA in production)",),
+    "Cloud SQL is regional (HA) in production.",
+)
+def cloudsql_high_availability(r: ResourceView, ctx: Context) -> Iterator[str]:
+    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
+        return
+    if ctx.production and get(r.inputs, "settings.availabilityType") != "REGIONAL":
+        yield "settings.availabilityType is not REGIONAL in production"
+
+
+@GCP.resource_rule(
+    "cloudsql-backups",
+    SQL,
+    ("CKV_GCP_14",),
+    "Cloud SQL backs up daily; production also keeps point-in-time recovery.",
+)
+def cloudsql_backups(r: ResourceView, ctx: Context) -> Iterator[str]:
+    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
+        return
+    if not is_true(r.inputs, "settings.backupConfiguration.enabled"):
+        yield "settings.backupConfiguration.enabled is not true"
+    elif ctx.production and not is_true(
+        r.inputs, "settings.backupConfiguration.pointInTimeRecoveryEnabled"
+    ):
+        yield "point-in-time recovery is off in production"
+
+
+@GCP.resource_rule(
+    "cloudsql-deletion-protection",
+    SQL,
+    ("AWS Security Hub RDS.8 (GCP equivalent)",),
+    "Cloud SQL keeps deletion protection in production.",
+)
+def cloudsql_deletion_protection(r: ResourceView, ctx: Context) -> Iterator[str]:
+    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
+        return
+    # The provider defaults deletionProtection to true: only an explicit false disables it.
+    if ctx.production and r.inputs.get("deletionProtection") is False:
+        yield "deletionProtection is false in production"
+
+
+@GCP.resource_rule(
+    "memorystore-encrypted-in-transit",
+    REDIS,
+    ("CKV_GCP_97",),
+    "Memorystore encrypts traffic in transit.",
+)
+def memorystore_in_transit(r: ResourceView, _: Context) -> Iterator[str]:
+    if r.inputs.get("transitEncryptionMode") != "SERVER_AUTHENTICATION":
+        yield f"transitEncryptionMode is {r.inputs.get('transitEncryptionMode')}"
+
+
+@GCP.resource_rule("memorystore-auth", REDIS, ("CKV_GCP_95",), "Memorystore requires AUTH.")
+def memorystore_auth(r: ResourceView, _: Context) -> Iterator[str]:
+    if not is_true(r.inputs, "authEnabled"):
+        yield "authEnabled is not true"
+
+
+@GCP.resource_rule(
+    "memorystore-high-availability",
+    REDIS,
+    ("AWS Security Hub ElastiCache.3 (GCP equivalent)",),
+    "Memorystore is STANDARD_HA in production.",
+)
+def memorystore_high_availability(r: ResourceView, ctx: Context) -> Iterator[str]:
+    if ctx.production and r.inputs.get("tier") != "STANDARD_HA":
+        yield f"tier is {r.inputs.get('tier')} in production"
+
+
+@GCP.resource_rule(
+    "gcp-kms-rotation",
+    ("gcp:kms/cryptoKey:CryptoKey",),
+    ("CKV_GCP_43",),
+    "Cloud KMS keys rotate at least every 90 days.",
+)
+def gcp_kms_rotation(r: ResourceView, _: Context) -> Iterator[str]:
+    period = str(r.inputs.get("rotationPeriod") or "")
+    seconds = as_int(period.removesuffix("s"))
+    if seconds is None or seconds > 90 * 86400:
+        yield f"rotationPeriod is {period or 'unset'}; at most 7776000s"
+
+
+@GCP.resource_rule(
+    "gcs-uniform-access", GCS, ("CKV_GCP_29",), "Storage buckets use uniform bucket-level access."
+)
+def gcs_uniform_access(r: ResourceView, _: Context) -> Iterator[str]:
+    if not is_true(r.inputs, "uniformBucketLevelAccess"):
+        yield "uniformBucketLevelAccess is not true"
+
+
+@GCP.resource_rule(
+    "gcs-public-access-prevention",
+    GCS,
+    ("CKV_GCP_114",),
+    "Storage buckets enforce public access prevention.",
+)
+def gcs_public_access_prevention(r: ResourceView, _: Context) -> Iterator[str]:
+    if r.inputs.get("publicAccessPrevention") != "enforced":
+        yield "publicAccessPrevention is not enforced"
+
+
+@GCP.resource_rule("gcs-versioning", GCS, ("CKV_GCP_78",), "Storage buckets keep object versions.")
+def gcs_versioning(r: ResourceView, _: Context) -> Iterator[str]:
+    if not is_true(r.inputs, "versioning.enabled"):
+        yield "versioning.enabled is not true"
+
+
+@GCP.resource_rule(
+    "gcp-firewall-no-world-ingress",
+    ("gcp:compute/firewall:Firewall",),
+    ("CKV_GCP_2", "CKV_GCP_3", "CKV_GCP_106"),
+    "Firewall rules admit 0.0.0.0/0 only on 80/443.",
+)
+def gcp_firewall_no_world(r: ResourceView, _: Context) -> Iterator[str]:
+    if str(r.inputs.get("direction", "INGRESS")) != "INGRESS":
+        return
+    if not set(as_list(r.inputs.get("sourceRanges"))) & WORLD:
+        return
+    for allow in as_list(r.inputs.get("allows")):
+        ports = (
+            {str(p) for p in as_list(allow.get("ports"))} if isinstance(allow, Mapping) else set()
+        )
+        if not ports or not ports <= {str(p) for p in WEB_PORTS}:
+            yield f"ingress from the whole internet on {sorted(ports) or 'all ports'}"
+
+
+@GCP.resource_rule(
+    "gcp-subnet-flow-logs",
+    ("gcp:compute/subnetwork:Subnetwork",),
+    ("CKV_GCP_26",),
+    "Subnetworks record VPC flow logs.",
+)
+def gcp_subnet_flow_logs(r: ResourceView, _: Context) -> Iterator[str]:
+    if not isinstance(get(r.inputs, "logConfig"), Mapping):
+        yield "no logConfig"
+
+
+@GCP.resource_rule(
+    "gcp-subnet-private-google-access",
+    ("gcp:compute/subnetwork:Subnetwork",),
+    ("CKV_GCP_74",),
+    "Subnetworks reach Google APIs privately.",
+)
+def gcp_subnet_private_access(r: ResourceView, _: Context) -> Iterator[str]:
+    if not is_true(r.inputs, "privateIpGoogleAccess"):
+        yield "privateIpGoogleAccess is not true"
+
+
+@GCP.resource_rule(
+    "gcp-modern-tls",
+    ("gcp:compute/sSLPolicy:SSLPolicy",),
+    ("CIS GCP 3.9",),
+    "Load balancer SSL policies require TLS 1.2 with a MODERN or RESTRICTED profile.",
+)
+def gcp_modern_tls(r: ResourceView, _: Context) -> Iterator[str]:
+    if r.inputs.get("minTlsVersion") != "TLS_1_2":
+        yield f"minTlsVersion is {r.inputs.get('minTlsVersion')}"
+    if r.inputs.get("profile") not in ("MODERN", "RESTRICTED"):
+        yield f"profile is {r.inputs.get('profile')}"
+
+
+@GCP.resource_rule(
+    "cloudrun-ingress-via-load-balancer",
+    ("gcp:cloudrunv2/service:Service",),
+    ("CKV_GCP_102 (seed: traffic through the load balancer)",),
+    "Cloud Run takes traffic only through the load balancer or the VPC.",
+    Enforcement.ADVISORY,
+)
+def cloudrun_ingress(r: ResourceView, _: Context) -> Iterator[str]:
+    if r.inputs.get("ingress", "INGRESS_TRAFFIC_ALL") == "INGRESS_TRAFFIC_ALL":
+        yield "ingress is INGRESS_TRAFFIC_ALL"
+
+
+@GCP.resource_rule(
+    "cloudrun-secrets-not-in-environment",
+    ("gcp:cloudrunv2/service:Service", "gcp:cloudrunv2/workerPool:WorkerPool"),
+    ("AWS Security Hub ECS.8 (GCP equivalent)",),
+    "Credentials reach Cloud Run through Secret Manager references, never plain values.",
+)
+def cloudrun_secrets_not_in_environment(r: ResourceView, _: Context) -> Iterator[str]:
+    containers = as_list(get(r.inputs, "template.containers")) or as_list(
+        get(r.inputs, "template.template.containers")
+    )
+    for c in containers:
+        for variable in as_list(c.get("envs")) if isinstance(c, Mapping) else []:
+            if not isinstance(variable, Mapping) or "value" not in variable:
+                continue
+            name = str(variable.get("name", ""))
+            if any(word in name.upper() for word in SECRET_WORDS):
+                yield f"{name} is a plain environment value"
+
+
+# Resources whose labels are not top-level `labels` (so provider default labels do not reach them).
+_LABEL_PATHS = {"gcp:sql/databaseInstance:DatabaseInstance": "settings.userLabels"}
+
+
+@GCP.stack_rule(
+    "gcp-required-labels",
+    ("CKV_GCP_LABELS (required labels)",),
+    "Labelled GCP resources carry the required labels (own or provider default labels).",
+    ("gcp",),
+)
+def gcp_required_labels(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
+    defaults = provider_defaults(resources, "pulumi:providers:gcp", "defaultLabels")
+    for r in resources:
+        if not r.custom or not r.type.startswith("gcp:"):
+            continue
+        path = _LABEL_PATHS.get(r.type)
+        if path is not None:
+            own, inherited = get(r.inputs, path), {}
+        elif "labels" in r.inputs:
+            own, inherited = r.inputs.get("labels"), defaults
+        else:
+            continue
+        labels = inherited | (dict(own) if isinstance(own, Mapping) else {})
+        missing = [t for t in REQUIRED_LABELS if not labels.get(t)]
+        if missing:
+            yield Violation(r.urn, f"missing labels: {', '.join(missing)}")
