@@ -37,6 +37,8 @@ class ValueSource(StrEnum):
     # A file with the CA the cache's TLS certificate chains to; empty: the system's trust store.
     CACHE_CA_FILE = "cache.ca_file"
     PAYMENT_GATEWAY = "payment.gateway"
+    # The environment's [api] rate_limit_per_minute (environments/<env>/settings.toml).
+    API_RATE_LIMIT = "api.rate_limit_per_minute"
 
 
 class SecretName(StrEnum):

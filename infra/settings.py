@@ -422,6 +422,14 @@ class ServiceScaling(_Model):
         return value
 
 
+class ApiSettings(_Model):
+    """How the billing API treats its callers in this environment."""
+
+    # Requests per minute per principal (tenant and token subject) before 429 rate_limited;
+    # the API reads it as BILLING_RATE_LIMIT_PER_MINUTE (services/api/manifest.toml).
+    rate_limit_per_minute: Annotated[int, Field(ge=1, le=1_000_000)]
+
+
 class ReleaseStrategy(StrEnum):
     ROLLING = "rolling"
     BLUE_GREEN = "blue_green"
@@ -603,6 +611,7 @@ class EnvironmentSettings(_Model):
     database: DatabaseSettings
     cache: CacheSettings
     services: dict[str, ServiceScaling]
+    api: ApiSettings
     logs: LogSettings
     release: ReleaseSettings = ReleaseSettings()
     alarms: AlarmSettings

@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 
+from infra.settings import environment
 from services import devservers
 from services.api.security import mint_token
 from services.billing.config import JwtSettings
@@ -74,8 +75,14 @@ def local_stack(
     with_worker: bool = True,
     output: Output = None,
     stop_requested: threading.Event | None = None,
+    rate_limit_per_minute: int | None = None,
 ) -> Iterator[LocalStack]:
-    """Start databases, migrate, start the services; stop all of it on the way out."""
+    """Start databases, migrate, start the services; stop all of it on the way out.
+
+    The API's rate limit is dev's (environments/dev) unless rate_limit_per_minute says otherwise.
+    """
+    if rate_limit_per_minute is None:
+        rate_limit_per_minute = environment("dev").api.rate_limit_per_minute
     local_secrets = load_secrets(directory)
     postgres = devservers.start_postgres(
         directory / "postgres", password=local_secrets["database-password"]
@@ -99,6 +106,7 @@ def local_stack(
             # Plain Redis on loopback: no server CA to trust.
             "cache.ca_file": "",
             "payment.gateway": "simulator",
+            "api.rate_limit_per_minute": str(rate_limit_per_minute),
         }
         api, worker = load_manifest("api"), load_manifest("worker")
         internal_port = str(devservers.free_port())

@@ -85,6 +85,7 @@ def plain_value(
         # ElastiCache presents certificates of Amazon's public CAs: the system store trusts them.
         ValueSource.CACHE_CA_FILE: "",
         ValueSource.PAYMENT_GATEWAY: PAYMENT_GATEWAY,
+        ValueSource.API_RATE_LIMIT: str(settings.api.rate_limit_per_minute),
     }
     return values[source]
 

@@ -128,6 +128,7 @@ def main() -> None:
         ValueSource.CACHE_TLS: "true",
         ValueSource.CACHE_CA_FILE: REDIS_CA_PATH,
         ValueSource.PAYMENT_GATEWAY: PAYMENT_GATEWAY,
+        ValueSource.API_RATE_LIMIT: str(settings.api.rate_limit_per_minute),
     }
     compute = Workloads(
         "workloads",

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 def create_app(
     settings: ApiSettings,
     *,
-    rate_limit: RateLimit | None = None,
     gateway: PaymentGateway | None = None,
     clock: Clock = system_clock,
 ) -> FastAPI:
@@ -73,7 +72,9 @@ def create_app(
         clock=clock,
         webhook_secret=settings.settings.gateway.stripe_webhook_secret,
         jwt=settings.jwt,
-        rate_limiter=RateLimiter(cache, breaker, rate_limit or RateLimit()),
+        rate_limiter=RateLimiter(
+            cache, breaker, RateLimit(requests=settings.rate_limit_per_minute)
+        ),
     )
     install_error_handlers(app)
     app.add_exception_handler(StoredResponse, replay)

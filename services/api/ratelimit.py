@@ -29,7 +29,8 @@ RETRY_AFTER_HEADER = "Retry-After"
 
 @dataclass(frozen=True)
 class RateLimit:
-    requests: int = 600
+    # Per environment: BILLING_RATE_LIMIT_PER_MINUTE (services.billing.config).
+    requests: int
     window_seconds: int = 60
 
 

@@ -45,7 +45,16 @@ COMMON_VARIABLES = (
     "STRIPE_API_KEY",
 )
 # Variables only the API's manifest declares.
-API_VARIABLES = ("BILLING_PORT", "JWT_SECRET", "STRIPE_WEBHOOK_SECRET")
+API_VARIABLES = (
+    "BILLING_PORT",
+    "JWT_SECRET",
+    "STRIPE_WEBHOOK_SECRET",
+    "BILLING_RATE_LIMIT_PER_MINUTE",
+)
+# Requests per minute per principal before 429; each environment sets its own
+# (environments/<env>/settings.toml, [api] rate_limit_per_minute).
+RATE_LIMIT_VARIABLE = "BILLING_RATE_LIMIT_PER_MINUTE"
+MAX_RATE_LIMIT_PER_MINUTE = 1_000_000
 # A local override for the API's bind address; deliberately in neither manifest.
 BIND_HOST_VARIABLE = "BILLING_HOST"
 DEFAULT_BIND_HOST = "0.0.0.0"  # noqa: S104 - the API listens on all interfaces in its container.
@@ -151,6 +160,7 @@ class Settings:
     gateway: GatewaySettings
     port: int | None
     jwt_secret: str | None
+    rate_limit_per_minute: int | None = None
     bind_host: str = DEFAULT_BIND_HOST
     jwt_issuer: str = DEFAULT_JWT_ISSUER
     jwt_audience: str = DEFAULT_JWT_AUDIENCE
@@ -180,6 +190,11 @@ class Settings:
             ),
             port=reader.port("BILLING_PORT") if "BILLING_PORT" in environ else None,
             jwt_secret=environ.get("JWT_SECRET") or None,
+            rate_limit_per_minute=(
+                reader.count(RATE_LIMIT_VARIABLE, MAX_RATE_LIMIT_PER_MINUTE)
+                if RATE_LIMIT_VARIABLE in environ
+                else None
+            ),
             bind_host=environ.get(BIND_HOST_VARIABLE) or DEFAULT_BIND_HOST,
             jwt_issuer=environ.get(JWT_ISSUER_VARIABLE) or DEFAULT_JWT_ISSUER,
             jwt_audience=environ.get(JWT_AUDIENCE_VARIABLE) or DEFAULT_JWT_AUDIENCE,
@@ -210,9 +225,12 @@ class Settings:
                 f"(HS256 keys shorter than the hash are guessable), got "
                 f"{len(self.jwt_secret.encode())}"
             )
+        if self.rate_limit_per_minute is None:
+            raise ConfigError(f"{RATE_LIMIT_VARIABLE} is required by the API")
         return ApiSettings(
             settings=self,
             port=self.port,
+            rate_limit_per_minute=self.rate_limit_per_minute,
             internal_port=self.internal_port,
             trusted_proxies=self.trusted_proxies,
             jwt=JwtSettings(
@@ -228,6 +246,7 @@ class ApiSettings:
     settings: Settings
     port: int
     jwt: JwtSettings
+    rate_limit_per_minute: int
     internal_port: int = DEFAULT_INTERNAL_PORT
     trusted_proxies: tuple[str, ...] = ()
 
@@ -248,6 +267,13 @@ class _Reader:
         raw = self.required(name)
         if not raw.isdigit() or not 0 < int(raw) < 65536:
             raise ConfigError(f"{name} must be a TCP port (1-65535), got {raw!r}")
+        return int(raw)
+
+    def count(self, name: str, maximum: int) -> int:
+        """A whole number from 1 to maximum."""
+        raw = self.required(name)
+        if not raw.isdigit() or not 0 < int(raw) <= maximum:
+            raise ConfigError(f"{name} must be a whole number from 1 to {maximum}, got {raw!r}")
         return int(raw)
 
     def boolean(self, name: str) -> bool:

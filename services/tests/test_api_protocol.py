@@ -138,6 +138,8 @@ def test_rate_limit_answers_429_with_retry_after(client: BillingClient, cache: r
         headers={"Authorization": f"Bearer {bearer_token('merchant-2')}"},
     )
     assert other.status_code == 200
+    # The limit is the API's BILLING_RATE_LIMIT_PER_MINUTE, not a constant of the code.
+    assert int(other.headers["X-RateLimit-Limit"]) == TEST_RATE_LIMIT.requests
     assert int(other.headers["X-RateLimit-Remaining"]) == TEST_RATE_LIMIT.requests - 1
 
 
@@ -177,8 +179,14 @@ def test_health_ready_and_metrics(client: BillingClient) -> None:
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
     client.get("/v1/customers")
-    metrics = client.get("/metrics").text
-    assert 'billing_http_requests_total{method="GET",route="/v1/customers",status="200"}' in metrics
+    counted = 'billing_http_requests_total{method="GET",route="/v1/customers",status="200"}'
+    # A request is counted once its answer has gone out (its duration is the metric), so the
+    # client may ask for the metrics before the server has written them: ask again.
+    for _ in range(50):
+        metrics = client.get("/metrics").text
+        if counted in metrics:
+            break
+    assert counted in metrics
     assert "billing_http_request_duration_seconds_bucket" in metrics
 
 

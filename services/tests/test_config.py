@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from services.billing.config import (
+    API_VARIABLES,
     BIND_HOST_VARIABLE,
     OPTIONAL_API_VARIABLES,
     ConfigError,
@@ -30,6 +31,7 @@ FAKE_VALUES = {
     "cache.tls": "true",
     "cache.ca_file": "/etc/billing/redis-ca/ca.pem",
     "payment.gateway": "simulator",
+    "api.rate_limit_per_minute": "600",
 }
 
 
@@ -92,7 +94,7 @@ def test_settings_read_only_what_the_manifest_declares(service: str) -> None:
 
 def _api_only(service: str) -> set[str]:
     # The worker's settings look for the API's variables and find them absent.
-    return {"BILLING_PORT", "JWT_SECRET", "STRIPE_WEBHOOK_SECRET"} if service == "worker" else set()
+    return set(API_VARIABLES) if service == "worker" else set()
 
 
 def test_api_settings_need_port_and_jwt_secret() -> None:
@@ -103,6 +105,14 @@ def test_api_settings_need_port_and_jwt_secret() -> None:
     assert api.settings.bind_host == "0.0.0.0"  # noqa: S104 - the container default
     with pytest.raises(ConfigError, match="BILLING_PORT"):
         Settings.from_env(environment_for("worker")).for_api()
+
+
+def test_the_api_reads_its_rate_limit_from_the_environment() -> None:
+    environment = {**environment_for("api"), "BILLING_RATE_LIMIT_PER_MINUTE": "25000"}
+    assert Settings.from_env(environment).for_api().rate_limit_per_minute == 25000
+    del environment["BILLING_RATE_LIMIT_PER_MINUTE"]
+    with pytest.raises(ConfigError, match="BILLING_RATE_LIMIT_PER_MINUTE is required by the API"):
+        Settings.from_env(environment).for_api()
 
 
 def test_a_short_jwt_secret_is_refused() -> None:
@@ -134,6 +144,13 @@ def test_database_url_escapes_the_password() -> None:
         ("BILLING_PORT", "0", "BILLING_PORT must be a TCP port"),
         ("REDIS_TLS", "yes", "REDIS_TLS must be 'true' or 'false'"),
         ("PAYMENT_GATEWAY", "paypal", "PAYMENT_GATEWAY must be one of 'simulator', 'stripe'"),
+        ("BILLING_RATE_LIMIT_PER_MINUTE", "0", "BILLING_RATE_LIMIT_PER_MINUTE must be a whole"),
+        ("BILLING_RATE_LIMIT_PER_MINUTE", "6e2", "BILLING_RATE_LIMIT_PER_MINUTE must be a whole"),
+        (
+            "BILLING_RATE_LIMIT_PER_MINUTE",
+            "1000001",
+            "BILLING_RATE_LIMIT_PER_MINUTE must be a whole number from 1 to 1000000, got '1000001'",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str | None, message: str) -> None:
