@@ -20,6 +20,7 @@ from infra.plans.model import Plan
 from infra.plans.outcome import StackOutcome
 from infra.plans.report import Verdict
 from infra.settings import (
+    REPO_ROOT,
     Cloud,
     EnvironmentSettings,
     known_environments,
@@ -116,7 +117,8 @@ def _print_outcomes(outcomes: list[StackOutcome], verdicts: list[Verdict], path:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from infra.plans import report  # noqa: PLC0415 - keeps `--help` free of SDK imports
-    from infra.plans.diff import diff_plan_sets, render_ref  # noqa: PLC0415
+    from infra.plans.checkout import render_ref  # noqa: PLC0415
+    from infra.plans.diff import DiffError, diff_plan_sets  # noqa: PLC0415
     from infra.plans.outcome import write_results  # noqa: PLC0415
 
     stacks = select_stacks(args.env, args.cloud)
@@ -139,7 +141,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if args.against:
         _log(f"Rendering {args.against} in a temporary worktree for the diff ...", quiet=quiet)
         before = render_ref(
-            args.against, [e.name for e, _ in stacks], sorted({c.value for _, c in stacks})
+            REPO_ROOT,
+            args.against,
+            [e.name for e, _ in stacks],
+            sorted({c.value for _, c in stacks}),
+            error=DiffError,
+            context=f"--against {args.against}",
         )
         after = {p.key: p for p in plans}
         # A stack that failed has no "after": it is reported as failed, not as deleted.
@@ -340,7 +347,6 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     if not _needs_cli("bootstrap"):
         return EXIT_ERROR
     from infra.plans import live  # noqa: PLC0415
-    from infra.settings import REPO_ROOT  # noqa: PLC0415
 
     for env, cloud in stacks:
         path = live.create_stack(env, cloud)

@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from infra.errors import InfraError
+from infra.git import GitError
+from infra.git import changed_files as git_changed_files
 from infra.settings import (
     DEFAULTS_FILE,
     PINS_FILE,
@@ -50,16 +51,10 @@ class Stack:
 
 def changed_files(repo: Path, base: str, head: str = "HEAD") -> list[str]:
     """Files that differ between the merge base of ``base`` and ``head``, and ``head``."""
-    result = subprocess.run(
-        ["git", "-C", str(repo), "diff", "--name-only", "--no-renames", f"{base}...{head}", "--"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        detail = result.stderr.strip().splitlines()
-        raise AffectedError(f"--base {base}: {detail[-1] if detail else 'git diff failed'}")
-    return sorted(line for line in result.stdout.splitlines() if line)
+    try:
+        return git_changed_files(repo, f"{base}...{head}")
+    except GitError as exc:
+        raise AffectedError(f"--base {base}: {exc.detail}") from None
 
 
 def _is_docs_or_tests(path: PurePosixPath) -> bool:

@@ -7,7 +7,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +38,7 @@ from infra.delivery.release import (
     write_body,
 )
 from infra.delivery.tracker import Subject, sync_issue
+from infra.git import commit_of, worktree
 from infra.plans.outcome import RESULTS_FILE, StackOutcome, read_results
 from infra.settings import EnvironmentSettings, known_environments, load_environment
 
@@ -312,7 +312,6 @@ def cmd_deploy_plan(args: argparse.Namespace) -> int:
 def cmd_catch_up(args: argparse.Namespace) -> int:
     """Dispatch deploy for each environment whose branch is ahead of its deployment and unfrozen."""
     from infra.delivery.freeze import active_freeze  # noqa: PLC0415
-    from infra.delivery.promote import _worktree  # noqa: PLC0415
     from infra.delivery.release import deployed_commits  # noqa: PLC0415
     from infra.delivery.reviewed import changed_stacks  # noqa: PLC0415
 
@@ -328,7 +327,7 @@ def cmd_catch_up(args: argparse.Namespace) -> int:
             deployed is None or bool(changed_stacks(checkout, deployed, head) & mine)
         )
         # The environment's own branch says when it is frozen.
-        with _worktree(checkout, head) as tree:
+        with worktree(checkout, head) as tree:
             freeze = active_freeze(load_environment(name, tree / "environments"), now)
         if not pending:
             print(f"{name}: up to date ({head[:12]})")
@@ -348,11 +347,10 @@ def cmd_catch_up(args: argparse.Namespace) -> int:
 
 
 def _git_head(checkout: Path, ref: str) -> str:
-    command = ["git", "-C", str(checkout), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
+    commit = commit_of(checkout, ref)
+    if commit is None:
         raise GitHubError(f"no {ref} in {checkout} (fetch it first)")
-    return done.stdout.strip()
+    return commit
 
 
 def cmd_backport(args: argparse.Namespace) -> int:

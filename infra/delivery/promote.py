@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
-import sys
 import tempfile
 import tomllib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from infra.delivery.freeze import FreezeError, check_freeze, utc_now
 from infra.errors import InfraError
+from infra.git import commit_of, git, last_line, run, show, worktree
 from infra.markdown import table
+from infra.plans.checkout import render_checkout, render_ref
 from infra.plans.diff import StackDiff, diff_plan_sets
-from infra.plans.model import Plan, PlanError, load_plan
+from infra.plans.model import Plan, PlanError
 from infra.plans.report import Verdict, markdown
 from infra.settings import (
     PINS_FILE,
@@ -76,12 +75,10 @@ RELEASE_TRAILER = "Promoted-Commit"
 
 def _release_commit(repo: Path, commit: str, source_ref: str) -> str:
     """The deployed commit, checked to be a commit of the source branch."""
-    found = _git(repo, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}", check=False)
-    if found.returncode != 0:
+    sha = commit_of(repo, commit)
+    if sha is None:
         raise PromotionError(f"--source-commit {commit}: no such commit in {repo} (fetch first)")
-    sha = found.stdout.strip()
-    on_branch = _git(repo, "merge-base", "--is-ancestor", sha, source_ref, check=False)
-    if on_branch.returncode != 0:
+    if run(repo, "merge-base", "--is-ancestor", sha, source_ref).returncode != 0:
         raise PromotionError(f"--source-commit {commit}: not a commit of {source_ref}")
     return sha
 
@@ -97,45 +94,12 @@ def default_body_path(repo: Path, source: str, target: str) -> Path:
 # -- git -------------------------------------------------------------------------------------------
 
 
-def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
-    )
-    if check and result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()
-        raise PromotionError(f"git {args[0]} failed: {detail[-1] if detail else 'no output'}")
-    return result
-
-
 def _resolve(repo: Path, remote: str, branch: str) -> str:
     """The remote-tracking branch if there is one (what CI and reviewers see), else the local."""
     for ref in (f"refs/remotes/{remote}/{branch}", f"refs/heads/{branch}"):
-        found = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
-        if found.returncode == 0:
+        if commit_of(repo, ref) is not None:
             return ref.removeprefix("refs/remotes/").removeprefix("refs/heads/")
     raise PromotionError(f"no branch '{branch}' (nor {remote}/{branch}) in {repo}")
-
-
-def _show(repo: Path, ref: str, path: str) -> bytes:
-    result = subprocess.run(
-        ["git", "-C", str(repo), "show", f"{ref}:{path}"], capture_output=True, check=False
-    )
-    if result.returncode != 0:
-        raise PromotionError(f"{ref} has no {path}")
-    return result.stdout
-
-
-@contextmanager
-def _worktree(repo: Path, ref: str) -> Iterator[Path]:
-    """A detached worktree at ``ref`` in a temporary directory, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="billing-promote-") as tmp:
-        tree = Path(tmp) / "tree"
-        _git(repo, "worktree", "add", "--detach", "--quiet", str(tree), ref)
-        try:
-            yield tree
-        finally:
-            _git(repo, "worktree", "remove", "--force", str(tree), check=False)
-            _git(repo, "worktree", "prune", check=False)
 
 
 # -- pins ------------------------------------------------------------------------------------------
@@ -187,43 +151,16 @@ def check_order(source: str, target: str) -> None:
 # -- preview ---------------------------------------------------------------------------------------
 
 
-def _render_tree(tree: Path, env: str, out: Path) -> dict[str, Plan]:
-    """Render ``env`` offline with the tree's own code and environments; plans by stack key."""
-    command = [
-        sys.executable,
-        "-m",
-        "infra",
-        "preview",
-        "--offline",
-        "--quiet",
-        "--env",
-        env,
-        "--out",
-        str(out),
-    ]
-    env_vars = {**os.environ, "PYTHONPATH": str(tree)}
-    result = subprocess.run(
-        command, cwd=tree, env=env_vars, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()
-        raise PromotionError(f"offline preview of {env} failed: {detail[-1] if detail else ''}")
-    try:
-        return {p.stem: load_plan(p) for p in sorted(out.glob("*.json"))}
-    except PlanError as exc:
-        raise PromotionError(f"offline preview of {env}: {exc}") from None
-
-
 def _preview(
     repo: Path, target_ref: str, promoted: Path, env: str
 ) -> tuple[list[Plan], list[StackDiff], list[Verdict]]:
     """The target's plans after promotion, their diff against the target branch, the verdicts."""
     if not (promoted / "infra" / "__init__.py").exists():
         return [], [], []
-    with tempfile.TemporaryDirectory(prefix="billing-promote-plans-") as tmp:
-        after = _render_tree(promoted, env, Path(tmp) / "after")
-        with _worktree(repo, target_ref) as before_tree:
-            before = _render_tree(before_tree, env, Path(tmp) / "before")
+    context = f"offline preview of {env}"
+    with tempfile.TemporaryDirectory(prefix="billing-promote-plans-") as out:
+        after = render_checkout(promoted, Path(out), [env], error=PromotionError, context=context)
+    before = render_ref(repo, target_ref, [env], error=PromotionError, context=context)
     plans = [after[k] for k in sorted(after)]
     diffs = diff_plan_sets(before, after)
     from infra.cost.prices import PricesError  # noqa: PLC0415 - loads the price file
@@ -301,13 +238,13 @@ def pr_body(
 
 
 def _check_clean(repo: Path, branch: str) -> None:
-    status = _git(repo, "status", "--porcelain", "--untracked-files=normal").stdout.splitlines()
+    status = git(repo, "status", "--porcelain", "--untracked-files=normal").splitlines()
     if status:
         raise PromotionError(
             f"the checkout {repo} has uncommitted changes ({len(status)} paths, first: "
             f"{status[0][3:]}); commit or stash them first"
         )
-    current = _git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False).stdout.strip()
+    current = run(repo, "symbolic-ref", "--quiet", "--short", "HEAD").stdout.strip()
     if current == branch:
         raise PromotionError(f"the checkout is on {branch}, which promotion rebuilds; switch first")
 
@@ -324,30 +261,28 @@ def _load_target(tree: Path, target: str, ref: str) -> EnvironmentSettings:
 
 def _merge(tree: Path, source_ref: str, target_ref: str, target_branch: str) -> None:
     """Merge ``source_ref`` into the worktree without committing; refuse on a conflict."""
-    merged = _git(tree, "merge", "--no-ff", "--no-commit", source_ref, check=False)
+    merged = run(tree, "merge", "--no-ff", "--no-commit", source_ref)
     if merged.returncode == 0:
         return
-    unmerged = _git(tree, "diff", "--name-only", "--diff-filter=U", check=False)
-    conflicts = unmerged.stdout.split()
-    _git(tree, "merge", "--abort", check=False)
+    conflicts = run(tree, "diff", "--name-only", "--diff-filter=U").stdout.split()
+    run(tree, "merge", "--abort")
     if conflicts:
         raise PromotionError(
             f"merging {source_ref} into {target_ref} conflicts in {', '.join(conflicts)}; "
             f"merge {source_ref} into {target_branch} by hand first"
         )
-    detail = (merged.stderr or merged.stdout).strip().splitlines()
-    last = detail[-1] if detail else "no output"
-    raise PromotionError(f"merging {source_ref} into {target_ref} failed: {last}")
+    detail = last_line(merged.stderr, merged.stdout)
+    raise PromotionError(f"merging {source_ref} into {target_ref} failed: {detail}")
 
 
 def _copy_pins(tree: Path, target: str, target_ref: str, pins: bytes) -> None:
     """Keep the target's directory as its branch has it, except for the source's pins."""
     # A merge must not carry the source branch's copy of the target's sizing or settings.
     target_dir = f"environments/{target}"
-    _git(tree, "rm", "-r", "-q", "-f", "--ignore-unmatch", "--", target_dir)
-    _git(tree, "checkout", target_ref, "--", target_dir)
+    git(tree, "rm", "-r", "-q", "-f", "--ignore-unmatch", "--", target_dir)
+    git(tree, "checkout", target_ref, "--", target_dir)
     (tree / target_dir / PINS_FILE).write_bytes(pins)
-    _git(tree, "add", "--", f"{target_dir}/{PINS_FILE}")
+    git(tree, "add", "--", f"{target_dir}/{PINS_FILE}")
     # The promoted pins must fit the target (an image for every service it runs).
     _load_target(tree, target, f"{target} after promotion")
 
@@ -372,8 +307,7 @@ def promote(
     """
     check_order(source, target)
     repo = repo.resolve()
-    top = _git(repo, "rev-parse", "--show-toplevel", check=False)
-    if top.returncode != 0:
+    if run(repo, "rev-parse", "--show-toplevel").returncode != 0:
         raise PromotionError(f"{repo} is not a git checkout")
     branch = branch_name(source, target)
     _check_clean(repo, branch)
@@ -385,13 +319,13 @@ def promote(
     if source_commit is not None:
         source_ref = _release_commit(repo, source_commit, source_ref)
     target_ref = _resolve(repo, remote, target_branch)
-    released = _git(repo, "rev-parse", f"{source_ref}^{{commit}}").stdout.strip()
-    code_commits = int(_git(repo, "rev-list", "--count", f"{target_ref}..{source_ref}").stdout)
+    released = git(repo, "rev-parse", f"{source_ref}^{{commit}}")
+    code_commits = int(git(repo, "rev-list", "--count", f"{target_ref}..{source_ref}"))
     source_pins_path = f"environments/{source}/{PINS_FILE}"
     target_pins_path = f"environments/{target}/{PINS_FILE}"
-    source_pins_raw = _show(repo, source_ref, source_pins_path)
+    source_pins_raw = show(repo, source_ref, source_pins_path)
     source_pins = _parse_pins(source_pins_raw, f"{source_ref}:{source_pins_path}")
-    target_pins_raw = _show(repo, target_ref, target_pins_path)
+    target_pins_raw = show(repo, target_ref, target_pins_path)
     target_pins = _parse_pins(target_pins_raw, f"{target_ref}:{target_pins_path}")
     changes = pin_changes(target_pins, source_pins)
     # Nothing to promote only when the pins are equal AND the target already has the release's
@@ -402,7 +336,7 @@ def promote(
             "and pins the same versions); nothing to promote"
         )
 
-    with _worktree(repo, target_ref) as tree:
+    with worktree(repo, target_ref, prefix="billing-promote-") as tree:
         # The target's own branch says when it is frozen.
         target_env = _load_target(tree, target, target_ref)
         try:
@@ -415,8 +349,8 @@ def promote(
 
         message = commit_message(source, target, changes, source_ref, target_ref, note)
         message += f"\n{RELEASE_TRAILER}: {released}\n"
-        _git(tree, "commit", "--quiet", "--no-verify", "-m", message)
-        commit = _git(tree, "rev-parse", "HEAD").stdout.strip()
+        git(tree, "commit", "--quiet", "--no-verify", "-m", message)
+        commit = git(tree, "rev-parse", "HEAD")
 
         plans, diffs, checks = _preview(repo, target_ref, tree, target) if preview else ([], [], [])
 
@@ -438,7 +372,7 @@ def promote(
     out = body_path or default_body_path(repo, source, target)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body, encoding="utf-8")
-    _git(repo, "branch", "--force", branch, commit)
+    git(repo, "branch", "--force", branch, commit)
     return Promotion(source, target, branch, commit, changes, out, note, released, code_commits)
 
 
@@ -466,29 +400,27 @@ def back_merge(
     source_ref = _resolve(repo, remote, _load_target(repo, source, "HEAD").branch)
     target_branch = _load_target(repo, target, "HEAD").branch
     target_ref = _resolve(repo, remote, target_branch)
-    count = int(
-        _git(repo, "rev-list", "--count", "--no-merges", f"{target_ref}..{source_ref}").stdout
-    )
+    count = int(git(repo, "rev-list", "--count", "--no-merges", f"{target_ref}..{source_ref}"))
     if not count:
         raise PromotionError(
             f"{target} already has every change of {source}; nothing to bring back"
         )
     target_dir = f"environments/{target}"
-    with _worktree(repo, target_ref) as tree:
+    with worktree(repo, target_ref, prefix="billing-promote-") as tree:
         _merge(tree, source_ref, target_ref, target_branch)
-        _git(tree, "rm", "-r", "-q", "-f", "--ignore-unmatch", "--", target_dir)
-        _git(tree, "checkout", target_ref, "--", target_dir)
+        git(tree, "rm", "-r", "-q", "-f", "--ignore-unmatch", "--", target_dir)
+        git(tree, "checkout", target_ref, "--", target_dir)
         message = (
             f"Back-merge {source} into {target}\n\n{count} commits made on {source} "
             f"(a hotfix) come back to {target}; {target_dir}/ is unchanged.\n"
         )
-        _git(tree, "commit", "--quiet", "--no-verify", "-m", message)
-        commit = _git(tree, "rev-parse", "HEAD").stdout.strip()
-    _git(repo, "branch", "--force", branch, commit)
+        git(tree, "commit", "--quiet", "--no-verify", "-m", message)
+        commit = git(tree, "rev-parse", "HEAD")
+    git(repo, "branch", "--force", branch, commit)
     body = default_body_path(repo, source, target)
     body.parent.mkdir(parents=True, exist_ok=True)
     body.write_text(
         f"# Back-merge {source} into {target}\n\n{message.split(chr(10), 2)[2]}", encoding="utf-8"
     )
-    released = _git(repo, "rev-parse", f"{source_ref}^{{commit}}").stdout.strip()
+    released = git(repo, "rev-parse", f"{source_ref}^{{commit}}")
     return Promotion(source, target, branch, commit, [], body, None, released, count)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +32,9 @@ from infra.delivery.promote import (
     _parse_pins,
     _preview,
     _resolve,
-    _show,
-    _worktree,
     pin_changes,
 )
+from infra.git import git, run, show, worktree
 from infra.markdown import table
 from infra.plans.report import markdown
 from infra.settings import PINS_FILE, load_environment
@@ -96,38 +94,16 @@ def app_repository() -> Repository:
 
 def push_branch(checkout: Path, remote: str, branch: str) -> None:
     """Force-push ``branch`` (rebuilt each time), with the App token when the remote is HTTPS."""
-    url = subprocess.run(
-        ["git", "-C", str(checkout), "remote", "get-url", remote],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    url = run(checkout, "remote", "get-url", remote).stdout.strip()
     config: list[str] = []
     token = os.environ.get(TOKEN_VAR, "")
     if url.startswith("https://") and token:
         # As actions/checkout authenticates: a header for this command only, not stored in .git.
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
         host = "/".join(url.split("/")[:3]) + "/"
-        config = ["-c", f"http.{host}.extraheader=AUTHORIZATION: basic {basic}"]
-    pushed = subprocess.run(
-        [
-            "git",
-            "-C",
-            str(checkout),
-            *config,
-            "push",
-            "--force",
-            "--quiet",
-            remote,
-            f"refs/heads/{branch}:refs/heads/{branch}",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if pushed.returncode != 0:
-        detail = pushed.stderr.strip().splitlines()
-        raise ReleaseError(f"git push {branch} failed: {detail[-1] if detail else 'no output'}")
+        config = [f"http.{host}.extraheader=AUTHORIZATION: basic {basic}"]
+    refspec = f"refs/heads/{branch}:refs/heads/{branch}"
+    git(checkout, "push", "--force", "--quiet", remote, refspec, config=config)
 
 
 @dataclass(frozen=True)
@@ -176,9 +152,9 @@ def previous_release(
     if not deployed:
         raise ReleaseError(f"{environment} has no successful deployment to roll back from")
     current = deployed[0]
-    now = _show(checkout, current, pins_path)
+    now = show(checkout, current, pins_path)
     for sha in deployed[1:]:
-        if _show(checkout, sha, pins_path) != now:
+        if show(checkout, sha, pins_path) != now:
             return current, sha
     raise ReleaseError(
         f"{environment} has no earlier deployment with other pins than {current[:12]}; "
@@ -200,15 +176,15 @@ def rollback(
     branch_of_env = load_environment(environment, checkout / "environments").branch
     target_ref = _resolve(checkout, remote, branch_of_env)
     current, previous = previous_release(checkout, environment, deployed, pins_path)
-    restored = _show(checkout, previous, pins_path)
+    restored = show(checkout, previous, pins_path)
     changes = pin_changes(
-        _parse_pins(_show(checkout, target_ref, pins_path), f"{target_ref}:{pins_path}"),
+        _parse_pins(show(checkout, target_ref, pins_path), f"{target_ref}:{pins_path}"),
         _parse_pins(restored, f"{previous}:{pins_path}"),
     )
     branch = rollback_branch(environment)
-    with _worktree(checkout, target_ref) as tree:
+    with worktree(checkout, target_ref, prefix="billing-rollback-") as tree:
         (tree / pins_path).write_bytes(restored)
-        _run(tree, "add", "--", pins_path)
+        git(tree, "add", "--", pins_path)
         restores = f"this restores the pins it ran at {previous[:12]}, its previous deployment"
         lines = [
             f"Roll back {environment}'s pins to {previous[:12]}",
@@ -216,12 +192,12 @@ def rollback(
             f"{environment} runs {current[:12]}; {restores}:",
         ]
         lines += [f"- {c.line()}" for c in changes]
-        _run(tree, "commit", "--quiet", "--no-verify", "-m", "\n".join(lines) + "\n")
-        commit = _run(tree, "rev-parse", "HEAD")
+        git(tree, "commit", "--quiet", "--no-verify", "-m", "\n".join(lines) + "\n")
+        commit = git(tree, "rev-parse", "HEAD")
         plans, diffs, verdicts = (
             _preview(checkout, target_ref, tree, environment) if preview else ([], [], [])
         )
-    _run(checkout, "branch", "--force", branch, commit)
+    git(checkout, "branch", "--force", branch, commit)
     intro = (
         f"{environment} runs `{current}`. This pull request restores the pins of its previous "
         f"deployment, `{previous}`; sizing, settings and code stay as `{target_ref}` has them."
@@ -240,16 +216,6 @@ def rollback(
         body += [("#" + line) if line.startswith("#") else line for line in report.splitlines()]
     text = "\n".join(body).rstrip() + "\n"
     return Rollback(environment, branch, commit, previous, changes, text)
-
-
-def _run(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        raise ReleaseError(f"git {args[0]} failed: {detail[-1] if detail else 'no output'}")
-    return done.stdout.strip()
 
 
 def write_body(text: str, path: Path | None) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from github.Repository import Repository
 
 from infra.delivery.affected import affected_stacks
 from infra.delivery.github import GitHubError, message
+from infra.git import changed_files
 
 _RECORD = re.compile(r"<!-- billing-plan (\{[^<>]*\}) -->")
 
@@ -84,12 +84,7 @@ class Decision:
 
 def changed_stacks(checkout: Path, base: str, head: str) -> set[str]:
     """Stacks that the two trees ``base`` and ``head`` differ in (a plain two-tree diff)."""
-    command = ["git", "-C", str(checkout), "diff", "--name-only", "--no-renames", base, head, "--"]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        detail = done.stderr.strip().splitlines()
-        raise GitHubError(f"git diff {base[:12]} {head[:12]}: {detail[-1] if detail else ''}")
-    files = [line for line in done.stdout.splitlines() if line]
+    files = changed_files(checkout, base, head)
     return {s.key for s in affected_stacks(files, checkout / "environments", checkout / "services")}
 
 

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from infra.errors import InfraError
-from infra.plans.model import Plan, load_plan
+from infra.plans.model import Plan
 from infra.plans.stateful import RESTORE_INPUTS, is_replica, is_stateful, restore_keys
-from infra.settings import REPO_ROOT
 
 # Step operations that remove a resource's data, as `pulumi preview --json` names them.
 DESTRUCTIVE_OPS = frozenset(
@@ -98,55 +90,3 @@ def diff_plans(key: str, before: Plan | None, after: Plan | None) -> StackDiff:
 
 def diff_plan_sets(before: dict[str, Plan], after: dict[str, Plan]) -> list[StackDiff]:
     return [diff_plans(k, before.get(k), after.get(k)) for k in sorted(set(before) | set(after))]
-
-
-def render_ref(ref: str, environments: Iterable[str], clouds: Iterable[str]) -> dict[str, Plan]:
-    """Render ``ref`` offline in a temporary git worktree; return its plans by stack key."""
-    envs, cloud_list = list(environments), list(clouds)
-    with tempfile.TemporaryDirectory(prefix="billing-against-") as tmp:
-        tree = Path(tmp) / "tree"
-        out = Path(tmp) / "plans"
-        added = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "--quiet", str(tree), ref],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if added.returncode != 0:
-            raise DiffError(f"--against {ref}: {added.stderr.strip() or 'git worktree add failed'}")
-        try:
-            known = [e for e in envs if (tree / "environments" / e / "settings.toml").exists()]
-            if not known:
-                return {}
-            command = [
-                sys.executable,
-                "-m",
-                "infra",
-                "preview",
-                "--offline",
-                "--quiet",
-                "--out",
-                str(out),
-            ]
-            for env in known:
-                command += ["--env", env]
-            for cloud in cloud_list:
-                command += ["--cloud", cloud]
-            # The worktree's own code renders the worktree's environments.
-            env_vars = {**os.environ, "PYTHONPATH": str(tree)}
-            result = subprocess.run(
-                command, cwd=tree, env=env_vars, capture_output=True, text=True, check=False
-            )
-            if result.returncode != 0:
-                detail = (result.stderr or result.stdout).strip().splitlines()
-                raise DiffError(
-                    f"--against {ref}: rendering failed: {detail[-1] if detail else ''}"
-                )
-            return {p.stem: load_plan(p) for p in sorted(out.glob("*.json"))}
-        finally:
-            subprocess.run(
-                ["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(tree)],
-                capture_output=True,
-                check=False,
-            )
-            shutil.rmtree(tree, ignore_errors=True)

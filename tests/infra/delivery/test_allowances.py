@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import infra.plans.allowances
-import infra.plans.diff
+import infra.plans.checkout
 from infra.cli import main
 from infra.plans import guard
 from infra.plans.allowances import load_allowances
@@ -55,7 +55,7 @@ def test_reviewed_entry_lets_the_replacement_through_until_it_expires(
     monkeypatch.setattr(infra.plans.allowances, "ENVIRONMENTS_DIR", tmp_path)
     # The ref's render stands in for a git worktree render: the database had another identifier.
     before = _renamed(production)
-    monkeypatch.setattr(infra.plans.diff, "render_ref", lambda *_: {before.key: before})
+    monkeypatch.setattr(infra.plans.checkout, "render_ref", lambda *_, **__: {before.key: before})
     argv = [
         "preview",
         "--offline",

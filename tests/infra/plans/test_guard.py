@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-import infra.plans.diff
+import infra.plans.checkout
 from infra.cli import main
 from infra.plans import guard
 from infra.plans.diff import diff_plans
@@ -152,7 +152,7 @@ def test_preview_exit_code_follows_the_guard_and_allow_replace(
 ) -> None:
     before = _edited(production, lambda d: _database(d)["inputs"].update(identifier="old-name"))
     # The ref's render stands in for a git worktree render: the database had another identifier.
-    monkeypatch.setattr(infra.plans.diff, "render_ref", lambda *_: {before.key: before})
+    monkeypatch.setattr(infra.plans.checkout, "render_ref", lambda *_, **__: {before.key: before})
     argv = [
         "preview",
         "--offline",
