@@ -106,7 +106,7 @@ class Registry(pulumi.ComponentResource):
                     name=f"ecr-pullthroughcache/{prefix}",
                     description=f"billing {settings.name}: read-only token for {upstream}",
                     kms_key_id=args.kms_key_arn,
-                    recovery_window_in_days=recovery_window_days(settings.name),
+                    recovery_window_in_days=recovery_window_days(settings.tier),
                     tags=tags(settings),
                 ),
                 # protect: the cache cannot refresh an image without it.

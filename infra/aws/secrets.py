@@ -10,7 +10,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from infra.manifests import SecretName
-from infra.settings import EnvironmentSettings
+from infra.settings import EnvironmentSettings, Tier
 from infra.tagging import tags
 
 # The fields of the database-credentials secret; DATABASE_PASSWORD reads the "password" key.
@@ -29,9 +29,9 @@ OPERATOR_SECRETS = (SecretName.STRIPE_API_KEY, SecretName.STRIPE_WEBHOOK_SECRET)
 PLACEHOLDER = "set-me"
 
 
-def recovery_window_days(environment: str) -> int:
-    """Secrets Manager's recovery window: 0 (delete at once) or 7-30 days."""
-    return {"production": 30, "staging": 7}.get(environment, 0)
+def recovery_window_days(tier: Tier) -> int:
+    """Secrets Manager's recovery window by tier: 0 (delete at once) or 7-30 days."""
+    return {Tier.PRODUCTION: 30, Tier.STAGING: 7}.get(tier, 0)
 
 
 class Secrets(pulumi.ComponentResource):
@@ -85,7 +85,7 @@ class Secrets(pulumi.ComponentResource):
                     # Dev deletes at once: a secret in its recovery window keeps its name, and
                     # CreateSecret then fails with "already scheduled for deletion" when dev is
                     # created again (hashicorp/terraform-provider-aws#10259).
-                    recovery_window_in_days=recovery_window_days(settings.name),
+                    recovery_window_in_days=recovery_window_days(settings.tier),
                     tags=tags(settings),
                 ),
                 # protect: deleting a secret strands the data it unlocks.

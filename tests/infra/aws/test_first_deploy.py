@@ -222,6 +222,13 @@ def test_dev_secrets_free_their_names_at_once(plans: dict[str, Plan], env: str, 
     assert {s.inputs["recoveryWindowInDays"] for s in secrets} == {days}
 
 
+def test_the_recovery_window_follows_the_tier_not_the_name() -> None:
+    preprod = environment("production").model_copy(update={"name": "preprod"})
+    secrets = render(preprod, Cloud.AWS).of_type("aws:secretsmanager/secret:Secret")
+    assert secrets
+    assert {s.inputs["recoveryWindowInDays"] for s in secrets} == {30}
+
+
 def test_bootstrap_creates_the_ecs_service_linked_role() -> None:
     plan = render_bootstrap(environment("dev"), Cloud.AWS)
     [role] = plan.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole")
