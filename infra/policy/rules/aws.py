@@ -38,10 +38,10 @@ RDS = ("aws:rds/instance:Instance",)
 
 
 @AWS.resource_rule(
-    "rds-storage-encrypted",
-    RDS,
-    ("CKV_AWS_16", "AWS Security Hub RDS.3"),
-    "RDS storage is encrypted at rest with a KMS key.",
+    name="rds-storage-encrypted",
+    types=RDS,
+    controls=("CKV_AWS_16", "AWS Security Hub RDS.3"),
+    description="RDS storage is encrypted at rest with a KMS key.",
 )
 def rds_storage_encrypted(r: ResourceView, _: Context) -> Iterator[str]:
     if not is_true(r.inputs, "storageEncrypted"):
@@ -51,10 +51,10 @@ def rds_storage_encrypted(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "rds-not-public",
-    RDS,
-    ("CKV_AWS_17", "AWS Security Hub RDS.2"),
-    "RDS instances are not publicly accessible.",
+    name="rds-not-public",
+    types=RDS,
+    controls=("CKV_AWS_17", "AWS Security Hub RDS.2"),
+    description="RDS instances are not publicly accessible.",
 )
 def rds_not_public(r: ResourceView, _: Context) -> Iterator[str]:
     if r.inputs.get("publiclyAccessible") is True:
@@ -62,10 +62,10 @@ def rds_not_public(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "rds-multi-az",
-    RDS,
-    ("CKV_AWS_157", "AWS Security Hub RDS.5"),
-    "RDS instances are Multi-AZ in production.",
+    name="rds-multi-az",
+    types=RDS,
+    controls=("CKV_AWS_157", "AWS Security Hub RDS.5"),
+    description="RDS instances are Multi-AZ in production.",
 )
 def rds_multi_az(r: ResourceView, ctx: Context) -> Iterator[str]:
     if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
@@ -75,10 +75,10 @@ def rds_multi_az(r: ResourceView, ctx: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "rds-backup-retention",
-    RDS,
-    ("CKV_AWS_133", "AWS Security Hub RDS.11"),
-    "RDS backups are retained (7 days or more in staging and production).",
+    name="rds-backup-retention",
+    types=RDS,
+    controls=("CKV_AWS_133", "AWS Security Hub RDS.11"),
+    description="RDS backups are retained (7 days or more in staging and production).",
 )
 def rds_backup_retention(r: ResourceView, ctx: Context) -> Iterator[str]:
     if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
@@ -90,10 +90,10 @@ def rds_backup_retention(r: ResourceView, ctx: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "rds-deletion-protection",
-    RDS,
-    ("CKV_AWS_293", "AWS Security Hub RDS.8"),
-    "RDS instances have deletion protection in production.",
+    name="rds-deletion-protection",
+    types=RDS,
+    controls=("CKV_AWS_293", "AWS Security Hub RDS.8"),
+    description="RDS instances have deletion protection in production.",
 )
 def rds_deletion_protection(r: ResourceView, ctx: Context) -> Iterator[str]:
     if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
@@ -103,10 +103,9 @@ def rds_deletion_protection(r: ResourceView, ctx: Context) -> Iterator[str]:
 
 
 @AWS.stack_rule(
-    "rds-encryption-in-transit",
-    ("CKV2_AWS_69",),
-    "RDS PostgreSQL instances use a parameter group that forces TLS (rds.force_ssl=1).",
-    ("aws",),
+    name="rds-encryption-in-transit",
+    controls=("CKV2_AWS_69",),
+    description="RDS PostgreSQL instances use a parameter group that forces TLS (rds.force_ssl=1).",
 )
 def rds_in_transit(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     groups = of_types(resources, "aws:rds/parameterGroup:ParameterGroup")
@@ -133,10 +132,10 @@ CACHE = ("aws:elasticache/replicationGroup:ReplicationGroup",)
 
 
 @AWS.resource_rule(
-    "elasticache-encrypted-at-rest",
-    CACHE,
-    ("CKV_AWS_29", "AWS Security Hub ElastiCache.4"),
-    "ElastiCache replication groups are encrypted at rest.",
+    name="elasticache-encrypted-at-rest",
+    types=CACHE,
+    controls=("CKV_AWS_29", "AWS Security Hub ElastiCache.4"),
+    description="ElastiCache replication groups are encrypted at rest.",
 )
 def cache_at_rest(r: ResourceView, _: Context) -> Iterator[str]:
     if not is_true(r.inputs, "atRestEncryptionEnabled"):
@@ -144,10 +143,10 @@ def cache_at_rest(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "elasticache-encrypted-in-transit",
-    CACHE,
-    ("CKV_AWS_30", "AWS Security Hub ElastiCache.5"),
-    "ElastiCache replication groups encrypt traffic in transit.",
+    name="elasticache-encrypted-in-transit",
+    types=CACHE,
+    controls=("CKV_AWS_30", "AWS Security Hub ElastiCache.5"),
+    description="ElastiCache replication groups encrypt traffic in transit.",
 )
 def cache_in_transit(r: ResourceView, _: Context) -> Iterator[str]:
     if not is_true(r.inputs, "transitEncryptionEnabled"):
@@ -155,10 +154,10 @@ def cache_in_transit(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "elasticache-failover",
-    CACHE,
-    ("AWS Security Hub ElastiCache.3",),
-    "ElastiCache fails over automatically across zones in production.",
+    name="elasticache-failover",
+    types=CACHE,
+    controls=("AWS Security Hub ElastiCache.3",),
+    description="ElastiCache fails over automatically across zones in production.",
 )
 def cache_failover(r: ResourceView, ctx: Context) -> Iterator[str]:
     if not ctx.production:
@@ -169,10 +168,10 @@ def cache_failover(r: ResourceView, ctx: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "elasticache-snapshots",
-    CACHE,
-    ("AWS Security Hub ElastiCache.1",),
-    "ElastiCache keeps automatic snapshots in staging and production.",
+    name="elasticache-snapshots",
+    types=CACHE,
+    controls=("AWS Security Hub ElastiCache.1",),
+    description="ElastiCache keeps automatic snapshots in staging and production.",
 )
 def cache_snapshots(r: ResourceView, ctx: Context) -> Iterator[str]:
     days = as_int(r.inputs.get("snapshotRetentionLimit"))
@@ -197,10 +196,10 @@ def _application(lb: ResourceView) -> bool:
 
 
 @AWS.resource_rule(
-    "alb-https-only",
-    LISTENERS,
-    ("CKV_AWS_2", "AWS Security Hub ELB.1"),
-    "Load balancer listeners serve HTTPS; plain HTTP only redirects to HTTPS.",
+    name="alb-https-only",
+    types=LISTENERS,
+    controls=("CKV_AWS_2", "AWS Security Hub ELB.1"),
+    description="Load balancer listeners serve HTTPS; plain HTTP only redirects to HTTPS.",
 )
 def alb_https_only(r: ResourceView, _: Context) -> Iterator[str]:
     protocol = str(r.inputs.get("protocol", "HTTP"))
@@ -215,10 +214,10 @@ def alb_https_only(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "alb-modern-tls",
-    LISTENERS,
-    ("CKV_AWS_103", "AWS Security Hub ELB.17"),
-    "HTTPS listeners use a TLS 1.2+ security policy.",
+    name="alb-modern-tls",
+    types=LISTENERS,
+    controls=("CKV_AWS_103", "AWS Security Hub ELB.17"),
+    description="HTTPS listeners use a TLS 1.2+ security policy.",
 )
 def alb_modern_tls(r: ResourceView, _: Context) -> Iterator[str]:
     if str(r.inputs.get("protocol", "HTTP")) not in ("HTTPS", "TLS"):
@@ -229,10 +228,9 @@ def alb_modern_tls(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @AWS.stack_rule(
-    "alb-waf",
-    ("CKV2_AWS_28",),
-    "Internet-facing application load balancers have a WAF web ACL.",
-    ("aws",),
+    name="alb-waf",
+    controls=("CKV2_AWS_28",),
+    description="Internet-facing application load balancers have a WAF web ACL.",
 )
 def alb_waf(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     associations = of_types(resources, "aws:wafv2/webAclAssociation:WebAclAssociation")
@@ -244,11 +242,11 @@ def alb_waf(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation
 
 
 @AWS.resource_rule(
-    "alb-drop-invalid-headers",
-    BALANCERS,
-    ("CKV_AWS_131", "AWS Security Hub ELB.4"),
-    "Application load balancers drop invalid HTTP headers.",
-    Enforcement.ADVISORY,
+    name="alb-drop-invalid-headers",
+    types=BALANCERS,
+    controls=("CKV_AWS_131", "AWS Security Hub ELB.4"),
+    description="Application load balancers drop invalid HTTP headers.",
+    enforcement=Enforcement.ADVISORY,
 )
 def alb_drop_invalid_headers(r: ResourceView, _: Context) -> Iterator[str]:
     if _application(r) and not is_true(r.inputs, "dropInvalidHeaderFields"):
@@ -256,11 +254,11 @@ def alb_drop_invalid_headers(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "alb-deletion-protection",
-    BALANCERS,
-    ("CKV_AWS_150", "AWS Security Hub ELB.6"),
-    "Load balancers have deletion protection in production.",
-    Enforcement.ADVISORY,
+    name="alb-deletion-protection",
+    types=BALANCERS,
+    controls=("CKV_AWS_150", "AWS Security Hub ELB.6"),
+    description="Load balancers have deletion protection in production.",
+    enforcement=Enforcement.ADVISORY,
 )
 def alb_deletion_protection(r: ResourceView, ctx: Context) -> Iterator[str]:
     if ctx.production and not is_true(r.inputs, "enableDeletionProtection"):
@@ -281,10 +279,9 @@ def _bucket_companions(
 
 
 @AWS.stack_rule(
-    "s3-public-access-blocked",
-    ("CKV_AWS_53", "CKV_AWS_54", "CKV_AWS_55", "CKV_AWS_56", "AWS Security Hub S3.8"),
-    "Every bucket has a public access block with all four settings on.",
-    ("aws",),
+    name="s3-public-access-blocked",
+    controls=("CKV_AWS_53", "CKV_AWS_54", "CKV_AWS_55", "CKV_AWS_56", "AWS Security Hub S3.8"),
+    description="Every bucket has a public access block with all four settings on.",
 )
 def s3_public_access_blocked(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     settings = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
@@ -300,10 +297,9 @@ def s3_public_access_blocked(resources: Sequence[ResourceView], _: Context) -> I
 
 
 @AWS.stack_rule(
-    "s3-versioning",
-    ("CKV_AWS_21", "AWS Security Hub S3.14"),
-    "Every bucket has versioning enabled.",
-    ("aws",),
+    name="s3-versioning",
+    controls=("CKV_AWS_21", "AWS Security Hub S3.14"),
+    description="Every bucket has versioning enabled.",
 )
 def s3_versioning(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     for bucket, configs in _bucket_companions(
@@ -317,10 +313,9 @@ def s3_versioning(resources: Sequence[ResourceView], _: Context) -> Iterator[Vio
 
 
 @AWS.stack_rule(
-    "s3-encrypted",
-    ("CKV_AWS_19", "CKV_AWS_145"),
-    "Every bucket has default server-side encryption configured.",
-    ("aws",),
+    name="s3-encrypted",
+    controls=("CKV_AWS_19", "CKV_AWS_145"),
+    description="Every bucket has default server-side encryption configured.",
 )
 def s3_encrypted(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     for bucket, configs in _bucket_companions(
@@ -340,10 +335,10 @@ def s3_encrypted(resources: Sequence[ResourceView], _: Context) -> Iterator[Viol
 
 
 @AWS.resource_rule(
-    "kms-key-rotation",
-    ("aws:kms/key:Key",),
-    ("CKV_AWS_7", "AWS Security Hub KMS.4"),
-    "Symmetric KMS keys rotate automatically.",
+    name="kms-key-rotation",
+    types=("aws:kms/key:Key",),
+    controls=("CKV_AWS_7", "AWS Security Hub KMS.4"),
+    description="Symmetric KMS keys rotate automatically.",
 )
 def kms_key_rotation(r: ResourceView, _: Context) -> Iterator[str]:
     spec = str(
@@ -354,11 +349,11 @@ def kms_key_rotation(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "secrets-customer-key",
-    ("aws:secretsmanager/secret:Secret",),
-    ("CKV_AWS_149",),
-    "Secrets Manager secrets are encrypted with a customer-managed KMS key.",
-    Enforcement.ADVISORY,
+    name="secrets-customer-key",
+    types=("aws:secretsmanager/secret:Secret",),
+    controls=("CKV_AWS_149",),
+    description="Secrets Manager secrets are encrypted with a customer-managed KMS key.",
+    enforcement=Enforcement.ADVISORY,
 )
 def secrets_customer_key(r: ResourceView, _: Context) -> Iterator[str]:
     if not r.inputs.get("kmsKeyId"):
@@ -366,10 +361,10 @@ def secrets_customer_key(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "ecr-scan-on-push",
-    ("aws:ecr/repository:Repository",),
-    ("CKV_AWS_163",),
-    "ECR repositories scan images on push.",
+    name="ecr-scan-on-push",
+    types=("aws:ecr/repository:Repository",),
+    controls=("CKV_AWS_163",),
+    description="ECR repositories scan images on push.",
 )
 def ecr_scan_on_push(r: ResourceView, _: Context) -> Iterator[str]:
     if not is_true(r.inputs, "imageScanningConfiguration.scanOnPush"):
@@ -390,10 +385,10 @@ def _containers(r: ResourceView) -> list[Mapping[str, Any]] | None:
 
 
 @AWS.resource_rule(
-    "ecs-no-public-ip",
-    ("aws:ecs/service:Service",),
-    ("CKV_AWS_333", "AWS Security Hub ECS.2"),
-    "ECS services do not assign public IP addresses to tasks.",
+    name="ecs-no-public-ip",
+    types=("aws:ecs/service:Service",),
+    controls=("CKV_AWS_333", "AWS Security Hub ECS.2"),
+    description="ECS services do not assign public IP addresses to tasks.",
 )
 def ecs_no_public_ip(r: ResourceView, _: Context) -> Iterator[str]:
     if get(r.inputs, "networkConfiguration.assignPublicIp") is True:
@@ -401,10 +396,10 @@ def ecs_no_public_ip(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "ecs-no-privileged",
-    ("aws:ecs/taskDefinition:TaskDefinition",),
-    ("CKV_AWS_334", "AWS Security Hub ECS.4"),
-    "ECS containers do not run privileged.",
+    name="ecs-no-privileged",
+    types=("aws:ecs/taskDefinition:TaskDefinition",),
+    controls=("CKV_AWS_334", "AWS Security Hub ECS.4"),
+    description="ECS containers do not run privileged.",
 )
 def ecs_no_privileged(r: ResourceView, _: Context) -> Iterator[str]:
     containers = _containers(r)
@@ -417,10 +412,10 @@ def ecs_no_privileged(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "ecs-secrets-not-in-environment",
-    ("aws:ecs/taskDefinition:TaskDefinition",),
-    ("AWS Security Hub ECS.8",),
-    "Credentials reach containers through `secrets`, never plain `environment`.",
+    name="ecs-secrets-not-in-environment",
+    types=("aws:ecs/taskDefinition:TaskDefinition",),
+    controls=("AWS Security Hub ECS.8",),
+    description="Credentials reach containers through `secrets`, never plain `environment`.",
 )
 def ecs_secrets_not_in_environment(r: ResourceView, _: Context) -> Iterator[str]:
     for c in _containers(r) or []:
@@ -434,10 +429,10 @@ def ecs_secrets_not_in_environment(r: ResourceView, _: Context) -> Iterator[str]
 
 
 @AWS.resource_rule(
-    "log-retention",
-    ("aws:cloudwatch/logGroup:LogGroup",),
-    ("CKV_AWS_66", "CKV_AWS_338", "AWS Security Hub CloudWatch.16"),
-    "Log groups keep logs at least the environment's minimum, and not forever.",
+    name="log-retention",
+    types=("aws:cloudwatch/logGroup:LogGroup",),
+    controls=("CKV_AWS_66", "CKV_AWS_338", "AWS Security Hub CloudWatch.16"),
+    description="Log groups keep logs at least the environment's minimum, and not forever.",
 )
 def log_retention(r: ResourceView, ctx: Context) -> Iterator[str]:
     days = as_int(r.inputs.get("retentionInDays"))
@@ -448,11 +443,11 @@ def log_retention(r: ResourceView, ctx: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "log-group-encrypted",
-    ("aws:cloudwatch/logGroup:LogGroup",),
-    ("CKV_AWS_158",),
-    "Log groups are encrypted with a customer-managed KMS key.",
-    Enforcement.ADVISORY,
+    name="log-group-encrypted",
+    types=("aws:cloudwatch/logGroup:LogGroup",),
+    controls=("CKV_AWS_158",),
+    description="Log groups are encrypted with a customer-managed KMS key.",
+    enforcement=Enforcement.ADVISORY,
 )
 def log_group_encrypted(r: ResourceView, _: Context) -> Iterator[str]:
     if not r.inputs.get("kmsKeyId"):
@@ -460,10 +455,10 @@ def log_group_encrypted(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @AWS.resource_rule(
-    "subnet-no-public-ip-on-launch",
-    ("aws:ec2/subnet:Subnet",),
-    ("CKV_AWS_130", "AWS Security Hub EC2.15"),
-    "Subnets do not give instances public IP addresses on launch.",
+    name="subnet-no-public-ip-on-launch",
+    types=("aws:ec2/subnet:Subnet",),
+    controls=("CKV_AWS_130", "AWS Security Hub EC2.15"),
+    description="Subnets do not give instances public IP addresses on launch.",
 )
 def subnet_no_public_ip(r: ResourceView, _: Context) -> Iterator[str]:
     if r.inputs.get("mapPublicIpOnLaunch") is True:
@@ -471,7 +466,9 @@ def subnet_no_public_ip(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @AWS.stack_rule(
-    "vpc-flow-logs", ("CKV2_AWS_11", "AWS Security Hub EC2.6"), "Every VPC has flow logs.", ("aws",)
+    name="vpc-flow-logs",
+    controls=("CKV2_AWS_11", "AWS Security Hub EC2.6"),
+    description="Every VPC has flow logs.",
 )
 def vpc_flow_logs(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     logs = of_types(resources, "aws:ec2/flowLog:FlowLog")
@@ -512,16 +509,15 @@ def _web_only(entry: Mapping[str, Any]) -> bool:
 
 
 @AWS.stack_rule(
-    "sg-no-world-ingress",
-    (
+    name="sg-no-world-ingress",
+    controls=(
         "CKV_AWS_24",
         "CKV_AWS_25",
         "CKV_AWS_260",
         "AWS Security Hub EC2.18",
         "AWS Security Hub EC2.19",
     ),
-    "No security group admits 0.0.0.0/0 or ::/0, except the load balancer's 80/443.",
-    ("aws",),
+    description="No security group admits 0.0.0.0/0 or ::/0, except the load balancer's 80/443.",
 )
 def sg_no_world_ingress(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     groups = of_types(resources, SECURITY_GROUP)
@@ -541,10 +537,9 @@ def sg_no_world_ingress(resources: Sequence[ResourceView], _: Context) -> Iterat
 
 
 @AWS.stack_rule(
-    "aws-required-tags",
-    ("CKV_AWS_TAGGING (AWS Config required-tags)",),
-    "Taggable AWS resources carry the required tags (own or provider default tags).",
-    ("aws",),
+    name="aws-required-tags",
+    controls=("CKV_AWS_TAGGING (AWS Config required-tags)",),
+    description="Taggable AWS resources carry the required tags (own or provider default tags).",
 )
 def aws_required_tags(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     defaults = provider_defaults(resources, "pulumi:providers:aws", "defaultTags")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from infra.plans.model import UNKNOWN
@@ -77,16 +77,24 @@ ResourceCheck = Callable[[ResourceView, Context], Iterable[str]]
 StackCheck = Callable[[Sequence[ResourceView], Context], Iterable[Violation]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Rule:
+    """One check: a resource rule judges each resource of ``types``, a stack rule the stack."""
+
     name: str
     description: str
     controls: tuple[str, ...]
+    clouds: tuple[str, ...]
+    enforcement: Enforcement = Enforcement.MANDATORY
     types: tuple[str, ...] = ()
     resource_check: ResourceCheck | None = None
     stack_check: StackCheck | None = None
-    enforcement: Enforcement = Enforcement.MANDATORY
-    clouds: tuple[str, ...] = field(default=("aws", "gcp"))
+
+    def __post_init__(self) -> None:
+        if (self.resource_check is None) == (self.stack_check is None):
+            raise ValueError(f"rule {self.name}: give either resource_check or stack_check")
+        if self.resource_check is not None and not self.types:
+            raise ValueError(f"rule {self.name}: a resource rule names the types it judges")
 
     @property
     def label(self) -> str:
@@ -96,7 +104,7 @@ class Rule:
         """Every violation of this rule in a stack."""
         if self.stack_check is not None:
             return list(self.stack_check(resources, ctx))
-        assert self.resource_check is not None  # noqa: S101 - the registry sets one of the two
+        assert self.resource_check is not None  # noqa: S101 - __post_init__ requires one of the two
         return [
             Violation(r.urn, message)
             for r in resources
@@ -112,26 +120,34 @@ class Catalogue:
         self.clouds = clouds
         self.rules: list[Rule] = []
 
+    def add(self, rule: Rule) -> None:
+        """Add a rule; a resource type of another cloud than the catalogue's is an error."""
+        foreign = [t for t in rule.types if t.split(":", 1)[0] not in self.clouds]
+        if foreign:
+            raise ValueError(f"rule {rule.name}: {', '.join(foreign)} is not {self.clouds}")
+        self.rules.append(rule)
+
     def resource_rule(
         self,
+        *,
         name: str,
         types: Sequence[str],
         controls: Sequence[str],
         description: str,
         enforcement: Enforcement = Enforcement.MANDATORY,
     ) -> Callable[[ResourceCheck], ResourceCheck]:
+        """Declare the decorated function as a rule over each resource of ``types``."""
+
         def register(check: ResourceCheck) -> ResourceCheck:
-            cloud = types[0].split(":", 1)[0]
-            self.rules.append(
+            self.add(
                 Rule(
-                    name,
-                    description,
-                    tuple(controls),
-                    tuple(types),
-                    check,
-                    None,
-                    enforcement,
-                    (cloud,),
+                    name=name,
+                    description=description,
+                    controls=tuple(controls),
+                    clouds=self.clouds,
+                    enforcement=enforcement,
+                    types=tuple(types),
+                    resource_check=check,
                 )
             )
             return check
@@ -140,16 +156,23 @@ class Catalogue:
 
     def stack_rule(
         self,
+        *,
         name: str,
         controls: Sequence[str],
         description: str,
-        clouds: Sequence[str],
         enforcement: Enforcement = Enforcement.MANDATORY,
     ) -> Callable[[StackCheck], StackCheck]:
+        """Declare the decorated function as a rule over a whole stack."""
+
         def register(check: StackCheck) -> StackCheck:
-            self.rules.append(
+            self.add(
                 Rule(
-                    name, description, tuple(controls), (), None, check, enforcement, tuple(clouds)
+                    name=name,
+                    description=description,
+                    controls=tuple(controls),
+                    clouds=self.clouds,
+                    enforcement=enforcement,
+                    stack_check=check,
                 )
             )
             return check
@@ -244,10 +267,9 @@ BOTH = Catalogue("aws", "gcp")
 
 
 @BOTH.stack_rule(
-    "protect-stateful-in-production",
-    ("Pulumi protect (AWS Security Hub RDS.8 intent)",),
-    "Every resource that holds data is `protect`ed in production.",
-    ("aws", "gcp"),
+    name="protect-stateful-in-production",
+    controls=("Pulumi protect (AWS Security Hub RDS.8 intent)",),
+    description="Every resource that holds data is `protect`ed in production.",
 )
 def protect_stateful(resources: Sequence[ResourceView], ctx: Context) -> Iterator[Violation]:
     if not ctx.production:

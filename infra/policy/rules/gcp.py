@@ -33,10 +33,10 @@ GCS = ("gcp:storage/bucket:Bucket",)
 
 
 @GCP.resource_rule(
-    "cloudsql-no-public-ip",
-    SQL,
-    ("CKV_GCP_60",),
-    "Cloud SQL instances have no public IPv4 address.",
+    name="cloudsql-no-public-ip",
+    types=SQL,
+    controls=("CKV_GCP_60",),
+    description="Cloud SQL instances have no public IPv4 address.",
 )
 def cloudsql_no_public_ip(r: ResourceView, _: Context) -> Iterator[str]:
     # Cloud SQL turns a public address on unless ipv4Enabled is explicitly false.
@@ -45,10 +45,10 @@ def cloudsql_no_public_ip(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @GCP.resource_rule(
-    "cloudsql-no-open-networks",
-    SQL,
-    ("CKV_GCP_11",),
-    "Cloud SQL authorised networks never include 0.0.0.0/0.",
+    name="cloudsql-no-open-networks",
+    types=SQL,
+    controls=("CKV_GCP_11",),
+    description="Cloud SQL authorised networks never include 0.0.0.0/0.",
 )
 def cloudsql_no_open_networks(r: ResourceView, _: Context) -> Iterator[str]:
     for network in as_list(get(r.inputs, "settings.ipConfiguration.authorizedNetworks")):
@@ -57,7 +57,10 @@ def cloudsql_no_open_networks(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @GCP.resource_rule(
-    "cloudsql-require-tls", SQL, ("CKV_GCP_6",), "Cloud SQL accepts only encrypted connections."
+    name="cloudsql-require-tls",
+    types=SQL,
+    controls=("CKV_GCP_6",),
+    description="Cloud SQL accepts only encrypted connections.",
 )
 def cloudsql_require_tls(r: ResourceView, _: Context) -> Iterator[str]:
     mode = get(r.inputs, "settings.ipConfiguration.sslMode")
@@ -66,10 +69,10 @@ def cloudsql_require_tls(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @GCP.resource_rule(
-    "cloudsql-high-availability",
-    SQL,
-    ("CIS GCP 6.x (seed: HA in production)",),
-    "Cloud SQL is regional (HA) in production.",
+    name="cloudsql-high-availability",
+    types=SQL,
+    controls=("CIS GCP 6.x (seed: HA in production)",),
+    description="Cloud SQL is regional (HA) in production.",
 )
 def cloudsql_high_availability(r: ResourceView, ctx: Context) -> Iterator[str]:
     if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
@@ -79,10 +82,10 @@ def cloudsql_high_availability(r: ResourceView, ctx: Context) -> Iterator[str]:
 
 
 @GCP.resource_rule(
-    "cloudsql-backups",
-    SQL,
-    ("CKV_GCP_14",),
-    "Cloud SQL backs up daily; production also keeps point-in-time recovery.",
+    name="cloudsql-backups",
+    types=SQL,
+    controls=("CKV_GCP_14",),
+    description="Cloud SQL backs up daily; production also keeps point-in-time recovery.",
 )
 def cloudsql_backups(r: ResourceView, ctx: Context) -> Iterator[str]:
     if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
@@ -96,10 +99,10 @@ def cloudsql_backups(r: ResourceView, ctx: Context) -> Iterator[str]:
 
 
 @GCP.resource_rule(
-    "cloudsql-deletion-protection",
-    SQL,
-    ("AWS Security Hub RDS.8 (GCP equivalent)",),
-    "Cloud SQL keeps deletion protection in production.",
+    name="cloudsql-deletion-protection",
+    types=SQL,
+    controls=("AWS Security Hub RDS.8 (GCP equivalent)",),
+    description="Cloud SQL keeps deletion protection in production.",
 )
 def cloudsql_deletion_protection(r: ResourceView, ctx: Context) -> Iterator[str]:
     if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
@@ -110,27 +113,32 @@ def cloudsql_deletion_protection(r: ResourceView, ctx: Context) -> Iterator[str]
 
 
 @GCP.resource_rule(
-    "memorystore-encrypted-in-transit",
-    REDIS,
-    ("CKV_GCP_97",),
-    "Memorystore encrypts traffic in transit.",
+    name="memorystore-encrypted-in-transit",
+    types=REDIS,
+    controls=("CKV_GCP_97",),
+    description="Memorystore encrypts traffic in transit.",
 )
 def memorystore_in_transit(r: ResourceView, _: Context) -> Iterator[str]:
     if r.inputs.get("transitEncryptionMode") != "SERVER_AUTHENTICATION":
         yield f"transitEncryptionMode is {r.inputs.get('transitEncryptionMode')}"
 
 
-@GCP.resource_rule("memorystore-auth", REDIS, ("CKV_GCP_95",), "Memorystore requires AUTH.")
+@GCP.resource_rule(
+    name="memorystore-auth",
+    types=REDIS,
+    controls=("CKV_GCP_95",),
+    description="Memorystore requires AUTH.",
+)
 def memorystore_auth(r: ResourceView, _: Context) -> Iterator[str]:
     if not is_true(r.inputs, "authEnabled"):
         yield "authEnabled is not true"
 
 
 @GCP.resource_rule(
-    "memorystore-high-availability",
-    REDIS,
-    ("AWS Security Hub ElastiCache.3 (GCP equivalent)",),
-    "Memorystore is STANDARD_HA in production.",
+    name="memorystore-high-availability",
+    types=REDIS,
+    controls=("AWS Security Hub ElastiCache.3 (GCP equivalent)",),
+    description="Memorystore is STANDARD_HA in production.",
 )
 def memorystore_high_availability(r: ResourceView, ctx: Context) -> Iterator[str]:
     if ctx.production and r.inputs.get("tier") != "STANDARD_HA":
@@ -138,10 +146,10 @@ def memorystore_high_availability(r: ResourceView, ctx: Context) -> Iterator[str
 
 
 @GCP.resource_rule(
-    "gcp-kms-rotation",
-    ("gcp:kms/cryptoKey:CryptoKey",),
-    ("CKV_GCP_43",),
-    "Cloud KMS keys rotate at least every 90 days.",
+    name="gcp-kms-rotation",
+    types=("gcp:kms/cryptoKey:CryptoKey",),
+    controls=("CKV_GCP_43",),
+    description="Cloud KMS keys rotate at least every 90 days.",
 )
 def gcp_kms_rotation(r: ResourceView, _: Context) -> Iterator[str]:
     period = str(r.inputs.get("rotationPeriod") or "")
@@ -151,7 +159,10 @@ def gcp_kms_rotation(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @GCP.resource_rule(
-    "gcs-uniform-access", GCS, ("CKV_GCP_29",), "Storage buckets use uniform bucket-level access."
+    name="gcs-uniform-access",
+    types=GCS,
+    controls=("CKV_GCP_29",),
+    description="Storage buckets use uniform bucket-level access.",
 )
 def gcs_uniform_access(r: ResourceView, _: Context) -> Iterator[str]:
     if not is_true(r.inputs, "uniformBucketLevelAccess"):
@@ -159,27 +170,32 @@ def gcs_uniform_access(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @GCP.resource_rule(
-    "gcs-public-access-prevention",
-    GCS,
-    ("CKV_GCP_114",),
-    "Storage buckets enforce public access prevention.",
+    name="gcs-public-access-prevention",
+    types=GCS,
+    controls=("CKV_GCP_114",),
+    description="Storage buckets enforce public access prevention.",
 )
 def gcs_public_access_prevention(r: ResourceView, _: Context) -> Iterator[str]:
     if r.inputs.get("publicAccessPrevention") != "enforced":
         yield "publicAccessPrevention is not enforced"
 
 
-@GCP.resource_rule("gcs-versioning", GCS, ("CKV_GCP_78",), "Storage buckets keep object versions.")
+@GCP.resource_rule(
+    name="gcs-versioning",
+    types=GCS,
+    controls=("CKV_GCP_78",),
+    description="Storage buckets keep object versions.",
+)
 def gcs_versioning(r: ResourceView, _: Context) -> Iterator[str]:
     if not is_true(r.inputs, "versioning.enabled"):
         yield "versioning.enabled is not true"
 
 
 @GCP.resource_rule(
-    "gcp-firewall-no-world-ingress",
-    ("gcp:compute/firewall:Firewall",),
-    ("CKV_GCP_2", "CKV_GCP_3", "CKV_GCP_106"),
-    "Firewall rules admit 0.0.0.0/0 only on 80/443.",
+    name="gcp-firewall-no-world-ingress",
+    types=("gcp:compute/firewall:Firewall",),
+    controls=("CKV_GCP_2", "CKV_GCP_3", "CKV_GCP_106"),
+    description="Firewall rules admit 0.0.0.0/0 only on 80/443.",
 )
 def gcp_firewall_no_world(r: ResourceView, _: Context) -> Iterator[str]:
     if str(r.inputs.get("direction", "INGRESS")) != "INGRESS":
@@ -195,10 +211,10 @@ def gcp_firewall_no_world(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @GCP.resource_rule(
-    "gcp-subnet-flow-logs",
-    ("gcp:compute/subnetwork:Subnetwork",),
-    ("CKV_GCP_26",),
-    "Subnetworks record VPC flow logs.",
+    name="gcp-subnet-flow-logs",
+    types=("gcp:compute/subnetwork:Subnetwork",),
+    controls=("CKV_GCP_26",),
+    description="Subnetworks record VPC flow logs.",
 )
 def gcp_subnet_flow_logs(r: ResourceView, _: Context) -> Iterator[str]:
     if not isinstance(get(r.inputs, "logConfig"), Mapping):
@@ -206,10 +222,10 @@ def gcp_subnet_flow_logs(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @GCP.resource_rule(
-    "gcp-subnet-private-google-access",
-    ("gcp:compute/subnetwork:Subnetwork",),
-    ("CKV_GCP_74",),
-    "Subnetworks reach Google APIs privately.",
+    name="gcp-subnet-private-google-access",
+    types=("gcp:compute/subnetwork:Subnetwork",),
+    controls=("CKV_GCP_74",),
+    description="Subnetworks reach Google APIs privately.",
 )
 def gcp_subnet_private_access(r: ResourceView, _: Context) -> Iterator[str]:
     if not is_true(r.inputs, "privateIpGoogleAccess"):
@@ -217,10 +233,10 @@ def gcp_subnet_private_access(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @GCP.resource_rule(
-    "gcp-modern-tls",
-    ("gcp:compute/sSLPolicy:SSLPolicy",),
-    ("CIS GCP 3.9",),
-    "Load balancer SSL policies require TLS 1.2 with a MODERN or RESTRICTED profile.",
+    name="gcp-modern-tls",
+    types=("gcp:compute/sSLPolicy:SSLPolicy",),
+    controls=("CIS GCP 3.9",),
+    description="Load balancer SSL policies require TLS 1.2 with a MODERN or RESTRICTED profile.",
 )
 def gcp_modern_tls(r: ResourceView, _: Context) -> Iterator[str]:
     if r.inputs.get("minTlsVersion") != "TLS_1_2":
@@ -230,11 +246,11 @@ def gcp_modern_tls(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @GCP.resource_rule(
-    "cloudrun-ingress-via-load-balancer",
-    ("gcp:cloudrunv2/service:Service",),
-    ("CKV_GCP_102 (seed: traffic through the load balancer)",),
-    "Cloud Run takes traffic only through the load balancer or the VPC.",
-    Enforcement.ADVISORY,
+    name="cloudrun-ingress-via-load-balancer",
+    types=("gcp:cloudrunv2/service:Service",),
+    controls=("CKV_GCP_102 (seed: traffic through the load balancer)",),
+    description="Cloud Run takes traffic only through the load balancer or the VPC.",
+    enforcement=Enforcement.ADVISORY,
 )
 def cloudrun_ingress(r: ResourceView, _: Context) -> Iterator[str]:
     if r.inputs.get("ingress", "INGRESS_TRAFFIC_ALL") == "INGRESS_TRAFFIC_ALL":
@@ -242,10 +258,12 @@ def cloudrun_ingress(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @GCP.resource_rule(
-    "cloudrun-secrets-not-in-environment",
-    ("gcp:cloudrunv2/service:Service", "gcp:cloudrunv2/workerPool:WorkerPool"),
-    ("AWS Security Hub ECS.8 (GCP equivalent)",),
-    "Credentials reach Cloud Run through Secret Manager references, never plain values.",
+    name="cloudrun-secrets-not-in-environment",
+    types=("gcp:cloudrunv2/service:Service", "gcp:cloudrunv2/workerPool:WorkerPool"),
+    controls=("AWS Security Hub ECS.8 (GCP equivalent)",),
+    description=(
+        "Credentials reach Cloud Run through Secret Manager references, never plain values."
+    ),
 )
 def cloudrun_secrets_not_in_environment(r: ResourceView, _: Context) -> Iterator[str]:
     containers = as_list(get(r.inputs, "template.containers")) or as_list(
@@ -265,10 +283,11 @@ _LABEL_PATHS = {"gcp:sql/databaseInstance:DatabaseInstance": "settings.userLabel
 
 
 @GCP.stack_rule(
-    "gcp-required-labels",
-    ("CKV_GCP_LABELS (required labels)",),
-    "Labelled GCP resources carry the required labels (own or provider default labels).",
-    ("gcp",),
+    name="gcp-required-labels",
+    controls=("CKV_GCP_LABELS (required labels)",),
+    description=(
+        "Labelled GCP resources carry the required labels (own or provider default labels)."
+    ),
 )
 def gcp_required_labels(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     defaults = provider_defaults(resources, "pulumi:providers:gcp", "defaultLabels")
