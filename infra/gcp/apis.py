@@ -14,33 +14,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.gcp.google_apis import required_apis
 from infra.settings import EnvironmentSettings
-
-# The API each resource module of pulumi-gcp calls (type token module -> service). The
-# deploy-readiness rule gcp-api-enabled reads the same table.
-API_OF_MODULE = {
-    "artifactregistry": "artifactregistry.googleapis.com",
-    "cloudrunv2": "run.googleapis.com",
-    "compute": "compute.googleapis.com",
-    "dns": "dns.googleapis.com",
-    "kms": "cloudkms.googleapis.com",
-    "monitoring": "monitoring.googleapis.com",
-    "projects": "cloudresourcemanager.googleapis.com",
-    "redis": "redis.googleapis.com",
-    "secretmanager": "secretmanager.googleapis.com",
-    "serviceaccount": "iam.googleapis.com",
-    "servicenetworking": "servicenetworking.googleapis.com",
-    "sql": "sqladmin.googleapis.com",
-    "vpcaccess": "vpcaccess.googleapis.com",
-}
-# Needed without a resource of their own: ServiceIdentity resources call Service Usage.
-EXTRA_APIS = ("serviceusage.googleapis.com", "iamcredentials.googleapis.com")
-# Resource types that manage APIs themselves (and so cannot wait for them).
-ENABLES_APIS = frozenset({"gcp:projects/service:Service"})
-
-
-def required_apis() -> list[str]:
-    return sorted({*API_OF_MODULE.values(), *EXTRA_APIS})
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from infra.gcp.apis import API_OF_MODULE, ENABLES_APIS
+from infra.gcp.google_apis import API_OF_MODULE, ENABLES_APIS
 from infra.policy.readiness.common import (
     by_urn,
     check_name,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from infra.bootstrap.gcp import ROLES
-from infra.gcp.apis import API_OF_MODULE, ENABLES_APIS
 from infra.gcp.compute import REDIS_CA_PATH
 from infra.gcp.database import backup_retention
+from infra.gcp.google_apis import API_OF_MODULE, ENABLES_APIS
 from infra.gcp.secrets import REDIS_CA
 from infra.plans.model import Plan, Resource
 from infra.plans.offline import render
