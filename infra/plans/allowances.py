@@ -16,14 +16,23 @@ fails the guard (it no longer allows anything), so allowances cannot outlive the
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+)
+
+from infra.loading import load_toml_model
 from infra.settings import ENVIRONMENTS_DIR, SettingsError
 
 ALLOW_FILE = "allow-replace.toml"
-_KEYS = frozenset({"urn", "reason", "expires"})
 
 
 @dataclass(frozen=True)
@@ -41,48 +50,53 @@ class Allowance:
         return today > self.expires
 
 
-def _entry(raw: object, path: Path, index: int, environment: str) -> Allowance:
-    where = f"allow[{index}]"
-    if not isinstance(raw, dict):
-        raise SettingsError(path, where, "each [[allow]] entry is a table")
-    unknown = sorted(set(raw) - _KEYS)
-    if unknown:
-        raise SettingsError(path, f"{where}.{unknown[0]}", "unknown key (urn, reason, expires)")
-    for key in sorted(_KEYS - set(raw)):
-        raise SettingsError(path, f"{where}.{key}", "missing")
-    urn, reason, expires = raw["urn"], raw["reason"], raw["expires"]
-    if not isinstance(urn, str) or not urn.startswith(f"urn:pulumi:{environment}::"):
-        raise SettingsError(
-            path,
-            f"{where}.urn",
-            f"must be a URN of a {environment} stack (urn:pulumi:{environment}::...)",
-        )
-    if not isinstance(reason, str) or not reason.strip():
-        raise SettingsError(path, f"{where}.reason", "say why the replacement is needed")
-    if isinstance(expires, dt.datetime) or not isinstance(expires, dt.date):
-        raise SettingsError(path, f"{where}.expires", "a date, for example 2026-12-31")
-    return Allowance(environment, urn, reason.strip(), expires, str(path))
+def _toml_date(value: Any, handler: ValidatorFunctionWrapHandler) -> dt.date:
+    try:
+        date: dt.date = handler(value)
+    except ValidationError:
+        raise ValueError("a date, for example 2026-12-31 (a TOML date: no quotes)") from None
+    return date
+
+
+class _Model(BaseModel):
+    # strict: a quoted "2026-12-31" is not a date, nor 3 a URN; extra: an unknown key is an error.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class _Entry(_Model):
+    urn: str
+    reason: str
+    # Strict: a TOML date only (a date-time is refused too).
+    expires: Annotated[dt.date, WrapValidator(_toml_date)]
+
+    @field_validator("reason")
+    @classmethod
+    def _said(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("say why the replacement is needed")
+        return value.strip()
+
+
+class _AllowFile(_Model):
+    allow: list[_Entry] = []
 
 
 def load_allowances(environment: str, root: Path | None = None) -> list[Allowance]:
     """The environment's reviewed allowances (none when it has no allow-replace.toml)."""
     path = (root or ENVIRONMENTS_DIR) / environment / ALLOW_FILE
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         return []
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(path, None, f"invalid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"allow"})
-    if unknown:
-        raise SettingsError(path, unknown[0], "unknown key (only [[allow]] entries)")
-    entries = data.get("allow", [])
-    if not isinstance(entries, list):
-        raise SettingsError(path, "allow", "use [[allow]] tables")
-    found = [_entry(raw, path, i, environment) for i, raw in enumerate(entries)]
+    entries = load_toml_model(path, _AllowFile, SettingsError).allow
     seen: set[str] = set()
-    for index, allowance in enumerate(found):
-        if allowance.urn in seen:
+    for index, entry in enumerate(entries):
+        # What the file's own environment can replace: a URN of one of its stacks.
+        if not entry.urn.startswith(f"urn:pulumi:{environment}::"):
+            raise SettingsError(
+                path,
+                f"allow[{index}].urn",
+                f"must be a URN of a {environment} stack (urn:pulumi:{environment}::...)",
+            )
+        if entry.urn in seen:
             raise SettingsError(path, f"allow[{index}].urn", "listed twice")
-        seen.add(allowance.urn)
-    return found
+        seen.add(entry.urn)
+    return [Allowance(environment, e.urn, e.reason, e.expires, str(path)) for e in entries]

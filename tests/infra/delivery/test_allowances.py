@@ -109,6 +109,9 @@ def test_an_expired_entry_fails_even_without_a_baseline(
     assert "Expired entries in allow-replace.toml" in (out / "report.md").read_text()
 
 
+_URN_AND_REASON = '[[allow]]\nurn = "urn:pulumi:production::a::b::c"\nreason = "r"\n'
+
+
 @pytest.mark.parametrize(
     ("text", "key", "message"),
     [
@@ -128,10 +131,25 @@ def test_an_expired_entry_fails_even_without_a_baseline(
             "a date",
         ),
         (
-            '[[allow]]\nurn = "urn:pulumi:production::a::b::c"\nowner = "me"\n',
+            (
+                '[[allow]]\nurn = "urn:pulumi:production::a::b::c"\nreason = "r"\n'
+                'expires = 2030-01-01\nowner = "me"\n'
+            ),
             "allow[0].owner",
             "unknown key",
         ),
+        (
+            f"{_URN_AND_REASON}expires = 2030-01-01T00:00:00Z\n",
+            "allow[0].expires",
+            "a date, for example 2026-12-31",
+        ),
+        (
+            f"{_URN_AND_REASON}expires = 2030-01-01\n" * 2,
+            "allow[1].urn",
+            "listed twice",
+        ),
+        ("allow = 3\n", "allow", "valid list"),
+        ("[[allow]\n", None, "invalid TOML"),
         (
             (
                 '[[allow]]\nurn = "urn:pulumi:production::a::b::c"\n'
@@ -144,12 +162,13 @@ def test_an_expired_entry_fails_even_without_a_baseline(
     ],
 )
 def test_malformed_entries_name_the_file_and_key(
-    tmp_path: Path, text: str, key: str, message: str
+    tmp_path: Path, text: str, key: str | None, message: str
 ) -> None:
     _write(tmp_path, text)
     with pytest.raises(SettingsError, match=message) as caught:
         load_allowances("production", tmp_path)
-    assert f"key '{key}'" in str(caught.value)
+    if key is not None:
+        assert f"key '{key}'" in str(caught.value)
     assert "allow-replace.toml" in str(caught.value)
 
 
