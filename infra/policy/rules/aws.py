@@ -8,14 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from infra.plans.stateful import is_replica
 from infra.policy.rules.common import (
+    ANY_VALUE,
     SECRET_WORDS,
     WEB_PORTS,
     WORLD,
     Catalogue,
     Context,
     ResourceView,
+    ValueCheck,
     Violation,
     as_int,
     as_list,
@@ -24,6 +25,7 @@ from infra.policy.rules.common import (
     is_true,
     is_unknown,
     of_types,
+    primary,
     provider_defaults,
     refers_to,
 )
@@ -50,28 +52,22 @@ def rds_storage_encrypted(r: ResourceView, _: Context) -> Iterator[str]:
         yield "storageEncrypted without kmsKeyId: the AWS-managed key cannot be audited or rotated"
 
 
-@AWS.resource_rule(
+AWS.value_rule(
     name="rds-not-public",
     types=RDS,
     controls=("CKV_AWS_17", "AWS Security Hub RDS.2"),
     description="RDS instances are not publicly accessible.",
+    check=ValueCheck(key="publiclyAccessible", forbidden=(True,)),
 )
-def rds_not_public(r: ResourceView, _: Context) -> Iterator[str]:
-    if r.inputs.get("publiclyAccessible") is True:
-        yield "publiclyAccessible is true"
 
 
-@AWS.resource_rule(
+AWS.value_rule(
     name="rds-multi-az",
     types=RDS,
     controls=("CKV_AWS_157", "AWS Security Hub RDS.5"),
     description="RDS instances are Multi-AZ in production.",
+    check=ValueCheck(key="multiAz", production_only=True, applies=primary),
 )
-def rds_multi_az(r: ResourceView, ctx: Context) -> Iterator[str]:
-    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
-        return
-    if ctx.production and not is_true(r.inputs, "multiAz"):
-        yield "multiAz is not true in production"
 
 
 @AWS.resource_rule(
@@ -81,7 +77,7 @@ def rds_multi_az(r: ResourceView, ctx: Context) -> Iterator[str]:
     description="RDS backups are retained (7 days or more in staging and production).",
 )
 def rds_backup_retention(r: ResourceView, ctx: Context) -> Iterator[str]:
-    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
+    if not primary(r):
         return
     days = as_int(r.inputs.get("backupRetentionPeriod"))
     floor = 7 if ctx.hardened else 1
@@ -89,17 +85,13 @@ def rds_backup_retention(r: ResourceView, ctx: Context) -> Iterator[str]:
         yield f"backupRetentionPeriod is {days}; at least {floor} days in {ctx.environment}"
 
 
-@AWS.resource_rule(
+AWS.value_rule(
     name="rds-deletion-protection",
     types=RDS,
     controls=("CKV_AWS_293", "AWS Security Hub RDS.8"),
     description="RDS instances have deletion protection in production.",
+    check=ValueCheck(key="deletionProtection", production_only=True, applies=primary),
 )
-def rds_deletion_protection(r: ResourceView, ctx: Context) -> Iterator[str]:
-    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
-        return
-    if ctx.production and not is_true(r.inputs, "deletionProtection"):
-        yield "deletionProtection is not true in production"
 
 
 @AWS.stack_rule(
@@ -131,26 +123,22 @@ def rds_in_transit(resources: Sequence[ResourceView], _: Context) -> Iterator[Vi
 CACHE = ("aws:elasticache/replicationGroup:ReplicationGroup",)
 
 
-@AWS.resource_rule(
+AWS.value_rule(
     name="elasticache-encrypted-at-rest",
     types=CACHE,
     controls=("CKV_AWS_29", "AWS Security Hub ElastiCache.4"),
     description="ElastiCache replication groups are encrypted at rest.",
+    check=ValueCheck(key="atRestEncryptionEnabled"),
 )
-def cache_at_rest(r: ResourceView, _: Context) -> Iterator[str]:
-    if not is_true(r.inputs, "atRestEncryptionEnabled"):
-        yield "atRestEncryptionEnabled is not true"
 
 
-@AWS.resource_rule(
+AWS.value_rule(
     name="elasticache-encrypted-in-transit",
     types=CACHE,
     controls=("CKV_AWS_30", "AWS Security Hub ElastiCache.5"),
     description="ElastiCache replication groups encrypt traffic in transit.",
+    check=ValueCheck(key="transitEncryptionEnabled"),
 )
-def cache_in_transit(r: ResourceView, _: Context) -> Iterator[str]:
-    if not is_true(r.inputs, "transitEncryptionEnabled"):
-        yield "transitEncryptionEnabled is not true"
 
 
 @AWS.resource_rule(
@@ -241,28 +229,24 @@ def alb_waf(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation
             yield Violation(lb.urn, "no aws:wafv2/webAclAssociation for this load balancer")
 
 
-@AWS.resource_rule(
+AWS.value_rule(
     name="alb-drop-invalid-headers",
     types=BALANCERS,
     controls=("CKV_AWS_131", "AWS Security Hub ELB.4"),
     description="Application load balancers drop invalid HTTP headers.",
+    check=ValueCheck(key="dropInvalidHeaderFields", applies=_application),
     enforcement=Enforcement.ADVISORY,
 )
-def alb_drop_invalid_headers(r: ResourceView, _: Context) -> Iterator[str]:
-    if _application(r) and not is_true(r.inputs, "dropInvalidHeaderFields"):
-        yield "dropInvalidHeaderFields is not true"
 
 
-@AWS.resource_rule(
+AWS.value_rule(
     name="alb-deletion-protection",
     types=BALANCERS,
     controls=("CKV_AWS_150", "AWS Security Hub ELB.6"),
     description="Load balancers have deletion protection in production.",
+    check=ValueCheck(key="enableDeletionProtection", production_only=True),
     enforcement=Enforcement.ADVISORY,
 )
-def alb_deletion_protection(r: ResourceView, ctx: Context) -> Iterator[str]:
-    if ctx.production and not is_true(r.inputs, "enableDeletionProtection"):
-        yield "enableDeletionProtection is not true in production"
 
 
 # -- S3 --------------------------------------------------------------------------------------------
@@ -348,27 +332,27 @@ def kms_key_rotation(r: ResourceView, _: Context) -> Iterator[str]:
         yield "enableKeyRotation is not true"
 
 
-@AWS.resource_rule(
+AWS.value_rule(
     name="secrets-customer-key",
     types=("aws:secretsmanager/secret:Secret",),
     controls=("CKV_AWS_149",),
     description="Secrets Manager secrets are encrypted with a customer-managed KMS key.",
+    check=ValueCheck(
+        key="kmsKeyId",
+        expected=(ANY_VALUE,),
+        why="encrypted with the account's default aws/secretsmanager key",
+    ),
     enforcement=Enforcement.ADVISORY,
 )
-def secrets_customer_key(r: ResourceView, _: Context) -> Iterator[str]:
-    if not r.inputs.get("kmsKeyId"):
-        yield "no kmsKeyId: encrypted with the account's default aws/secretsmanager key"
 
 
-@AWS.resource_rule(
+AWS.value_rule(
     name="ecr-scan-on-push",
     types=("aws:ecr/repository:Repository",),
     controls=("CKV_AWS_163",),
     description="ECR repositories scan images on push.",
+    check=ValueCheck(key="imageScanningConfiguration.scanOnPush"),
 )
-def ecr_scan_on_push(r: ResourceView, _: Context) -> Iterator[str]:
-    if not is_true(r.inputs, "imageScanningConfiguration.scanOnPush"):
-        yield "imageScanningConfiguration.scanOnPush is not true"
 
 
 # -- ECS -------------------------------------------------------------------------------------------
@@ -384,15 +368,13 @@ def _containers(r: ResourceView) -> list[Mapping[str, Any]] | None:
     return [c for c in decoded if isinstance(c, Mapping)]
 
 
-@AWS.resource_rule(
+AWS.value_rule(
     name="ecs-no-public-ip",
     types=("aws:ecs/service:Service",),
     controls=("CKV_AWS_333", "AWS Security Hub ECS.2"),
     description="ECS services do not assign public IP addresses to tasks.",
+    check=ValueCheck(key="networkConfiguration.assignPublicIp", forbidden=(True,)),
 )
-def ecs_no_public_ip(r: ResourceView, _: Context) -> Iterator[str]:
-    if get(r.inputs, "networkConfiguration.assignPublicIp") is True:
-        yield "networkConfiguration.assignPublicIp is true"
 
 
 @AWS.resource_rule(
@@ -442,27 +424,23 @@ def log_retention(r: ResourceView, ctx: Context) -> Iterator[str]:
         yield f"retentionInDays {days} is below {ctx.environment}'s {ctx.min_log_retention_days}"
 
 
-@AWS.resource_rule(
+AWS.value_rule(
     name="log-group-encrypted",
     types=("aws:cloudwatch/logGroup:LogGroup",),
     controls=("CKV_AWS_158",),
     description="Log groups are encrypted with a customer-managed KMS key.",
+    check=ValueCheck(key="kmsKeyId", expected=(ANY_VALUE,)),
     enforcement=Enforcement.ADVISORY,
 )
-def log_group_encrypted(r: ResourceView, _: Context) -> Iterator[str]:
-    if not r.inputs.get("kmsKeyId"):
-        yield "no kmsKeyId"
 
 
-@AWS.resource_rule(
+AWS.value_rule(
     name="subnet-no-public-ip-on-launch",
     types=("aws:ec2/subnet:Subnet",),
     controls=("CKV_AWS_130", "AWS Security Hub EC2.15"),
     description="Subnets do not give instances public IP addresses on launch.",
+    check=ValueCheck(key="mapPublicIpOnLaunch", forbidden=(True,)),
 )
-def subnet_no_public_ip(r: ResourceView, _: Context) -> Iterator[str]:
-    if r.inputs.get("mapPublicIpOnLaunch") is True:
-        yield "mapPublicIpOnLaunch is true"
 
 
 @AWS.stack_rule(

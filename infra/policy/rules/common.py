@@ -179,6 +179,25 @@ class Catalogue:
 
         return register
 
+    def value_rule(
+        self,
+        *,
+        name: str,
+        types: Sequence[str],
+        controls: Sequence[str],
+        description: str,
+        check: ValueCheck,
+        enforcement: Enforcement = Enforcement.MANDATORY,
+    ) -> None:
+        """Declare a rule that compares one input of each resource of ``types`` with its values."""
+        self.resource_rule(
+            name=name,
+            types=types,
+            controls=controls,
+            description=description,
+            enforcement=enforcement,
+        )(check)
+
 
 # -- reading inputs --------------------------------------------------------------------------------
 
@@ -261,6 +280,77 @@ def provider_defaults(
     return merged
 
 
+# -- one input against its values -----------------------------------------------------------------
+
+# ``expected`` holding this: any value passes, as long as the input is set (not empty).
+ANY_VALUE = "*"
+
+
+def _one_of(value: Any, values: Sequence[Any]) -> bool:
+    # True and False match only themselves: 1 == True in Python, but a 1 is no flag turned on.
+    return any(
+        value is v if isinstance(v, bool) else not isinstance(value, bool) and value == v
+        for v in values
+    )
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "unset" if value is None else str(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValueCheck:
+    """A rule's check of one input against the values it may take (or must not take).
+
+    After checkov's ``BaseResourceValueCheck`` (bridgecrewio/checkov,
+    checkov/terraform/checks/resource/base_resource_value_check.py): an inspected key, the
+    expected values (``True`` unless told; ``ANY_VALUE`` for any value), and what a missing key
+    means (here the provider's ``default``, else unset, which fails an expected value). As
+    ``is_true`` always has, an unknown value from a live preview counts as true.
+    """
+
+    key: str  # a dotted path into the inputs, as ``get`` reads it
+    expected: tuple[Any, ...] = (True,)
+    # When given, these values fail and any other passes (``expected`` is then not read).
+    forbidden: tuple[Any, ...] = ()
+    # The value the provider takes when the input is not set.
+    default: Any = None
+    # Judged in the production tier only (the message says "in production").
+    production_only: bool = False
+    # Which resources of the rule's types are judged at all (None: every one).
+    applies: Callable[[ResourceView], bool] | None = None
+    # Appended to the "no <key>" message of an ANY_VALUE check: what the missing value means.
+    why: str = ""
+
+    def _finding(self, value: Any) -> str | None:
+        if self.forbidden:
+            return f"{self.key} is {_shown(value)}" if _one_of(value, self.forbidden) else None
+        if ANY_VALUE in self.expected:
+            return None if value else f"no {self.key}" + (f": {self.why}" if self.why else "")
+        if _one_of(value, self.expected) or (True in self.expected and is_unknown(value)):
+            return None
+        if len(self.expected) == 1 and isinstance(self.expected[0], bool):
+            return f"{self.key} is not {_shown(self.expected[0])}"
+        return f"{self.key} is {_shown(value)}"
+
+    def __call__(self, r: ResourceView, ctx: Context) -> Iterator[str]:
+        if self.production_only and not ctx.production:
+            return
+        if self.applies is not None and not self.applies(r):
+            return
+        value = get(r.inputs, self.key)
+        finding = self._finding(self.default if value is None else value)
+        if finding is not None:
+            yield finding + (" in production" if self.production_only else "")
+
+
+def primary(r: ResourceView) -> bool:
+    """Not a read replica: a replica's backups, availability and protection are its source's."""
+    return not is_replica(r.type, r.inputs)
+
+
 # -- both clouds ---------------------------------------------------------------------------------
 
 BOTH = Catalogue("aws", "gcp")
@@ -275,5 +365,5 @@ def protect_stateful(resources: Sequence[ResourceView], ctx: Context) -> Iterato
     if not ctx.production:
         return
     for r in resources:
-        if r.custom and is_stateful(r.type) and not is_replica(r.type, r.inputs) and not r.protect:
+        if r.custom and is_stateful(r.type) and primary(r) and not r.protect:
             yield Violation(r.urn, "stateful resource without protect in production")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
-from infra.plans.stateful import is_replica
 from infra.policy.rules.common import (
     SECRET_WORDS,
     WEB_PORTS,
@@ -15,11 +14,13 @@ from infra.policy.rules.common import (
     Catalogue,
     Context,
     ResourceView,
+    ValueCheck,
     Violation,
     as_int,
     as_list,
     get,
     is_true,
+    primary,
     provider_defaults,
 )
 from infra.settings import Enforcement
@@ -32,16 +33,14 @@ REDIS = ("gcp:redis/instance:Instance",)
 GCS = ("gcp:storage/bucket:Bucket",)
 
 
-@GCP.resource_rule(
+GCP.value_rule(
     name="cloudsql-no-public-ip",
     types=SQL,
     controls=("CKV_GCP_60",),
     description="Cloud SQL instances have no public IPv4 address.",
-)
-def cloudsql_no_public_ip(r: ResourceView, _: Context) -> Iterator[str]:
     # Cloud SQL turns a public address on unless ipv4Enabled is explicitly false.
-    if get(r.inputs, "settings.ipConfiguration.ipv4Enabled") is not False:
-        yield "settings.ipConfiguration.ipv4Enabled is not false"
+    check=ValueCheck(key="settings.ipConfiguration.ipv4Enabled", expected=(False,)),
+)
 
 
 @GCP.resource_rule(
@@ -56,29 +55,30 @@ def cloudsql_no_open_networks(r: ResourceView, _: Context) -> Iterator[str]:
             yield f"authorizedNetworks includes {network.get('value')}"
 
 
-@GCP.resource_rule(
+GCP.value_rule(
     name="cloudsql-require-tls",
     types=SQL,
     controls=("CKV_GCP_6",),
     description="Cloud SQL accepts only encrypted connections.",
+    check=ValueCheck(
+        key="settings.ipConfiguration.sslMode",
+        expected=("ENCRYPTED_ONLY", "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"),
+    ),
 )
-def cloudsql_require_tls(r: ResourceView, _: Context) -> Iterator[str]:
-    mode = get(r.inputs, "settings.ipConfiguration.sslMode")
-    if mode not in ("ENCRYPTED_ONLY", "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"):
-        yield f"settings.ipConfiguration.sslMode is {mode}"
 
 
-@GCP.resource_rule(
+GCP.value_rule(
     name="cloudsql-high-availability",
     types=SQL,
     controls=("CIS GCP 6.x (seed: HA in production)",),
     description="Cloud SQL is regional (HA) in production.",
+    check=ValueCheck(
+        key="settings.availabilityType",
+        expected=("REGIONAL",),
+        production_only=True,
+        applies=primary,
+    ),
 )
-def cloudsql_high_availability(r: ResourceView, ctx: Context) -> Iterator[str]:
-    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
-        return
-    if ctx.production and get(r.inputs, "settings.availabilityType") != "REGIONAL":
-        yield "settings.availabilityType is not REGIONAL in production"
 
 
 @GCP.resource_rule(
@@ -88,7 +88,7 @@ def cloudsql_high_availability(r: ResourceView, ctx: Context) -> Iterator[str]:
     description="Cloud SQL backs up daily; production also keeps point-in-time recovery.",
 )
 def cloudsql_backups(r: ResourceView, ctx: Context) -> Iterator[str]:
-    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
+    if not primary(r):
         return
     if not is_true(r.inputs, "settings.backupConfiguration.enabled"):
         yield "settings.backupConfiguration.enabled is not true"
@@ -98,51 +98,43 @@ def cloudsql_backups(r: ResourceView, ctx: Context) -> Iterator[str]:
         yield "point-in-time recovery is off in production"
 
 
-@GCP.resource_rule(
+GCP.value_rule(
     name="cloudsql-deletion-protection",
     types=SQL,
     controls=("AWS Security Hub RDS.8 (GCP equivalent)",),
     description="Cloud SQL keeps deletion protection in production.",
-)
-def cloudsql_deletion_protection(r: ResourceView, ctx: Context) -> Iterator[str]:
-    if is_replica(r.type, r.inputs):  # a read replica: backups and HA are its source's
-        return
     # The provider defaults deletionProtection to true: only an explicit false disables it.
-    if ctx.production and r.inputs.get("deletionProtection") is False:
-        yield "deletionProtection is false in production"
+    check=ValueCheck(
+        key="deletionProtection", forbidden=(False,), production_only=True, applies=primary
+    ),
+)
 
 
-@GCP.resource_rule(
+GCP.value_rule(
     name="memorystore-encrypted-in-transit",
     types=REDIS,
     controls=("CKV_GCP_97",),
     description="Memorystore encrypts traffic in transit.",
+    check=ValueCheck(key="transitEncryptionMode", expected=("SERVER_AUTHENTICATION",)),
 )
-def memorystore_in_transit(r: ResourceView, _: Context) -> Iterator[str]:
-    if r.inputs.get("transitEncryptionMode") != "SERVER_AUTHENTICATION":
-        yield f"transitEncryptionMode is {r.inputs.get('transitEncryptionMode')}"
 
 
-@GCP.resource_rule(
+GCP.value_rule(
     name="memorystore-auth",
     types=REDIS,
     controls=("CKV_GCP_95",),
     description="Memorystore requires AUTH.",
+    check=ValueCheck(key="authEnabled"),
 )
-def memorystore_auth(r: ResourceView, _: Context) -> Iterator[str]:
-    if not is_true(r.inputs, "authEnabled"):
-        yield "authEnabled is not true"
 
 
-@GCP.resource_rule(
+GCP.value_rule(
     name="memorystore-high-availability",
     types=REDIS,
     controls=("AWS Security Hub ElastiCache.3 (GCP equivalent)",),
     description="Memorystore is STANDARD_HA in production.",
+    check=ValueCheck(key="tier", expected=("STANDARD_HA",), production_only=True),
 )
-def memorystore_high_availability(r: ResourceView, ctx: Context) -> Iterator[str]:
-    if ctx.production and r.inputs.get("tier") != "STANDARD_HA":
-        yield f"tier is {r.inputs.get('tier')} in production"
 
 
 @GCP.resource_rule(
@@ -158,37 +150,31 @@ def gcp_kms_rotation(r: ResourceView, _: Context) -> Iterator[str]:
         yield f"rotationPeriod is {period or 'unset'}; at most 7776000s"
 
 
-@GCP.resource_rule(
+GCP.value_rule(
     name="gcs-uniform-access",
     types=GCS,
     controls=("CKV_GCP_29",),
     description="Storage buckets use uniform bucket-level access.",
+    check=ValueCheck(key="uniformBucketLevelAccess"),
 )
-def gcs_uniform_access(r: ResourceView, _: Context) -> Iterator[str]:
-    if not is_true(r.inputs, "uniformBucketLevelAccess"):
-        yield "uniformBucketLevelAccess is not true"
 
 
-@GCP.resource_rule(
+GCP.value_rule(
     name="gcs-public-access-prevention",
     types=GCS,
     controls=("CKV_GCP_114",),
     description="Storage buckets enforce public access prevention.",
+    check=ValueCheck(key="publicAccessPrevention", expected=("enforced",)),
 )
-def gcs_public_access_prevention(r: ResourceView, _: Context) -> Iterator[str]:
-    if r.inputs.get("publicAccessPrevention") != "enforced":
-        yield "publicAccessPrevention is not enforced"
 
 
-@GCP.resource_rule(
+GCP.value_rule(
     name="gcs-versioning",
     types=GCS,
     controls=("CKV_GCP_78",),
     description="Storage buckets keep object versions.",
+    check=ValueCheck(key="versioning.enabled"),
 )
-def gcs_versioning(r: ResourceView, _: Context) -> Iterator[str]:
-    if not is_true(r.inputs, "versioning.enabled"):
-        yield "versioning.enabled is not true"
 
 
 @GCP.resource_rule(
@@ -221,15 +207,13 @@ def gcp_subnet_flow_logs(r: ResourceView, _: Context) -> Iterator[str]:
         yield "no logConfig"
 
 
-@GCP.resource_rule(
+GCP.value_rule(
     name="gcp-subnet-private-google-access",
     types=("gcp:compute/subnetwork:Subnetwork",),
     controls=("CKV_GCP_74",),
     description="Subnetworks reach Google APIs privately.",
+    check=ValueCheck(key="privateIpGoogleAccess"),
 )
-def gcp_subnet_private_access(r: ResourceView, _: Context) -> Iterator[str]:
-    if not is_true(r.inputs, "privateIpGoogleAccess"):
-        yield "privateIpGoogleAccess is not true"
 
 
 @GCP.resource_rule(
@@ -245,16 +229,16 @@ def gcp_modern_tls(r: ResourceView, _: Context) -> Iterator[str]:
         yield f"profile is {r.inputs.get('profile')}"
 
 
-@GCP.resource_rule(
+GCP.value_rule(
     name="cloudrun-ingress-via-load-balancer",
     types=("gcp:cloudrunv2/service:Service",),
     controls=("CKV_GCP_102 (seed: traffic through the load balancer)",),
     description="Cloud Run takes traffic only through the load balancer or the VPC.",
+    check=ValueCheck(
+        key="ingress", forbidden=("INGRESS_TRAFFIC_ALL",), default="INGRESS_TRAFFIC_ALL"
+    ),
     enforcement=Enforcement.ADVISORY,
 )
-def cloudrun_ingress(r: ResourceView, _: Context) -> Iterator[str]:
-    if r.inputs.get("ingress", "INGRESS_TRAFFIC_ALL") == "INGRESS_TRAFFIC_ALL":
-        yield "ingress is INGRESS_TRAFFIC_ALL"
 
 
 @GCP.resource_rule(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from infra.policy.readiness import READINESS, readiness_names
 from infra.policy.rules import RULES, Context, ResourceView, Rule, rules_by_name
 from infra.policy.rules.aws import AWS
-from infra.policy.rules.common import BOTH, Catalogue
+from infra.policy.rules.common import ANY_VALUE, BOTH, Catalogue, ValueCheck, primary
 from infra.policy.rules.gcp import GCP
 from tests.infra.policy.rules.cases import Case, check_case, in_dev, res
 
@@ -63,3 +64,54 @@ def test_a_rule_has_exactly_one_check_and_a_resource_rule_names_its_types() -> N
         resource_check=_no_findings,
     )
     assert rule.evaluate([res(RDS)], Context("dev")) == []
+
+
+def _findings(check: ValueCheck, env: str = "production", **inputs: Any) -> list[str]:
+    return list(check(res(RDS, "db", env, **inputs), Context(env)))
+
+
+def test_a_value_check_expects_true_unless_told_and_takes_an_unknown_value_as_true() -> None:
+    check = ValueCheck(key="settings.flag")
+    assert _findings(check, settings={"flag": True}) == []
+    assert _findings(check, settings=[{"flag": True}]) == []  # a nested block is looked through
+    assert _findings(check, settings={"flag": "[unknown]"}) == []
+    assert _findings(check, settings={"flag": False}) == ["settings.flag is not true"]
+    assert _findings(check) == ["settings.flag is not true"]
+    # 1 == True in Python, but a number is no flag turned on.
+    assert _findings(check, settings={"flag": 1}) == ["settings.flag is not true"]
+
+
+def test_a_value_check_names_the_value_it_found_when_it_expects_words() -> None:
+    check = ValueCheck(key="mode", expected=("A", "B"))
+    assert _findings(check, mode="B") == []
+    assert _findings(check, mode="C") == ["mode is C"]
+    assert _findings(check) == ["mode is unset"]
+    assert _findings(check, mode="[unknown]") == ["mode is [unknown]"]
+    assert _findings(ValueCheck(key="public", expected=(False,)), public=True) == [
+        "public is not false"
+    ]
+
+
+def test_a_forbidden_value_fails_and_the_provider_default_stands_in_for_an_unset_key() -> None:
+    check = ValueCheck(key="ingress", forbidden=("ALL",), default="ALL")
+    assert _findings(check, ingress="INTERNAL") == []
+    assert _findings(check, ingress="ALL") == ["ingress is ALL"]
+    assert _findings(check) == ["ingress is ALL"]
+    public = ValueCheck(key="public", forbidden=(True,))
+    assert _findings(public) == []
+    assert _findings(public, public="[unknown]") == []
+    assert _findings(public, public=True) == ["public is true"]
+
+
+def test_any_value_passes_a_set_key_and_says_what_an_unset_one_means() -> None:
+    check = ValueCheck(key="kmsKeyId", expected=(ANY_VALUE,), why="the default key")
+    assert _findings(check, kmsKeyId="arn:key") == []
+    assert _findings(check, kmsKeyId="") == ["no kmsKeyId: the default key"]
+    assert _findings(ValueCheck(key="kmsKeyId", expected=(ANY_VALUE,))) == ["no kmsKeyId"]
+
+
+def test_a_value_check_judges_only_what_it_applies_to() -> None:
+    check = ValueCheck(key="multiAz", production_only=True, applies=primary)
+    assert _findings(check) == ["multiAz is not true in production"]
+    assert _findings(check, "dev") == []
+    assert _findings(check, replicateSourceDb="db-source") == []
