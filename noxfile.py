@@ -190,7 +190,7 @@ def typecheck(session: nox.Session) -> None:
 
 
 def _ensure_servers(session: nox.Session) -> None:
-    """Install PostgreSQL and Redis when they are missing (.ci/install-servers)."""
+    """Install PostgreSQL, Redis and wrk when they are missing (.ci/install-servers)."""
     session.run(str(ROOT / ".ci" / "install-servers"), external=True)
 
 
@@ -378,7 +378,7 @@ def local(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def benchmark(session: nox.Session) -> None:
-    """Measure offline preview time, API latency and throughput, worker renewals per second."""
+    """Measure offline preview time, the API beside its floor, worker renewals per second."""
     _ensure_servers(session)
     _sync(session)
     session.run("python", "-m", "infra.bench")

@@ -1,15 +1,13 @@
-"""`python -m services.bench`: API latency and throughput, and worker renewals per second.
+"""`python -m services.bench`: the API beside its floor, and worker renewals per second.
 
 Everything runs on this machine's loopback: PostgreSQL, Redis, the API and the worker started
-as in `services.local`, and the load generator in this process. Numbers are for comparing
-changes on one machine, not for capacity planning.
+as in `services.local`; the API's load generator is wrk in its own process (services/bench_api.py).
+Numbers are for comparing changes on one machine, not for capacity planning.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import itertools
 import shutil
 import subprocess
 import sys
@@ -17,35 +15,15 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx
 from sqlalchemy import create_engine, text
 
-from services import devservers
+from services import bench_api, devservers
 from services.billing.config import DatabaseSettings
 from services.billing.gateway.simulator import REAL_GATEWAY_CARD
-from services.local import load_manifest, local_stack, start_service
+from services.local import load_manifest, start_service
 
 if TYPE_CHECKING:
     from services.local import LocalStack
-
-# Each virtual client is its own principal (one tenant, many API clients), so the per-principal
-# rate limit measures nothing here.
-PRINCIPALS = 64
-CUSTOMERS = 100
-WARMUP_SECONDS = 2.0
-NEW_CUSTOMER = {"email": "bench@example.com", "name": "Bench", "payment_method": "pm_card_visa"}
-
-
-@dataclass(frozen=True)
-class ApiResult:
-    concurrency: int
-    seconds: float
-    latencies: dict[str, list[float]]
-    errors: int
-
-    @property
-    def requests(self) -> int:
-        return sum(len(samples) for samples in self.latencies.values())
 
 
 @dataclass(frozen=True)
@@ -65,56 +43,6 @@ class ChargingResult:
     concurrency: int
     charging_seconds: float
     wall_seconds: float
-
-
-async def measure_api(stack: LocalStack, *, concurrency: int, seconds: float) -> ApiResult:
-    tokens = [stack.token(f"bench-client-{index}") for index in range(PRINCIPALS)]
-    keys = itertools.count()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=stack.url, limits=limits, timeout=30) as client:
-
-        async def create_customer(token: str) -> httpx.Response:
-            return await client.post(
-                "/v1/customers",
-                json={
-                    "email": "bench@example.com",
-                    "name": "Bench",
-                    "payment_method": "pm_card_visa",
-                },
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Idempotency-Key": f"bench-{next(keys)}",
-                },
-            )
-
-        customer_ids = [(await create_customer(tokens[0])).json()["id"] for _ in range(CUSTOMERS)]
-        latencies: dict[str, list[float]] = {"GET /v1/customers/{id}": [], "POST /v1/customers": []}
-        errors = 0
-        measuring_from = time.perf_counter() + WARMUP_SECONDS
-        deadline = measuring_from + seconds
-
-        async def virtual_client(number: int) -> None:
-            nonlocal errors
-            token = tokens[number % PRINCIPALS]
-            for request in itertools.count(number):
-                if time.perf_counter() >= deadline:
-                    return
-                started = time.perf_counter()
-                # One write for every four reads, roughly a billing dashboard's mix.
-                if request % 5 == 0:
-                    operation, response = "POST /v1/customers", await create_customer(token)
-                else:
-                    operation = "GET /v1/customers/{id}"
-                    response = await client.get(
-                        f"/v1/customers/{customer_ids[request % CUSTOMERS]}",
-                        headers={"Authorization": f"Bearer {token}"},
-                    )
-                if started >= measuring_from:
-                    latencies[operation].append(time.perf_counter() - started)
-                    errors += response.status_code >= 400
-
-        await asyncio.gather(*(virtual_client(number) for number in range(concurrency)))
-    return ApiResult(concurrency, seconds, latencies, errors)
 
 
 # The tenant the worker benchmarks' rows belong to.
@@ -237,31 +165,8 @@ def measure_charging(stack: LocalStack, *, invoices: int, concurrency: int) -> C
     return ChargingResult(invoices, concurrency, charging, wall_seconds)
 
 
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def latency(samples: list[float]) -> str:
-    """p50 / p99 in milliseconds."""
-    return f"{percentile(samples, 0.5) * 1000:.1f} / {percentile(samples, 0.99) * 1000:.1f} ms"
-
-
-def report(api: ApiResult, worker: WorkerResult, charging: ChargingResult) -> str:
-    everything = [sample for samples in api.latencies.values() for sample in samples]
+def report(worker: WorkerResult, charging: ChargingResult) -> str:
     rows = [
-        (
-            "API throughput",
-            f"{api.concurrency} concurrent clients, {api.seconds:.0f} s",
-            f"{api.requests / api.seconds:.0f} req/s ({api.errors} errors)",
-        ),
-        ("API latency p50 / p99", "all requests", latency(everything)),
-    ]
-    rows += [
-        (f"API latency, {operation}", f"{len(samples)} requests", latency(samples))
-        for operation, samples in api.latencies.items()
-    ]
-    rows += [
         (
             "Worker renewals",
             f"{worker.processes} workers, {worker.subscriptions} due subscriptions",
@@ -291,8 +196,7 @@ def report(api: ApiResult, worker: WorkerResult, charging: ChargingResult) -> st
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.bench", description=__doc__)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=10.0, help="API load duration")
+    bench_api.add_arguments(parser)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--subscriptions", type=int, default=20000)
     parser.add_argument("--charges", type=int, default=1500, help="invoices at 300 ms a charge")
@@ -300,13 +204,8 @@ def main(argv: list[str]) -> int:
     arguments = parser.parse_args(argv)
     directory = devservers.scratch_dir("billing-bench-")
     try:
-        with (
-            (directory / "services.log").open("wb") as log,
-            local_stack(directory / "state", with_worker=False, output=log) as stack,
-        ):
-            api = asyncio.run(
-                measure_api(stack, concurrency=arguments.concurrency, seconds=arguments.seconds)
-            )
+        with bench_api.bench_stack(directory) as stack:
+            api = bench_api.run(stack, arguments, directory)
             worker = measure_worker(
                 stack, processes=arguments.workers, subscriptions=arguments.subscriptions
             )
@@ -315,7 +214,9 @@ def main(argv: list[str]) -> int:
             )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    print(report(api, worker, charging))
+    print(api)
+    print()
+    print(report(worker, charging))
     return 0
 
 

@@ -9,10 +9,14 @@ from anyone else they could forge the client address in the logs.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
 from typing import TYPE_CHECKING
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from services.api.errors import error_response
 
@@ -52,10 +56,23 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def server_config(app: ASGIApp, settings: ApiSettings) -> uvicorn.Config:
+# Where prometheus_client keeps each process's metrics when several serve: it reads the variable
+# when imported, so it must be set before the server processes start
+# (https://prometheus.github.io/client_python/multiprocess/).
+PROMETHEUS_MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# Imported by each server process, which builds its own app (its own pools and connections).
+APP_FACTORY = "services.api.__main__:application"
+
+
+def server_config(
+    app: ASGIApp | str, settings: ApiSettings, *, processes: int = 1
+) -> uvicorn.Config:
+    """The server's settings; ``app`` is an app, or the import string of a factory of one."""
     proxies = settings.trusted_proxies
     return uvicorn.Config(
-        PortSplitMiddleware(app, internal_port=settings.internal_port),
+        app,
+        factory=isinstance(app, str),
+        workers=processes,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
@@ -66,11 +83,25 @@ def server_config(app: ASGIApp, settings: ApiSettings) -> uvicorn.Config:
     )
 
 
-def serve(app: ASGIApp, settings: ApiSettings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain in-flight requests."""
+def serve(settings: ApiSettings, *, processes: int = 1, factory: str = APP_FACTORY) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight requests.
+
+    ``factory`` names the function that builds each process's app (the benchmark's floor is
+    served by the same code). With several processes the sockets are bound here once and each
+    process accepts on them (uvicorn's supervisor, which also replaces a process that dies);
+    SIGTERM to this one stops them all, each draining its requests.
+    """
     host = settings.settings.bind_host
     sockets = [
         listening_socket(host, settings.port),
         listening_socket(host, settings.internal_port),
     ]
-    uvicorn.Server(server_config(app, settings)).run(sockets=sockets)
+    if processes == 1:
+        uvicorn.Server(server_config(factory, settings)).run(sockets=sockets)
+        return
+    metrics_dir = tempfile.mkdtemp(prefix="billing-api-metrics-")
+    os.environ[PROMETHEUS_MULTIPROC_VARIABLE] = metrics_dir
+    try:
+        Multiprocess(server_config(factory, settings, processes=processes), sockets).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -32,6 +32,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "service": self._service,
             "environment": self._environment,
+            # Several server processes write to one stream (services/api/server.py).
+            "pid": record.process,
         }
         current_request = request_id.get()
         if current_request is not None:

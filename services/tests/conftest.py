@@ -37,9 +37,8 @@ JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
 DATABASE_PASSWORD = "test-database-password"
 REDIS_AUTH_TOKEN = "test-redis-auth-token"
-# High enough that no test but the rate-limit test comes near it.
-# The API's BILLING_RATE_LIMIT_PER_MINUTE here: high enough that only the rate limit's own test
-# meets it.
+# The API's BILLING_RATE_LIMIT_PER_MINUTE here: high enough that no test but the rate limit's
+# own comes near it.
 TEST_RATE_LIMIT = RateLimit(requests=10_000)
 
 

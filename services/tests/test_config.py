@@ -183,5 +183,5 @@ def test_manifests_use_only_known_sources_and_secrets() -> None:
         declared = manifest(service)
         assert set(declared["environment"].values()) <= set(FAKE_VALUES)
         assert set(declared["secrets"].values()) <= secrets
-    assert manifest("api")["command"] == ["python", "-m", "services.api"]
+    assert manifest("api")["command"][:3] == ["python", "-m", "services.api"]
     assert manifest("worker")["command"] == ["python", "-m", "services.worker"]

@@ -26,8 +26,15 @@ from services.tests.processes import REPOSITORY_ROOT, start_service, wait_for, w
 pytestmark = pytest.mark.slow
 
 
+# One server process, and several as the container runs them (its manifest's --processes):
+# SIGTERM to the supervisor reaches each process, which drains its requests.
+@pytest.mark.parametrize("processes", [1, 2])
 def test_api_finishes_in_flight_requests_on_sigterm(
-    service_env: dict[str, str], simulator: SimulatorGateway, db: Session, tmp_path: Path
+    service_env: dict[str, str],
+    simulator: SimulatorGateway,
+    db: Session,
+    tmp_path: Path,
+    processes: int,
 ) -> None:
     del db  # For the clean slate.
     port = devservers.free_port()
@@ -40,7 +47,7 @@ def test_api_finishes_in_flight_requests_on_sigterm(
         BILLING_HOST="127.0.0.1",
         BILLING_INTERNAL_PORT=str(internal_port),
     )
-    api = start_service("services.api", env, log=log)
+    api = start_service("services.api", env, f"--processes={processes}", log=log)
     try:
         wait_until_serving(url, api, log)
         assert httpx.get(f"http://127.0.0.1:{internal_port}/ready").status_code == 200
@@ -84,8 +91,8 @@ def test_api_finishes_in_flight_requests_on_sigterm(
         assert api.wait(timeout=30) in {0, -signal.SIGTERM}
     finally:
         if api.poll() is None:
-            api.kill()
-            api.wait()
+            api.terminate()
+            api.wait(timeout=60)
     [response] = outcome
     assert response.status_code == 200
     assert response.json()["outcome"] == "paid"
@@ -93,12 +100,57 @@ def test_api_finishes_in_flight_requests_on_sigterm(
     requests = [line for line in lines if line["message"] == "request"]
     assert any(line["path"].endswith("/pay") and line["status"] == 200 for line in requests)
     assert all(line.get("request_id") for line in requests)
-    messages = [line["message"] for line in lines]
-    assert "Application shutdown complete." in messages
-    # The paid request's log line comes before the shutdown finished.
-    assert messages.index("Application shutdown complete.") > max(
-        index for index, line in enumerate(lines) if line.get("path", "").endswith("/pay")
+    [(paid_at, server)] = [
+        (index, line["pid"])
+        for index, line in enumerate(lines)
+        if line.get("path", "").endswith("/pay")
+    ]
+    # The paid request's log line comes before its server process finished shutting down.
+    shutdowns = [
+        index
+        for index, line in enumerate(lines)
+        if line["message"] == "Application shutdown complete." and line["pid"] == server
+    ]
+    assert len(shutdowns) == 1
+    assert shutdowns[0] > paid_at
+
+
+def test_metrics_add_up_every_server_process(
+    service_env: dict[str, str], db: Session, tmp_path: Path
+) -> None:
+    del db  # For the clean slate.
+    port, internal_port = devservers.free_port(), devservers.free_port()
+    env = subprocess_env(
+        service_env,
+        BILLING_PORT=str(port),
+        BILLING_HOST="127.0.0.1",
+        BILLING_INTERNAL_PORT=str(internal_port),
     )
+    log = tmp_path / "api.log"
+    api = start_service("services.api", env, "--processes=3", log=log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(url, api, log)
+        headers = {"Authorization": f"Bearer {bearer_token()}"}
+        servers = set()
+        # A new connection each: the kernel hands them to the processes in turn of their accept.
+        for _ in range(60):
+            response = httpx.get(f"{url}/v1/customers", headers=headers)
+            assert response.status_code == 200
+        for line in log.read_text().splitlines():
+            if line.startswith("{") and json.loads(line).get("path") == "/v1/customers":
+                servers.add(json.loads(line)["pid"])
+        text = httpx.get(f"http://127.0.0.1:{internal_port}/metrics").text
+    finally:
+        api.terminate()
+        api.wait(timeout=60)
+    assert len(servers) > 1, "one process served every request; nothing to add up"
+    counted = [
+        line
+        for line in text.splitlines()
+        if line.startswith('billing_http_requests_total{method="GET",route="/v1/customers"')
+    ]
+    assert [float(line.rsplit(" ", 1)[1]) for line in counted] == [60.0]
 
 
 def test_worker_finishes_the_charge_in_hand_on_sigterm(

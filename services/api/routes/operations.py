@@ -1,6 +1,7 @@
 """Health for the load balancer; readiness and metrics on the internal port (server.py)."""
 
 import logging
+import os
 from typing import Any
 
 import anyio
@@ -8,11 +9,12 @@ import redis.asyncio
 import redis.exceptions
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.api.dependencies import runtime
+from services.api.server import PROMETHEUS_MULTIPROC_VARIABLE
 
 router = APIRouter(tags=["operations"])
 logger = logging.getLogger(__name__)
@@ -53,7 +55,14 @@ async def ready(request: Request) -> JSONResponse:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """This process's metrics, or every server process's when several serve (server.py)."""
+    if not os.environ.get(PROMETHEUS_MULTIPROC_VARIABLE):
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    # prometheus_client's multiprocess collector sums the processes' files
+    # (https://prometheus.github.io/client_python/multiprocess/).
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _database_ok(request: Request, *, timeout: float = READINESS_TIMEOUT_SECONDS) -> bool:

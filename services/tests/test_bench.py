@@ -1,0 +1,130 @@
+"""The benchmark's parts: the floor answers as the API does, wrk's script drives both (a new
+idempotency key per POST), and CPU time is counted per process tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from services import devservers
+from services.bench_api import NEW_CUSTOMER, WRK_SCRIPT, Setup, run_wrk, tree_cpu_seconds
+from services.billing.models import Customer
+from services.tests.conftest import BillingClient, Servers, bearer_token, subprocess_env
+from services.tests.processes import start_service, wait_until_serving
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sqlalchemy.orm import Session
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def floor_url(
+    service_env: dict[str, str], servers: Servers, migrated: None, tmp_path: Path
+) -> Iterator[str]:
+    del migrated
+    port = devservers.free_port()
+    env = subprocess_env(
+        service_env,
+        BILLING_PORT=str(port),
+        BILLING_HOST="127.0.0.1",
+        BILLING_INTERNAL_PORT=str(devservers.free_port()),
+        DATABASE_USER=servers.postgres.admin_user,
+    )
+    log = tmp_path / "floor.log"
+    floor = start_service("services.bench_floor", env, "--processes=2", log=log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(url, floor, log, timeout=60)
+        yield url
+    finally:
+        floor.send_signal(signal.SIGTERM)
+        floor.wait(timeout=60)
+
+
+def _same_customer(api: dict[str, object], floor: dict[str, object]) -> None:
+    assert datetime.fromisoformat(str(api.pop("created_at"))) == datetime.fromisoformat(
+        str(floor.pop("created_at"))
+    )
+    assert api == floor
+
+
+def test_the_floor_reads_and_writes_customers_as_the_api_does(
+    client: BillingClient, floor_url: str
+) -> None:
+    created = client.post_new("/v1/customers", json=NEW_CUSTOMER)
+    assert created.status_code == 201
+    headers = {"Authorization": f"Bearer {bearer_token()}"}
+    customer_id = created.json()["id"]
+    floor = httpx.get(f"{floor_url}/v1/customers/{customer_id}", headers=headers)
+    assert floor.status_code == 200
+    _same_customer(created.json(), floor.json())
+    # Only with a valid token, and only the token's tenant's rows.
+    assert httpx.get(f"{floor_url}/v1/customers/{customer_id}").status_code == 401
+    other_tenant = {"Authorization": f"Bearer {bearer_token('merchant-2')}"}
+    assert (
+        httpx.get(f"{floor_url}/v1/customers/{customer_id}", headers=other_tenant).status_code
+        == 404
+    )
+    written = httpx.post(f"{floor_url}/v1/customers", json=NEW_CUSTOMER, headers=headers)
+    assert written.status_code == 201
+    api = client.get(f"/v1/customers/{written.json()['id']}")
+    assert api.status_code == 200
+    _same_customer(api.json(), written.json())
+
+
+def test_wrk_sends_a_new_idempotency_key_with_each_post(
+    client: BillingClient, db: Session, tmp_path: Path, api_url: str
+) -> None:
+    script = tmp_path / "load.lua"
+    script.write_text(WRK_SCRIPT)
+    paths = tmp_path / "paths.txt"
+    customer = client.post_new("/v1/customers", json=NEW_CUSTOMER).json()
+    paths.write_text(f"/v1/customers/{customer['id']}\n")
+    env = {
+        "BENCH_TOKEN": bearer_token(),
+        "BENCH_PATHS": str(paths),
+        "BENCH_BODY": json.dumps(NEW_CUSTOMER),
+        "BENCH_RUN": uuid.uuid4().hex,
+    }
+    setup = Setup(connections=4, threads=2, seconds=1, processes=1)
+    reads, read_cpu = run_wrk(
+        api_url, script, {**env, "BENCH_OPERATION": "GET"}, setup, 1, os.getpid(), []
+    )
+    assert reads["requests"] > 0
+    assert reads["errors"] == 0
+    # The API runs in this process (a thread): its CPU time is this process's.
+    assert read_cpu.server > 0
+    assert read_cpu.load_generator > 0
+    writes, _ = run_wrk(
+        api_url, script, {**env, "BENCH_OPERATION": "POST"}, setup, 1, os.getpid(), []
+    )
+    assert writes["errors"] == 0
+    # Every POST created a customer: no key was sent twice (a replay creates none). wrk counts
+    # the answers it waited for; those in flight at the end were still served.
+    created = db.scalar(select(func.count()).select_from(Customer)) or 0
+    assert 1 + writes["requests"] <= created <= 1 + writes["requests"] + setup.connections
+
+
+def test_cpu_time_is_counted_over_a_process_tree() -> None:
+    busy = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    parent = subprocess.Popen(
+        ["sh", "-c", f"python3 -c '{busy}' & wait"], stdout=subprocess.DEVNULL
+    )
+    seconds = 0.0
+    while parent.poll() is None:
+        seconds = max(seconds, tree_cpu_seconds([parent.pid]))
+    # The shell itself spins nothing: the time is its child's.
+    assert seconds >= 0.2
