@@ -12,14 +12,13 @@ from infra.aws.elb_logs import log_writer
 from infra.policy.readiness.common import (
     by_urn,
     check_name,
-    dig,
     of_types,
     resource_rule,
     stack_rule,
     unknown,
     upstream,
 )
-from infra.policy.rules.common import Context, ResourceView, Violation, as_int, as_list
+from infra.policy.rules.common import Context, ResourceView, Violation, as_int, as_list, dig
 from infra.settings import fargate_pair_error
 
 SG = "aws:ec2/securityGroup:SecurityGroup"

@@ -74,17 +74,6 @@ def unknown(value: Any) -> bool:
     return isinstance(value, str) and UNKNOWN in value
 
 
-def dig(node: Any, *path: str) -> Any:
-    """A nested input; a one-element list (a nested block) is looked through."""
-    for part in path:
-        if isinstance(node, list) and len(node) == 1:
-            node = node[0]
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
-
-
 def check_name(value: Any, key: str, pattern: str, max_length: int, what: str) -> Iterator[str]:
     """One message when ``value`` breaks the API's pattern or length for ``key``."""
     if value is None or unknown(value):

@@ -11,14 +11,13 @@ from infra.gcp.google_apis import API_OF_MODULE, ENABLES_APIS
 from infra.policy.readiness.common import (
     by_urn,
     check_name,
-    dig,
     of_types,
     resource_rule,
     stack_rule,
     unknown,
     upstream,
 )
-from infra.policy.rules.common import Context, ResourceView, Violation, as_int, as_list
+from infra.policy.rules.common import Context, ResourceView, Violation, as_int, as_list, dig
 
 RUN_SERVICE = "gcp:cloudrunv2/service:Service"
 RUN_POOL = "gcp:cloudrunv2/workerPool:WorkerPool"

@@ -202,16 +202,20 @@ class Catalogue:
 # -- reading inputs --------------------------------------------------------------------------------
 
 
-def get(inputs: Mapping[str, Any], path: str) -> Any:
-    """A nested input by dotted path; a one-element list (a nested block) is looked through."""
-    node: Any = inputs
-    for part in path.split("."):
+def dig(node: Any, *path: str) -> Any:
+    """A nested input; a one-element list (a nested block) is looked through."""
+    for part in path:
         if isinstance(node, list) and len(node) == 1:
             node = node[0]
         if not isinstance(node, Mapping):
             return None
         node = node.get(part)
     return node
+
+
+def get(inputs: Mapping[str, Any], path: str) -> Any:
+    """A nested input by dotted path ("settings.ipConfiguration.sslMode"), as ``dig`` reads it."""
+    return dig(inputs, *path.split("."))
 
 
 def is_unknown(value: Any) -> bool:
