@@ -34,7 +34,7 @@ def main() -> None:
         cold = [_cold_run(out) for _ in range(RUNS)]
 
     began = time.perf_counter()
-    from infra.plans.offline import render  # noqa: PLC0415 - import cost is measured
+    from infra.plans.produce.offline import render  # noqa: PLC0415 - import cost is measured
     from infra.settings import environment, known_environments  # noqa: PLC0415
 
     stacks = [(environment(e), c) for e in known_environments() for c in environment(e).clouds]

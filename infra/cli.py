@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from infra.errors import EXIT_ERROR, EXIT_OK, InfraError
-from infra.plans.diff import StackDiff
-from infra.plans.model import Plan
-from infra.plans.outcome import StackOutcome
-from infra.plans.report import Verdict
+from infra.plans.judge.outcome import StackOutcome
+from infra.plans.judge.report import Verdict
+from infra.plans.read.diff import StackDiff
+from infra.plans.read.model import Plan
 from infra.settings import (
     REPO_ROOT,
     Cloud,
@@ -64,10 +64,10 @@ def _preview_stack(
 ) -> tuple[Plan, StackDiff | None]:
     """One stack's plan, and for a live preview its steps as changes against the deployed stack."""
     if offline:
-        from infra.plans.offline import render  # noqa: PLC0415 - SDK import only when rendering
+        from infra.plans.produce.offline import render  # noqa: PLC0415 - SDK import only when rendering
 
         return render(env, cloud), None
-    from infra.plans import live  # noqa: PLC0415
+    from infra.plans.produce import live  # noqa: PLC0415
 
     saved = Path(save_plan) / f"{env.name}-{cloud.value}.plan.json" if save_plan else None
     return live.preview_with_changes(env, cloud, save_plan=saved)
@@ -77,9 +77,9 @@ def _preview_stacks(
     stacks: list[tuple[EnvironmentSettings, Cloud]], args: argparse.Namespace, *, offline: bool
 ) -> tuple[list[Plan], dict[str, StackOutcome], list[StackDiff]]:
     """Each stack's plan and outcome; a stack that fails is an outcome with its error."""
-    from infra.plans.model import PlanError  # noqa: PLC0415
-    from infra.plans.offline import RenderError  # noqa: PLC0415
-    from infra.plans.outcome import StackOutcome  # noqa: PLC0415
+    from infra.plans.judge.outcome import StackOutcome  # noqa: PLC0415
+    from infra.plans.produce.offline import RenderError  # noqa: PLC0415
+    from infra.plans.read.model import PlanError  # noqa: PLC0415
 
     plans: list[Plan] = []
     outcomes: dict[str, StackOutcome] = {}
@@ -116,10 +116,10 @@ def _print_outcomes(outcomes: list[StackOutcome], verdicts: list[Verdict], path:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from infra.plans import report  # noqa: PLC0415 - keeps `--help` free of SDK imports
-    from infra.plans.checkout import render_ref  # noqa: PLC0415
-    from infra.plans.diff import DiffError, diff_plan_sets  # noqa: PLC0415
-    from infra.plans.outcome import write_results  # noqa: PLC0415
+    from infra.plans.judge import report  # noqa: PLC0415 - keeps `--help` free of SDK imports
+    from infra.plans.judge.outcome import write_results  # noqa: PLC0415
+    from infra.plans.produce.checkout import render_ref  # noqa: PLC0415
+    from infra.plans.read.diff import DiffError, diff_plan_sets  # noqa: PLC0415
 
     stacks = select_stacks(args.env, args.cloud)
     offline = args.offline or pulumi_cli() is None
@@ -323,7 +323,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     refuse_examples(stacks)
-    from infra.plans import live  # noqa: PLC0415
+    from infra.plans.produce import live  # noqa: PLC0415
 
     for env, cloud in stacks:
         _log(f"Deploying {env.name}-{cloud.value} ...")
@@ -346,7 +346,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     stacks = select_stacks(args.env, args.cloud)
     if not _needs_cli("bootstrap"):
         return EXIT_ERROR
-    from infra.plans import live  # noqa: PLC0415
+    from infra.plans.produce import live  # noqa: PLC0415
 
     for env, cloud in stacks:
         path = live.create_stack(env, cloud)
@@ -362,7 +362,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     stacks = select_stacks(args.env, args.cloud)
     if not _needs_cli("release"):
         return EXIT_ERROR
-    from infra.plans import live  # noqa: PLC0415
+    from infra.plans.produce import live  # noqa: PLC0415
 
     stuck = False
     report = []
@@ -389,7 +389,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from infra.plans import live  # noqa: PLC0415
+    from infra.plans.produce import live  # noqa: PLC0415
 
     if args.from_json:
         return live.drift_from_file(Path(args.from_json), Path(args.out))

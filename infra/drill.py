@@ -16,11 +16,11 @@ from pathlib import Path
 
 from infra.cost.estimate import estimate, money
 from infra.markdown import table
-from infra.plans.diff import diff_plans
-from infra.plans.guard import GuardResult, guard
-from infra.plans.guard import verdict as guard_verdict
-from infra.plans.model import Plan, Resource
-from infra.plans.offline import PROJECTS, render
+from infra.plans.judge.guard import GuardResult, guard
+from infra.plans.judge.guard import verdict as guard_verdict
+from infra.plans.produce.offline import PROJECTS, render
+from infra.plans.read.diff import diff_plans
+from infra.plans.read.model import Plan, Resource
 from infra.policy.runner import evaluate_plan
 from infra.settings import Cloud, EnvironmentSettings, RestoreSettings
 

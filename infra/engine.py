@@ -95,7 +95,7 @@ def check(env_name: str, work: Path, moto_python: str) -> None:
         raise SettingsError(f"environments/{env_name}", "clouds", "the check needs an AWS stack")
     if shutil.which("pulumi") is None:
         raise EngineCheckError("the Pulumi CLI is not on PATH (the engine job installs it)")
-    from infra.plans.live import pinned_python, pulumi_command  # noqa: PLC0415 - needs the CLI
+    from infra.plans.produce.live import pinned_python, pulumi_command  # noqa: PLC0415 - needs the CLI
 
     pulumi_command(env)  # the pinned CLI version, or nothing runs
 

@@ -19,9 +19,9 @@ from infra.bootstrap.aws import AwsBootstrap, AwsBootstrapArgs
 from infra.bootstrap.gcp import GcpBootstrap, GcpBootstrapArgs
 from infra.bootstrap.github import preview_environment
 from infra.bootstrap.repository import GithubEnvironments, GithubEnvironmentsArgs, team_ids
-from infra.plans.mocks import RecordingMonitor
-from infra.plans.model import Plan
-from infra.plans.offline import RenderError, target_of
+from infra.plans.produce.mocks import RecordingMonitor
+from infra.plans.produce.offline import RenderError, target_of
+from infra.plans.read.model import Plan
 from infra.settings import Cloud, EnvironmentSettings, environment
 from infra.tagging import labels, tags
 
@@ -124,7 +124,7 @@ PROGRAMS: dict[Cloud, Callable[[], None]] = {Cloud.AWS: aws_main, Cloud.GCP: gcp
 
 
 def render(env: EnvironmentSettings, cloud: Cloud) -> Plan:
-    """Render one environment's bootstrap offline, as infra.plans.offline renders the stacks."""
+    """Render one environment's bootstrap offline, as plans.produce.offline renders the stacks."""
     monitor = RecordingMonitor(target_of(env, cloud))
     project = PROJECTS[cloud]
     settings.ROOT.set(None)

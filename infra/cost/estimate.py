@@ -15,8 +15,8 @@ from typing import Any
 
 from infra import markdown
 from infra.cost.prices import Prices, RegionPrices, prices
-from infra.plans.model import Plan, Resource
-from infra.plans.report import Verdict
+from infra.plans.judge.report import Verdict
+from infra.plans.read.model import Plan, Resource
 
 PROVIDERS = {"aws": "pulumi:providers:aws", "gcp": "pulumi:providers:gcp"}
 

@@ -39,7 +39,7 @@ from infra.delivery.release import (
 )
 from infra.delivery.tracker import Subject, sync_issue
 from infra.git import commit_of, worktree
-from infra.plans.outcome import RESULTS_FILE, StackOutcome, read_results
+from infra.plans.judge.outcome import RESULTS_FILE, StackOutcome, read_results
 from infra.settings import EnvironmentSettings, known_environments, load_environment
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from infra.delivery.github import BODY_LIMIT
 from infra.errors import InfraError
-from infra.plans.outcome import StackOutcome
-from infra.plans.report import outcome_table
+from infra.plans.judge.outcome import StackOutcome
+from infra.plans.judge.report import outcome_table
 
 # Room kept below the limit for the closing lines and the truncation note.
 _MARGIN = 1_000

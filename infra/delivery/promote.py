@@ -24,10 +24,10 @@ from infra.delivery.freeze import FreezeError, check_freeze, utc_now
 from infra.errors import InfraError
 from infra.git import commit_of, git, last_line, run, show, worktree
 from infra.markdown import table
-from infra.plans.checkout import render_checkout, render_ref
-from infra.plans.diff import StackDiff, diff_plan_sets
-from infra.plans.model import Plan, PlanError
-from infra.plans.report import Verdict, markdown
+from infra.plans.judge.report import Verdict, markdown
+from infra.plans.produce.checkout import render_checkout, render_ref
+from infra.plans.read.diff import StackDiff, diff_plan_sets
+from infra.plans.read.model import Plan, PlanError
 from infra.settings import (
     PINS_FILE,
     REPO_ROOT,

@@ -36,7 +36,7 @@ from infra.delivery.promote import (
 )
 from infra.git import git, run, show, worktree
 from infra.markdown import table
-from infra.plans.report import markdown
+from infra.plans.judge.report import markdown
 from infra.settings import PINS_FILE, load_environment
 
 # The token a promotion or rollback pull request is opened with (a GitHub App installation token

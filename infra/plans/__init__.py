@@ -1,1 +1,2 @@
-"""Plans: render stacks (offline under the SDK's mock runtime, or live), report, diff, check."""
+"""Plans, by role: ``produce`` renders them (offline or live), ``read`` is the plan JSON and
+Pulumi's formats, ``judge`` holds the guard, drift, outcomes and the report."""

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.cost import estimate as cost
-from infra.plans import guard
-from infra.plans.allowances import load_allowances
-from infra.plans.diff import StackDiff
-from infra.plans.model import PLAN_DIR, Plan, PlanError, load_plan
-from infra.plans.outcome import StackOutcome
-from infra.plans.report import Verdict
+from infra.plans.judge import guard
+from infra.plans.judge.allowances import load_allowances
+from infra.plans.judge.outcome import StackOutcome
+from infra.plans.judge.report import Verdict
+from infra.plans.read.diff import StackDiff
+from infra.plans.read.model import PLAN_DIR, Plan, PlanError, load_plan
 from infra.policy import runner
 from infra.settings import EnvironmentSettings, load_environment
 

@@ -23,7 +23,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from infra.plans.formats import Urn
+from infra.plans.read.formats import Urn
 from infra.policy.rules import RULES, Context, ResourceView, Rule
 from infra.settings import Enforcement, EnvironmentSettings, SettingsError, environment
 

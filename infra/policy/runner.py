@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from infra.markdown import table
-from infra.plans.formats import short
-from infra.plans.model import Plan
-from infra.plans.report import Verdict
+from infra.plans.judge.report import Verdict
+from infra.plans.read.formats import short
+from infra.plans.read.model import Plan
 from infra.policy.rules import RULES, Context, ResourceView, Rule, rules_by_name
 from infra.settings import (
     ENVIRONMENTS_DIR,

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from infra.plans.offline import render
+from infra.plans.produce.offline import render
 from infra.settings import Cloud, environment
 from services.devservers import free_port
 from services.tests.processes import start_service, stop, wait_until_serving

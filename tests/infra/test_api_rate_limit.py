@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from infra.manifests import manifests
-from infra.plans.model import Plan
-from infra.plans.offline import render
+from infra.plans.produce.offline import render
+from infra.plans.read.model import Plan
 from infra.settings import Cloud, SettingsError, load_environment
 
 SHIPPED = Path(__file__).parents[2] / "environments"

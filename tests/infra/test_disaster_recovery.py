@@ -11,10 +11,10 @@ import pytest
 
 from infra import drill
 from infra.cli import main
-from infra.plans.diff import diff_plans
-from infra.plans.guard import guard, verdict
-from infra.plans.model import Plan, Resource
-from infra.plans.offline import render
+from infra.plans.judge.guard import guard, verdict
+from infra.plans.produce.offline import render
+from infra.plans.read.diff import diff_plans
+from infra.plans.read.model import Plan, Resource
 from infra.policy.runner import evaluate_plan
 from infra.settings import (
     Cloud,

@@ -9,8 +9,8 @@ import pytest
 
 from infra.errors import InfraError
 from infra.git import GitError, changed_files, commit_of, git, run, show, worktree
-from infra.plans.checkout import render_ref
-from infra.plans.diff import DiffError
+from infra.plans.produce.checkout import render_ref
+from infra.plans.read.diff import DiffError
 
 
 def _commit(repo: Path, files: dict[str, str], message: str) -> str:

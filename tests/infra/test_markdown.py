@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from infra.markdown import cell, table
-from infra.plans.drift import DriftReport, summary_markdown
+from infra.plans.judge.drift import DriftReport, summary_markdown
 
 
 def test_cells_escape_pipes_and_stay_on_one_line() -> None:

@@ -8,10 +8,10 @@ import pytest
 
 from infra.cost.estimate import estimate
 from infra.manifests import ServiceManifest, ValueSource, manifests
-from infra.plans.diff import diff_plans
-from infra.plans.guard import guard
-from infra.plans.model import Plan, Resource
-from infra.plans.offline import render
+from infra.plans.judge.guard import guard
+from infra.plans.produce.offline import render
+from infra.plans.read.diff import diff_plans
+from infra.plans.read.model import Plan, Resource
 from infra.policy.runner import evaluate_plan
 from infra.settings import Cloud, environment
 

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from infra.plans.model import Plan, Resource
-from infra.plans.offline import render
+from infra.plans.produce.offline import render
+from infra.plans.read.model import Plan, Resource
 from infra.settings import Cloud, EnvironmentSettings, environment
 
 SERVICE = "aws:ecs/service:Service"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from infra.manifests import Route, ServiceManifest, load_manifest, manifests
-from infra.plans.model import Plan, Resource
-from infra.plans.offline import render
+from infra.plans.produce.offline import render
+from infra.plans.read.model import Plan, Resource
 from infra.settings import Cloud, EnvironmentSettings, SettingsError, load_environment
 
 FIXTURE = Path(__file__).parent / "data" / "services-004"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.plans.diff import Change, StackDiff
-from infra.plans.guard import guard
+from infra.plans.judge.guard import guard
+from infra.plans.read.diff import Change, StackDiff
 from infra.policy.rules import Context
 from infra.settings import (
     Cloud,

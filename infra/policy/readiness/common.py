@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from infra.plans.model import UNKNOWN
+from infra.plans.read.model import UNKNOWN
 from infra.policy.rules import RULES
 from infra.policy.rules.common import Context, ResourceView, Rule, Violation
 from infra.settings import Enforcement

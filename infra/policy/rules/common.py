@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from infra.plans.model import UNKNOWN
-from infra.plans.stateful import is_replica, is_stateful
+from infra.plans.read.model import UNKNOWN
+from infra.plans.read.stateful import is_replica, is_stateful
 from infra.settings import Enforcement, EnvironmentSettings, Tier, tier_of
 
 WORLD = frozenset({"0.0.0.0/0", "::/0"})

@@ -12,8 +12,8 @@ import pytest
 import infra.aws.program
 from infra.aws.elb_logs import LOG_DELIVERY_SERVICE, log_writer
 from infra.bootstrap.program import render as render_bootstrap
-from infra.plans.model import Plan, Resource
-from infra.plans.offline import render
+from infra.plans.produce.offline import render
+from infra.plans.read.model import Plan, Resource
 from infra.settings import (
     Cloud,
     EnvironmentSettings,

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from infra.manifests import manifests
-from infra.plans.mocks import ID_PREFIXES, digest
-from infra.plans.model import SECRET, Plan, Resource
-from infra.plans.offline import render
+from infra.plans.produce.mocks import ID_PREFIXES, digest
+from infra.plans.produce.offline import render
+from infra.plans.read.model import SECRET, Plan, Resource
 from infra.settings import Cloud, environment
 
 ENVIRONMENTS = ("dev", "staging", "production")

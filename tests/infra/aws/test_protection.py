@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from infra.plans.mocks import COMPUTED, NewResource, RecordingMonitor, Target
-from infra.plans.model import SECRET, Plan
-from infra.plans.offline import render
-from infra.plans.stateful import STATEFUL_TYPES, is_replica
+from infra.plans.produce.mocks import COMPUTED, NewResource, RecordingMonitor, Target
+from infra.plans.produce.offline import render
+from infra.plans.read.model import SECRET, Plan
+from infra.plans.read.stateful import STATEFUL_TYPES, is_replica
 from infra.settings import Cloud, environment
 from infra.tagging import REQUIRED_TAGS
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from infra.bootstrap.program import render
-from infra.plans.model import Plan, Resource
+from infra.plans.read.model import Plan, Resource
 from infra.settings import ENVIRONMENTS_DIR, Cloud, SettingsError, environment, load_environment
 
 REPOSITORY = "example-org/billing-platform"

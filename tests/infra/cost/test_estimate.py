@@ -11,8 +11,8 @@ import pytest
 from infra.cli import main
 from infra.cost.estimate import by_environment, estimate, verdict
 from infra.cost.prices import PRICES_FILE, PricesError, load_prices, prices
-from infra.plans.model import Plan, plan_from_dict
-from infra.plans.offline import render
+from infra.plans.produce.offline import render
+from infra.plans.read.model import Plan, plan_from_dict
 from infra.settings import Cloud, environment
 
 ENVIRONMENTS = ("dev", "staging", "production")

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-import infra.plans.offline
+import infra.plans.produce.offline
 from infra.cli import main
 from infra.delivery.comment import comment_body, marker
 from infra.delivery.github import GitHubError, connection, repository, upsert_comment
-from infra.plans.model import Plan
-from infra.plans.offline import RenderError
-from infra.plans.outcome import StackOutcome, read_results
+from infra.plans.judge.outcome import StackOutcome, read_results
+from infra.plans.produce.offline import RenderError
+from infra.plans.read.model import Plan
 from infra.settings import Cloud, EnvironmentSettings
 from tests.infra.delivery.fake_github import FakeGitHub
 
@@ -35,14 +35,14 @@ def dev_preview(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, str, Path]:
     """An offline preview of dev in which the GCP stack fails to render."""
-    real = infra.plans.offline.render
+    real = infra.plans.produce.offline.render
 
     def render(env: EnvironmentSettings, cloud: Cloud) -> Plan:
         if cloud is Cloud.GCP:
             raise RenderError("dev-gcp: invoke gcp:organizations/getProject:getProject has no mock")
         return real(env, cloud)
 
-    monkeypatch.setattr(infra.plans.offline, "render", render)
+    monkeypatch.setattr(infra.plans.produce.offline, "render", render)
     out = tmp_path / "plans"
     code = main(["preview", "--offline", "--env", "dev", "--out", str(out)])
     return code, capsys.readouterr().out, out

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from infra.cli import main
-from infra.plans.outcome import StackOutcome, write_results
+from infra.plans.judge.outcome import StackOutcome, write_results
 from tests.infra.delivery.conftest import Remote, git
 from tests.infra.delivery.fake_github import FakeGitHub
 

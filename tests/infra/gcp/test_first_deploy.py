@@ -11,8 +11,8 @@ from infra.gcp.compute import REDIS_CA_PATH
 from infra.gcp.database import backup_retention
 from infra.gcp.google_apis import API_OF_MODULE, ENABLES_APIS
 from infra.gcp.secrets import REDIS_CA
-from infra.plans.model import Plan, Resource
-from infra.plans.offline import render
+from infra.plans.produce.offline import render
+from infra.plans.read.model import Plan, Resource
 from infra.settings import Cloud, SettingsError, environment, load_environment
 
 ENVIRONMENTS = ("dev", "staging", "production")

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from infra.plans.model import Plan, Resource
-from infra.plans.offline import render
+from infra.plans.produce.offline import render
+from infra.plans.read.model import Plan, Resource
 from infra.settings import Cloud, environment
 from infra.tagging import REQUIRED_LABELS
 

@@ -11,8 +11,8 @@ from infra.gcp.encryption import ROTATION_PERIOD
 from infra.gcp.identities import WORKLOAD_ROLES
 from infra.gcp.secrets import OPERATOR_SECRETS, REDIS_CA
 from infra.manifests import SecretName, manifests
-from infra.plans.model import SECRET, Plan, Resource
-from infra.plans.offline import render
+from infra.plans.produce.offline import render
+from infra.plans.read.model import SECRET, Plan, Resource
 from infra.settings import Cloud, environment
 
 ENVIRONMENTS = ("dev", "staging", "production")
@@ -132,7 +132,7 @@ def test_a_secret_per_platform_secret_with_stack_owned_versions(
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_no_generated_secret_appears_in_plain_text(plans: dict[str, Plan], env: str) -> None:
-    from infra.plans.mocks import COMPUTED, NewResource, Target
+    from infra.plans.produce.mocks import COMPUTED, NewResource, Target
 
     plan = plans[env]
     text = plan.to_json()
@@ -441,7 +441,7 @@ def test_outputs(plans: dict[str, Plan], env: str) -> None:
 
 
 def test_stateful_resources_are_protected_in_production_only(plans: dict[str, Plan]) -> None:
-    from infra.plans.stateful import is_replica, is_stateful
+    from infra.plans.read.stateful import is_replica, is_stateful
 
     stateful_types = {
         "gcp:sql/databaseInstance:DatabaseInstance",

@@ -1,1 +1,1 @@
-"""Tests of infra.plans: offline renders, the live path against the stand-in CLI, drift, guard."""
+"""Tests of infra.plans, one folder per role: produce, read, judge (shared fixtures here)."""

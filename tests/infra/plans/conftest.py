@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from infra import cli
-from infra.plans import live
+from infra.plans.produce import live
 from infra.settings import REPO_ROOT, Cloud, EnvironmentSettings
 
 STANDIN_DIR = REPO_ROOT / "tests" / "standin"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from infra.plans.model import Plan, plan_from_dict
-from infra.plans.offline import render
+from infra.plans.produce.offline import render
+from infra.plans.read.model import Plan, plan_from_dict
 from infra.policy import runner
 from infra.policy.readiness import READINESS, readiness_names
 from infra.policy.rules import RULES, Context, ResourceView

@@ -17,8 +17,8 @@ from pulumi_policy import (
 )
 
 from infra.cli import main
-from infra.plans.model import Plan, plan_from_dict
-from infra.plans.offline import render
+from infra.plans.produce.offline import render
+from infra.plans.read.model import Plan, plan_from_dict
 from infra.policy import pulumi_pack, runner
 from infra.policy.rules import RULES
 from infra.settings import (

@@ -12,8 +12,8 @@ from pulumi.runtime.sync_await import _sync_await
 
 from infra.errors import InfraError
 from infra.manifests import ServiceManifest
-from infra.plans.mocks import RecordingMonitor, Target, UnansweredInvokeError
-from infra.plans.model import Plan
+from infra.plans.produce.mocks import RecordingMonitor, Target, UnansweredInvokeError
+from infra.plans.read.model import Plan
 from infra.settings import Cloud, EnvironmentSettings
 from infra.stack import rendering
 

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from infra.markdown import cell, table
-from infra.plans.diff import Change, StackDiff
-from infra.plans.formats import short
-from infra.plans.model import Plan
-from infra.plans.outcome import StackOutcome
-from infra.plans.stateful import is_stateful
+from infra.plans.judge.outcome import StackOutcome
+from infra.plans.read.diff import Change, StackDiff
+from infra.plans.read.formats import short
+from infra.plans.read.model import Plan
+from infra.plans.read.stateful import is_stateful
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-import infra.plans.allowances
-import infra.plans.checkout
+import infra.plans.judge.allowances
+import infra.plans.produce.checkout
 from infra.cli import main
-from infra.plans import guard
-from infra.plans.allowances import load_allowances
-from infra.plans.diff import diff_plans
-from infra.plans.model import Plan, plan_from_dict
-from infra.plans.offline import render
+from infra.plans.judge import guard
+from infra.plans.judge.allowances import load_allowances
+from infra.plans.produce.offline import render
+from infra.plans.read.diff import diff_plans
+from infra.plans.read.model import Plan, plan_from_dict
 from infra.settings import Cloud, SettingsError, environment
 
 RDS = "aws:rds/instance:Instance"
@@ -52,10 +52,12 @@ def test_reviewed_entry_lets_the_replacement_through_until_it_expires(
     production: Plan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     urn = production.of_type(RDS)[0].urn
-    monkeypatch.setattr(infra.plans.allowances, "ENVIRONMENTS_DIR", tmp_path)
+    monkeypatch.setattr(infra.plans.judge.allowances, "ENVIRONMENTS_DIR", tmp_path)
     # The ref's render stands in for a git worktree render: the database had another identifier.
     before = _renamed(production)
-    monkeypatch.setattr(infra.plans.checkout, "render_ref", lambda *_, **__: {before.key: before})
+    monkeypatch.setattr(
+        infra.plans.produce.checkout, "render_ref", lambda *_, **__: {before.key: before}
+    )
     argv = [
         "preview",
         "--offline",
@@ -88,7 +90,7 @@ def test_reviewed_entry_lets_the_replacement_through_until_it_expires(
 def test_the_expiry_day_still_allows(production: Plan) -> None:
     urn = production.of_type(RDS)[0].urn
     diff = diff_plans("production-aws", _renamed(production), production)
-    entry = infra.plans.allowances.Allowance("production", urn, "why", TODAY, "f")
+    entry = infra.plans.judge.allowances.Allowance("production", urn, "why", TODAY, "f")
     assert guard.guard([diff], reviewed=[entry], today=TODAY).ok
     late = guard.guard([diff], reviewed=[entry], today=TODAY + dt.timedelta(days=1))
     assert not late.ok
@@ -99,7 +101,7 @@ def test_the_expiry_day_still_allows(production: Plan) -> None:
 def test_an_expired_entry_fails_even_without_a_baseline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(infra.plans.allowances, "ENVIRONMENTS_DIR", tmp_path)
+    monkeypatch.setattr(infra.plans.judge.allowances, "ENVIRONMENTS_DIR", tmp_path)
     _write(tmp_path, _entry("urn:pulumi:production::billing-aws::x::y", TODAY - dt.timedelta(1)))
     out = tmp_path / "out"
     assert (
@@ -175,7 +177,7 @@ def test_malformed_entries_name_the_file_and_key(
 def test_cli_reports_a_malformed_file_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(infra.plans.allowances, "ENVIRONMENTS_DIR", tmp_path)
+    monkeypatch.setattr(infra.plans.judge.allowances, "ENVIRONMENTS_DIR", tmp_path)
     _write(tmp_path, "[[allow]]\nurn = 3\n")
     out = tmp_path / "out"
     assert (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from infra.plans.mocks import COMPUTED, ID_PREFIXES, INVOKES, NewResource, Target, digest
+from infra.plans.produce.mocks import COMPUTED, ID_PREFIXES, INVOKES, NewResource, Target, digest
 
 ID_PREFIXES.update(
     {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.plans.mocks import COMPUTED, NewResource, digest
+from infra.plans.produce.mocks import COMPUTED, NewResource, digest
 
 # A made-up project number for service agents' addresses.
 _PROJECT_NUMBER = "123456789012"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from infra.plans import live
-from infra.plans.formats import read_preview
-from infra.plans.model import PlanError
+from infra.plans.produce import live
+from infra.plans.read.formats import read_preview
+from infra.plans.read.model import PlanError
 from infra.settings import REPO_ROOT
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 DRIFTED = DATA / "drift_production_aws.json"
 CLEAN = DATA / "clean_production_aws.json"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.plans import live
-from infra.plans.model import PlanError
+from infra.plans.produce import live
+from infra.plans.read.model import PlanError
 from infra.settings import (
     ENVIRONMENTS_DIR,
     Cloud,
@@ -27,8 +27,7 @@ from infra.settings import (
     known_environments,
     load_environment,
 )
-
-from .conftest import DATA, Standin, run_cli
+from tests.infra.plans.conftest import DATA, Standin, run_cli
 
 PREVIEW = DATA / "preview_dev_aws.json"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.plans import drift, guard
-from infra.plans.formats import (
+from infra.plans.judge import drift, guard
+from infra.plans.read.formats import (
     OUTPUT_SIG,
     RESOURCE_SIG,
     UNKNOWN_VALUE,
@@ -17,9 +17,9 @@ from infra.plans.formats import (
     secret,
     short,
 )
-from infra.plans.model import SECRET, UNKNOWN
+from infra.plans.read.model import SECRET, UNKNOWN
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 DATABASE = (
     "urn:pulumi:production::billing-aws::billing:aws:Database"
     "$aws:rds/instance:Instance::database-instance"

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-import infra.plans.checkout
+import infra.plans.produce.checkout
 from infra.cli import main
-from infra.plans import guard
-from infra.plans.diff import diff_plans
-from infra.plans.model import Plan, PlanError, plan_from_dict
-from infra.plans.offline import render
+from infra.plans.judge import guard
+from infra.plans.produce.offline import render
+from infra.plans.read.diff import diff_plans
+from infra.plans.read.model import Plan, PlanError, plan_from_dict
 from infra.policy.checks import preview_verdicts
 from infra.settings import Cloud, environment
 
@@ -152,7 +152,9 @@ def test_preview_exit_code_follows_the_guard_and_allow_replace(
 ) -> None:
     before = _edited(production, lambda d: _database(d)["inputs"].update(identifier="old-name"))
     # The ref's render stands in for a git worktree render: the database had another identifier.
-    monkeypatch.setattr(infra.plans.checkout, "render_ref", lambda *_, **__: {before.key: before})
+    monkeypatch.setattr(
+        infra.plans.produce.checkout, "render_ref", lambda *_, **__: {before.key: before}
+    )
     argv = [
         "preview",
         "--offline",

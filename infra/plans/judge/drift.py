@@ -2,7 +2,7 @@
 
 A drift check is a ``pulumi preview --refresh --expect-no-changes --json``: after the refresh,
 any step other than ``same`` or ``read`` means the cloud no longer matches the code. The preview
-itself is read by :mod:`infra.plans.formats`.
+itself is read by :mod:`infra.plans.read.formats`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from infra.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK
 from infra.markdown import table
-from infra.plans.formats import Step
+from infra.plans.read.formats import Step
 
 
 @dataclass(frozen=True)

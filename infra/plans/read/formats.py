@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from infra.loading import decode_json, first_error, read_text
-from infra.plans.model import SECRET, UNKNOWN, PlanError
+from infra.plans.read.model import SECRET, UNKNOWN, PlanError
 
 # -- URNs ----------------------------------------------------------------------------------------
 

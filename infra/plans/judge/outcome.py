@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from infra.plans.diff import StackDiff
-from infra.plans.model import PlanError
+from infra.plans.read.diff import StackDiff
+from infra.plans.read.model import PlanError
 
 RESULTS_FILE = "results.jsonl"
 

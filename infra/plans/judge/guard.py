@@ -1,7 +1,7 @@
 """Destructive-change guard: no stateful resource is deleted or replaced in an environment of a
 hardened tier (staging, production) unless its URN is allowed: reviewed in
 ``environments/<env>/allow-replace.toml`` (with a reason and an expiry date; see
-``infra.plans.allowances``) or named for one run with ``--allow-replace``.
+``infra.plans.judge.allowances``) or named for one run with ``--allow-replace``.
 
 It reads an offline diff (``preview --against REF``) or the steps of a live
 ``pulumi preview --json``. An offline diff sees only inputs, so an update to an input that the
@@ -15,11 +15,11 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.plans.allowances import Allowance
-from infra.plans.diff import Change, StackDiff
-from infra.plans.formats import Preview, Step, Urn, read_preview
-from infra.plans.report import Verdict
-from infra.plans.stateful import REPLACE_KEYS, is_replica, restore_keys
+from infra.plans.judge.allowances import Allowance
+from infra.plans.judge.report import Verdict
+from infra.plans.read.diff import Change, StackDiff
+from infra.plans.read.formats import Preview, Step, Urn, read_preview
+from infra.plans.read.stateful import REPLACE_KEYS, is_replica, restore_keys
 from infra.settings import promotion, tier_of
 
 

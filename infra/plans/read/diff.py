@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.errors import InfraError
-from infra.plans.model import Plan
-from infra.plans.stateful import RESTORE_INPUTS, is_replica, is_stateful, restore_keys
+from infra.plans.read.model import Plan
+from infra.plans.read.stateful import RESTORE_INPUTS, is_replica, is_stateful, restore_keys
 
 # Step operations that remove a resource's data, as `pulumi preview --json` names them.
 DESTRUCTIVE_OPS = frozenset(

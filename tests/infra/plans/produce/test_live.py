@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 
-from infra.plans import live
-from infra.plans.formats import parse_preview
-from infra.plans.model import SECRET, UNKNOWN, Plan, PlanError, load_plan
-from infra.plans.offline import render
+from infra.plans.produce import live
+from infra.plans.produce.offline import render
+from infra.plans.read.formats import parse_preview
+from infra.plans.read.model import SECRET, UNKNOWN, Plan, PlanError, load_plan
 from infra.settings import REPO_ROOT, Cloud, EnvironmentSettings, SettingsError, environment
-
-from .conftest import DATA, Standin, run_cli
+from tests.infra.plans.conftest import DATA, Standin, run_cli
 
 PREVIEW = DATA / "preview_dev_aws.json"
 DRIFTED = DATA / "drift_production_aws.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from infra.plans.mocks import INVOKES, Target, digest
+from infra.plans.produce.mocks import INVOKES, Target, digest
 
 
 def _team(args: Mapping[str, Any], _target: Target) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from google.protobuf import json_format
 from pulumi.runtime import mocks
 from pulumi.runtime.settings import get_project, get_stack
 
-from infra.plans.formats import STACK_TYPE, Urn, redact, secret
-from infra.plans.model import Resource
+from infra.plans.read.formats import STACK_TYPE, Urn, redact, secret
+from infra.plans.read.model import Resource
 
 
 class UnansweredInvokeError(Exception):
@@ -26,7 +26,8 @@ class UnansweredInvokeError(Exception):
 
     def __init__(self, token: str) -> None:
         super().__init__(
-            f"offline preview has no answer for invoke '{token}': add one to infra/plans/mocks.py"
+            f"offline preview has no answer for invoke '{token}': "
+            "add one to infra/plans/produce/mocks.py"
         )
         self.token = token
 
@@ -180,7 +181,7 @@ class RecordingMonitor(mocks.MockMonitor):
 
 
 # Registers the clouds' computed outputs and invokes.
-from infra.plans import mocks_aws, mocks_gcp, mocks_github  # noqa: E402, F401
+from infra.plans.produce import mocks_aws, mocks_gcp, mocks_github  # noqa: E402, F401
 
 
 def _random_password(resource: NewResource) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from infra.errors import InfraError
 from infra.git import GitError, last_line, worktree
-from infra.plans.model import Plan, PlanError, load_plan
+from infra.plans.read.model import Plan, PlanError, load_plan
 
 Error = TypeVar("Error", bound=InfraError)
 

@@ -19,9 +19,11 @@ import yaml
 from pulumi import automation as auto
 
 from infra.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK
-from infra.plans import drift as drift_report
-from infra.plans.diff import StackDiff
-from infra.plans.formats import (
+from infra.plans.judge import drift as drift_report
+from infra.plans.judge.guard import changes_from_preview
+from infra.plans.produce.offline import PROJECTS
+from infra.plans.read.diff import StackDiff
+from infra.plans.read.formats import (
     STACK_TYPE,
     Preview,
     ResourceState,
@@ -31,9 +33,7 @@ from infra.plans.formats import (
     read_preview,
     redact,
 )
-from infra.plans.guard import changes_from_preview
-from infra.plans.model import Plan, PlanError, Resource
-from infra.plans.offline import PROJECTS
+from infra.plans.read.model import Plan, PlanError, Resource
 from infra.settings import (
     ENVIRONMENTS_DIR,
     PINS_FILE,

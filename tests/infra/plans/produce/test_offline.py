@@ -13,9 +13,9 @@ import pulumi
 import pulumi_random as random
 import pytest
 
-from infra.plans import mocks
-from infra.plans.model import SECRET, PlanError, load_plan
-from infra.plans.offline import RenderError, render
+from infra.plans.produce import mocks
+from infra.plans.produce.offline import RenderError, render
+from infra.plans.read.model import SECRET, PlanError, load_plan
 from infra.settings import REPO_ROOT, Cloud, environment
 
 PLAN_KEYS = {"environment", "cloud", "stack", "mode", "resources", "outputs"}
@@ -111,7 +111,7 @@ def test_secrets_are_redacted_in_inputs() -> None:
         pulumi.export("password", password.result)
         pulumi.export("plain", "visible")
 
-    from infra.plans import offline
+    from infra.plans.produce import offline
 
     original = offline.program_for
     offline.program_for = lambda _cloud: program  # type: ignore[assignment]
@@ -131,7 +131,7 @@ def test_an_unanswered_invoke_fails_loudly_with_its_token() -> None:
 
         aws.ec2.get_ami_output(most_recent=True, owners=["amazon"])
 
-    from infra.plans import offline
+    from infra.plans.produce import offline
 
     original = offline.program_for
     offline.program_for = lambda _cloud: program  # type: ignore[assignment]

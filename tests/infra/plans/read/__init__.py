@@ -1,0 +1,1 @@
+"""Tests of infra.plans.read: Pulumi's formats and the preview reader."""
