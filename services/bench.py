@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 class WorkerResult:
     processes: int
     subscriptions: int
+    batch_size: int
     # From the first invoice written to the last, by the database's clock.
     renewing_seconds: float
     # From the first charge claimed to the last invoice paid.
@@ -139,17 +140,19 @@ def worker_spans(database: DatabaseSettings, plan_name: str) -> tuple[int, float
     return int(paid), float(renewing or 0.0), float(charging or 0.0)
 
 
-def measure_worker(stack: LocalStack, *, processes: int, subscriptions: int) -> WorkerResult:
-    """Renewals (set-based, 500 a batch) by several workers, charged by the fast simulator."""
+def measure_worker(
+    stack: LocalStack, *, processes: int, subscriptions: int, batch_size: int
+) -> WorkerResult:
+    """Renewals (set-based, a batch a transaction) by several workers, charged by the simulator."""
     database = DatabaseSettings.from_env(stack.worker_env)
     seed_due_subscriptions(
         database, subscriptions, plan_name="Bench renewals", payment_method="pm_card_visa"
     )
-    wall_seconds = run_workers(stack, processes, "--batch-size=500")
+    wall_seconds = run_workers(stack, processes, f"--batch-size={batch_size}")
     paid, renewing, charging = worker_spans(database, "Bench renewals")
     if paid != subscriptions:
         raise SystemExit(f"expected {subscriptions} paid invoices, found {paid}")
-    return WorkerResult(processes, subscriptions, renewing, charging, wall_seconds)
+    return WorkerResult(processes, subscriptions, batch_size, renewing, charging, wall_seconds)
 
 
 def measure_charging(stack: LocalStack, *, invoices: int, concurrency: int) -> ChargingResult:
@@ -169,7 +172,10 @@ def report(worker: WorkerResult, charging: ChargingResult) -> str:
     rows = [
         (
             "Worker renewals",
-            f"{worker.processes} workers, {worker.subscriptions} due subscriptions",
+            (
+                f"{worker.processes} workers, {worker.subscriptions} due subscriptions, "
+                f"batches of {worker.batch_size}"
+            ),
             f"{worker.subscriptions / worker.renewing_seconds:.0f} renewals/s (set-based)",
         ),
         (
@@ -199,23 +205,31 @@ def main(argv: list[str]) -> int:
     bench_api.add_arguments(parser)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--subscriptions", type=int, default=20000)
+    parser.add_argument("--batch-size", type=int, default=500, help="renewals per transaction")
     parser.add_argument("--charges", type=int, default=1500, help="invoices at 300 ms a charge")
     parser.add_argument("--charge-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--worker-only", action="store_true", help="measure the worker alone, not the API"
+    )
     arguments = parser.parse_args(argv)
     directory = devservers.scratch_dir("billing-bench-")
     try:
         with bench_api.bench_stack(directory) as stack:
-            api = bench_api.run(stack, arguments, directory)
+            api = None if arguments.worker_only else bench_api.run(stack, arguments, directory)
             worker = measure_worker(
-                stack, processes=arguments.workers, subscriptions=arguments.subscriptions
+                stack,
+                processes=arguments.workers,
+                subscriptions=arguments.subscriptions,
+                batch_size=arguments.batch_size,
             )
             charging = measure_charging(
                 stack, invoices=arguments.charges, concurrency=arguments.charge_concurrency
             )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    print(api)
-    print()
+    if api is not None:
+        print(api)
+        print()
     print(report(worker, charging))
     return 0
 

@@ -300,7 +300,6 @@ def renew_due_subscriptions(
             _MOVE_PERIODS,
             {
                 "ids": [renewal.row.id for renewal in renewing],
-                "starts": [renewal.row.current_period_end for renewal in renewing],
                 "ends": [renewal.period_end for renewal in renewing],
             },
         )
@@ -345,31 +344,21 @@ _END_AT_PERIOD_END = text(
      WHERE id = ANY(CAST(:ids AS uuid[]))
     """
 )
+# No join: the row-security filter makes the planner think a batch's subscriptions are a few
+# rows, and it joined them to the unnested arrays by rescanning the arrays once per row (500
+# rows: 100 ms). Each row finds its new end by its position in the batch instead, and the new
+# period starts where the locked row's old one ended.
 _MOVE_PERIODS = text(
     """
-    UPDATE subscriptions AS s
-       SET current_period_start = v.period_start, current_period_end = v.period_end,
-           status = CASE WHEN s.status = 'trialing' THEN 'active' ELSE s.status END
-      FROM unnest(CAST(:ids AS uuid[]), CAST(:starts AS timestamptz[]),
-                  CAST(:ends AS timestamptz[])) AS v(id, period_start, period_end)
-     WHERE s.id = v.id
+    UPDATE subscriptions
+       SET current_period_start = current_period_end,
+           current_period_end =
+             (CAST(:ends AS timestamptz[]))[array_position(CAST(:ids AS uuid[]), id)],
+           status = CASE WHEN status = 'trialing' THEN 'active' ELSE status END
+     WHERE id = ANY(CAST(:ids AS uuid[]))
     """
 )
-_INSERT_INVOICES = text(
-    """
-    INSERT INTO invoices (id, tenant_id, customer_id, subscription_id, kind, status, currency,
-                          period_start, period_end, subtotal, credit_applied, amount_due,
-                          carried_forward, attempt_count, next_attempt_at, created_at)
-    SELECT v.id, v.tenant_id, v.customer_id, v.subscription_id, 'cycle', 'open', v.currency,
-           v.period_start, v.period_end, v.amount, 0, v.amount, 0, 0, :now, clock_timestamp()
-      FROM unnest(CAST(:ids AS uuid[]), CAST(:tenants AS varchar[]), CAST(:customers AS uuid[]),
-                  CAST(:subscriptions AS uuid[]), CAST(:currencies AS varchar[]),
-                  CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]),
-                  CAST(:amounts AS bigint[]))
-           AS v(id, tenant_id, customer_id, subscription_id, currency, period_start, period_end,
-                amount)
-    """
-)
+_DEFER_LINE_INVOICE_CHECK = text("SET CONSTRAINTS fk_invoice_lines_tenant_id_invoices DEFERRED")
 _INSERT_LINES = text(
     """
     INSERT INTO invoice_lines (id, tenant_id, invoice_id, description, amount, plan_id,
@@ -384,18 +373,51 @@ _INSERT_LINES = text(
                 period_end)
     """
 )
-# Numbered after the lines are in: from then on they cannot change (migration 0004).
-_NUMBER_INVOICES = text(
+# Finalised as they are written: each tenant's counter moves by its share of the batch (in
+# tenant order, the order issue_invoice locks them in) and its invoices take the numbers in
+# batch order. Their lines are already in, so they never change after numbering (0004).
+_INSERT_NUMBERED_INVOICES = text(
     """
-    UPDATE invoices AS i SET number = v.number
-      FROM unnest(CAST(:ids AS uuid[]), CAST(:numbers AS bigint[])) AS v(id, number)
-     WHERE i.id = v.id
+    WITH batch AS (
+      SELECT v.*, row_number() OVER (PARTITION BY v.tenant_id ORDER BY v.position) AS nth
+        FROM unnest(CAST(:ids AS uuid[]), CAST(:tenants AS varchar[]),
+                    CAST(:customers AS uuid[]), CAST(:subscriptions AS uuid[]),
+                    CAST(:currencies AS varchar[]), CAST(:starts AS timestamptz[]),
+                    CAST(:ends AS timestamptz[]), CAST(:amounts AS bigint[]))
+             WITH ORDINALITY
+             AS v(id, tenant_id, customer_id, subscription_id, currency, period_start,
+                  period_end, amount, position)
+    ), issued AS (
+      SELECT tenant_id, count(*) AS issued FROM batch GROUP BY tenant_id
+    ), counter AS (
+      INSERT INTO invoice_number_sequences AS sequence (tenant_id, last_number)
+      SELECT tenant_id, issued FROM issued ORDER BY tenant_id
+          ON CONFLICT (tenant_id)
+          DO UPDATE SET last_number = sequence.last_number + excluded.last_number
+      RETURNING sequence.tenant_id, sequence.last_number
+    )
+    INSERT INTO invoices (id, tenant_id, number, customer_id, subscription_id, kind, status,
+                          currency, period_start, period_end, subtotal, credit_applied,
+                          amount_due, carried_forward, attempt_count, next_attempt_at,
+                          created_at)
+    SELECT b.id, b.tenant_id, counter.last_number - issued.issued + b.nth, b.customer_id,
+           b.subscription_id, 'cycle', 'open', b.currency, b.period_start, b.period_end,
+           b.amount, 0, b.amount, 0, 0, :now, clock_timestamp()
+      FROM batch AS b
+      JOIN issued USING (tenant_id)
+      JOIN counter USING (tenant_id)
     """
 )
 
 
 def _insert_cycle_invoices(session: Session, renewals: list[_Renewal], *, now: datetime) -> None:
-    """Issue the cycle invoices of renewals whose customers have no balance, set-based."""
+    """Issue the cycle invoices of renewals whose customers have no balance, set-based.
+
+    The lines go in first, their reference to the invoice checked at commit, and then the
+    invoices already numbered: one statement each, and no second write of every invoice to
+    number it (an UPDATE of a row inserted in the same transaction checks its foreign keys
+    again, and leaves a dead row behind).
+    """
     if not renewals:
         return
     invoice_ids = [new_id() for _ in renewals]
@@ -405,20 +427,7 @@ def _insert_cycle_invoices(session: Session, renewals: list[_Renewal], *, now: d
     ends = [renewal.period_end for renewal in renewals]
     tenants = [row.tenant_id for row in rows]
     amounts = [plan.amount for plan in plans]
-    session.execute(
-        _INSERT_INVOICES,
-        {
-            "now": now,
-            "ids": invoice_ids,
-            "tenants": tenants,
-            "customers": [row.customer_id for row in rows],
-            "subscriptions": [row.id for row in rows],
-            "currencies": [plan.currency for plan in plans],
-            "starts": starts,
-            "ends": ends,
-            "amounts": amounts,
-        },
-    )
+    session.execute(_DEFER_LINE_INVOICE_CHECK)
     session.execute(
         _INSERT_LINES,
         {
@@ -432,11 +441,17 @@ def _insert_cycle_invoices(session: Session, renewals: list[_Renewal], *, now: d
             "ends": ends,
         },
     )
-    numbers: list[int] = []
-    next_number: dict[str, int] = {}
-    for tenant in sorted(set(tenants)):
-        next_number[tenant] = allocate_invoice_numbers(session, tenant, tenants.count(tenant))
-    for tenant in tenants:
-        numbers.append(next_number[tenant])
-        next_number[tenant] += 1
-    session.execute(_NUMBER_INVOICES, {"ids": invoice_ids, "numbers": numbers})
+    session.execute(
+        _INSERT_NUMBERED_INVOICES,
+        {
+            "now": now,
+            "ids": invoice_ids,
+            "tenants": tenants,
+            "customers": [row.customer_id for row in rows],
+            "subscriptions": [row.id for row in rows],
+            "currencies": [plan.currency for plan in plans],
+            "starts": starts,
+            "ends": ends,
+            "amounts": amounts,
+        },
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -372,3 +372,64 @@ def test_renewal_is_set_based_a_few_statements_per_batch(db: Session, clock: Man
     invoices = db.scalars(select(Invoice).order_by(Invoice.number)).all()
     assert [invoice.number for invoice in invoices] == list(range(1, 201))
     assert {invoice.amount_due for invoice in invoices} == {1500, 1100}
+
+
+def _rows_read(db: Session, table: str) -> tuple[int, int]:
+    """Rows this transaction has read from the table so far: by sequential scans, by indexes."""
+    scanned, fetched = db.execute(
+        text(
+            "SELECT seq_tup_read, idx_tup_fetch FROM pg_stat_xact_user_tables"
+            " WHERE relname = :table"
+        ),
+        {"table": table},
+    ).one()
+    return int(scanned), int(fetched)
+
+
+def test_a_renewal_batch_reads_invoices_by_key_however_many_there_are(
+    db: Session, clock: ManualClock
+) -> None:
+    # A thousand invoices already, then a batch of 200 more: each line's invoice is found by its
+    # key. The finality guard joined to invoices under a plan made while they were few read the
+    # whole table per line (0005); the lines' foreign-key check, planned while young, took the
+    # (tenant_id, number) index and read every invoice of the tenant per line (before 0007).
+    seed_due_subscriptions(db, 1000, now=clock.now)
+    renew_due_subscriptions(db, now=clock.now, batch_size=1000)
+    db.commit()
+    seed_due_subscriptions(db, 200, now=clock.now)
+    scanned, fetched = _rows_read(db, "invoices")
+    report = renew_due_subscriptions(db, now=clock.now, batch_size=500)
+    assert report.renewed == 200
+    scanned_after, fetched_after = _rows_read(db, "invoices")
+    assert scanned_after == scanned
+    # A few rows per line (its foreign-key check and the guard), not the tenant's every invoice.
+    assert fetched_after - fetched <= 3 * 200
+    db.commit()
+    assert db.scalar(select(func.count()).select_from(Invoice)) == 1200
+
+
+def test_lines_written_before_their_invoice_still_need_it_at_commit(
+    db: Session, clock: ManualClock
+) -> None:
+    # Renewal defers the lines' reference to their invoice; the check still runs, at commit.
+    plan = seed_due_subscriptions(db, 1, now=clock.now)[0].plan_id
+    line = {
+        "id": new_id(),
+        "tenant": SEEDED_TENANT,
+        "invoice": new_id(),
+        "plan": plan,
+        "at": clock.now,
+    }
+    insert_line = text(
+        "INSERT INTO invoice_lines (id, tenant_id, invoice_id, description, amount, plan_id,"
+        " period_start, period_end)"
+        " VALUES (:id, :tenant, :invoice, 'Orphan', 100, :plan, :at, :at)"
+    )
+    with pytest.raises(IntegrityError, match="fk_invoice_lines_tenant_id_invoices"):
+        db.execute(insert_line, line)
+    db.rollback()
+    db.execute(text("SET CONSTRAINTS fk_invoice_lines_tenant_id_invoices DEFERRED"))
+    db.execute(insert_line, line)
+    with pytest.raises(IntegrityError, match="fk_invoice_lines_tenant_id_invoices"):
+        db.commit()
+    db.rollback()
