@@ -1,14 +1,14 @@
-"""Shared fixtures: a scratch copy of environments/ for loader tests, a scratch git repository."""
+"""Shared fixtures: a scratch copy of environments/ for loader tests, scratch git repositories."""
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from infra.git import git
 from infra.settings import ENVIRONMENTS_DIR, REPO_ROOT
 
 
@@ -20,11 +20,30 @@ def environments_copy(tmp_path: Path) -> Path:
     return target
 
 
-def git(repo: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    )
-    return result.stdout.strip()
+def commit(repo: Path, files: dict[str, str], message: str) -> str:
+    """Write ``files`` (path -> text) into ``repo``, commit them all, return the commit."""
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text, encoding="utf-8")
+    git(repo, "add", "--all")
+    git(repo, "commit", "-qm", message, config=["user.name=Test", "user.email=test@example.com"])
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def small_repo(tmp_path: Path) -> Path:
+    """A real git repository on branch main with one commit: README.md saying "first"."""
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "--quiet", "--initial-branch=main")
+    commit(path, {"README.md": "first\n"}, "first")
+    return path
+
+
+def worktree_count(repo: Path) -> int:
+    """How many worktrees ``repo`` has, its own checkout included."""
+    listed = git(repo, "worktree", "list", "--porcelain").splitlines()
+    return sum(1 for line in listed if line.startswith("worktree "))
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The git helper on real repositories: errors that name the command and carry git's own last
-line, worktrees that are removed however the work ends, and offline renders of another ref."""
+line, worktrees that are removed however the work ends."""
 
 from __future__ import annotations
 
@@ -9,31 +9,12 @@ import pytest
 
 from infra.errors import InfraError
 from infra.git import GitError, changed_files, commit_of, git, run, show, worktree
-from infra.plans.produce.checkout import render_ref
-from infra.plans.read.diff import DiffError
-
-
-def _commit(repo: Path, files: dict[str, str], message: str) -> str:
-    for name, text in files.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text, encoding="utf-8")
-    git(repo, "add", "--all")
-    git(repo, "commit", "-qm", message, config=["user.name=Test", "user.email=test@example.com"])
-    return git(repo, "rev-parse", "HEAD")
+from tests.conftest import commit, worktree_count
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    path.mkdir()
-    git(path, "init", "--quiet", "--initial-branch=main")
-    _commit(path, {"README.md": "first\n"}, "first")
-    return path
-
-
-def _worktrees(repo: Path) -> int:
-    listed = git(repo, "worktree", "list", "--porcelain").splitlines()
-    return sum(1 for line in listed if line.startswith("worktree "))
+def repo(small_repo: Path) -> Path:
+    return small_repo
 
 
 def test_a_failure_names_the_command_and_ends_with_gits_last_line(repo: Path) -> None:
@@ -66,7 +47,7 @@ def test_config_values_never_reach_the_message(repo: Path) -> None:
 
 def test_run_returns_the_exit_code_instead_of_raising(repo: Path) -> None:
     first = git(repo, "rev-parse", "HEAD")
-    second = _commit(repo, {"README.md": "second\n"}, "second")
+    second = commit(repo, {"README.md": "second\n"}, "second")
     assert run(repo, "merge-base", "--is-ancestor", first, second).returncode == 0
     assert run(repo, "merge-base", "--is-ancestor", second, first).returncode == 1
 
@@ -80,7 +61,7 @@ def test_commit_of_show_and_changed_files(repo: Path) -> None:
     first = git(repo, "rev-parse", "HEAD")
     git(repo, "branch", "feature")
     git(repo, "checkout", "--quiet", "feature")
-    second = _commit(repo, {"a/b.toml": "x = 1\n", "README.md": "second\n"}, "second")
+    second = commit(repo, {"a/b.toml": "x = 1\n", "README.md": "second\n"}, "second")
     assert commit_of(repo, "feature") == second
     assert commit_of(repo, "main") == first
     assert commit_of(repo, "no-such-ref") is None
@@ -96,13 +77,13 @@ def test_commit_of_show_and_changed_files(repo: Path) -> None:
 
 def test_worktree_checks_out_the_ref_and_leaves_the_checkout_alone(repo: Path) -> None:
     first = git(repo, "rev-parse", "HEAD")
-    _commit(repo, {"README.md": "second\n"}, "second")
+    commit(repo, {"README.md": "second\n"}, "second")
     with worktree(repo, first) as tree:
         assert (tree / "README.md").read_text(encoding="utf-8") == "first\n"
         assert git(tree, "rev-parse", "HEAD") == first
-        assert _worktrees(repo) == 2
+        assert worktree_count(repo) == 2
     assert not tree.exists()
-    assert _worktrees(repo) == 1
+    assert worktree_count(repo) == 1
     assert (repo / "README.md").read_text(encoding="utf-8") == "second\n"
     assert git(repo, "symbolic-ref", "--short", "HEAD") == "main"
 
@@ -120,7 +101,7 @@ def test_worktree_is_removed_when_the_block_raises(repo: Path) -> None:
         work()
     assert used
     assert not used[0].exists()
-    assert _worktrees(repo) == 1
+    assert worktree_count(repo) == 1
     assert git(repo, "status", "--porcelain") == ""
 
 
@@ -130,30 +111,8 @@ def test_worktree_of_a_missing_ref_raises_and_leaves_nothing(repo: Path) -> None
         worktree(repo, "no-such-ref"),
     ):
         pytest.fail("the block must not run")
-    assert _worktrees(repo) == 1
+    assert worktree_count(repo) == 1
     assert git(repo, "worktree", "prune", "--dry-run", "--verbose") == ""
-
-
-def _fake_infra(exit_code: int, stderr: str) -> dict[str, str]:
-    """A tree whose `python -m infra` fails as a broken render would."""
-    script = f"import sys\nsys.stderr.write({stderr!r})\nraise SystemExit({exit_code})\n"
-    return {
-        "infra/__init__.py": "",
-        "infra/__main__.py": script,
-        "environments/dev/settings.toml": "",
-    }
-
-
-def test_render_ref_names_the_context_and_the_last_line_and_cleans_up(repo: Path) -> None:
-    broken = _commit(repo, _fake_infra(1, "Traceback ...\nerror: dev: the render broke\n"), "x")
-    expected = r"^--against x: rendering failed: error: dev: the render broke$"
-    with pytest.raises(DiffError, match=expected):
-        render_ref(repo, broken, ["dev"], error=DiffError, context="--against x")
-    assert _worktrees(repo) == 1
-    with pytest.raises(DiffError, match=r"^--against nope: fatal: invalid reference: nope$"):
-        render_ref(repo, "nope", ["dev"], error=DiffError, context="--against nope")
-    # An environment the ref does not have renders nothing (the script is never run).
-    assert render_ref(repo, broken, ["qa"], error=DiffError, context="--against x") == {}
 
 
 def test_git_missing_from_path_is_a_git_error(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from infra.git import git
 from infra.settings import ENVIRONMENTS_DIR, REPO_ROOT, promotion_order
 from tests.infra.delivery.fake_github import WORKFLOW_TOKEN, FakeGitHub, serve
-
-
-def git(repo: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    )
-    return result.stdout.strip()
 
 
 @dataclass(frozen=True)
@@ -51,11 +44,7 @@ class Remote:
 
     def clone(self, name: str, branch: str = "dev") -> Path:
         path = self.root / name
-        subprocess.run(
-            ["git", "clone", "--quiet", "--branch", branch, str(self.bare), str(path)],
-            check=True,
-            capture_output=True,
-        )
+        git(self.root, "clone", "--quiet", "--branch", branch, str(self.bare), str(path))
         git(path, "config", "user.email", "ci@example.com")
         git(path, "config", "user.name", "CI")
         return path
@@ -95,9 +84,7 @@ def remote_with_code(tmp_path: Path) -> Remote:
 
 def make_remote(tmp_path: Path, *, with_code: bool) -> Remote:
     bare = tmp_path / "remote.git"
-    subprocess.run(
-        ["git", "init", "--quiet", "--bare", "--initial-branch=dev", str(bare)], check=True
-    )
+    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=dev", str(bare))
     seed = tmp_path / "seed"
     seed.mkdir()
     shutil.copytree(ENVIRONMENTS_DIR, seed / "environments")

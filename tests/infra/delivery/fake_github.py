@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from infra.git import commit_of
 
 BODY_LIMIT = 65_536
 WORKFLOW_TOKEN = "ghs_workflow_token_of_the_run"
@@ -133,21 +134,7 @@ class FakeGitHub:
     def branch_sha(self, branch: str) -> str:
         if self.git_dir is None:
             return ""
-        found = subprocess.run(
-            [
-                "git",
-                "--git-dir",
-                str(self.git_dir),
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                f"refs/heads/{branch}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return found.stdout.strip()
+        return commit_of(self.git_dir, f"refs/heads/{branch}") or ""
 
     def pulls(self) -> list[Json]:
         return [i for i in self.issues.values() if "head" in i]

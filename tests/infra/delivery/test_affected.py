@@ -10,8 +10,8 @@ import pytest
 
 from infra.cli import main
 from infra.delivery.affected import AffectedError, affected, affected_stacks, github_outputs
+from infra.git import git
 from infra.settings import ENVIRONMENTS_DIR, REPO_ROOT
-from tests.infra.delivery.conftest import git
 
 ALL = ["dev-aws", "dev-gcp", "staging-aws", "staging-gcp", "production-aws", "production-gcp"]
 

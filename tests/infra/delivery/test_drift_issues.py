@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from infra.cli import main
-from tests.infra.delivery.conftest import Remote, git
+from infra.git import git
+from tests.infra.delivery.conftest import Remote
 from tests.infra.delivery.fake_github import APP_TOKEN, FakeGitHub
 
 DATA = Path(__file__).parents[1] / "plans" / "data"

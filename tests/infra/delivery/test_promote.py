@@ -10,7 +10,8 @@ import pytest
 
 from infra.cli import main
 from infra.delivery.promote import PromotionError, check_order, pin_changes, promote
-from tests.infra.delivery.conftest import Remote, git, snapshot
+from infra.git import git
+from tests.infra.delivery.conftest import Remote, snapshot
 
 DEV_PINS = "environments/dev/pins.toml"
 NEW_API = "ghcr.io/example-org/billing-api:0.2.0@sha256:" + "0" * 62 + "21"

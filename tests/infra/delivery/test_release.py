@@ -10,7 +10,8 @@ import pytest
 
 from infra.cli import main
 from infra.delivery.promote import RELEASE_TRAILER, PromotionError, promote
-from tests.infra.delivery.conftest import Remote, git
+from infra.git import git, run
+from tests.infra.delivery.conftest import Remote
 from tests.infra.delivery.fake_github import APP_TOKEN, WORKFLOW_TOKEN, FakeGitHub
 
 DEV_PINS = "environments/dev/pins.toml"
@@ -80,9 +81,9 @@ def test_the_deployed_commit_is_promoted_not_the_branch_tip(
     staging_pins = tomllib.loads(remote.read("promote/dev-to-staging", STAGING_PINS))
     assert staging_pins["images"]["api"] == f"{API}:0.2.0"
     branch_commit = git(remote.bare, "rev-parse", "promote/dev-to-staging")
-    assert git(remote.bare, "merge-base", "--is-ancestor", deployed, branch_commit) == ""
-    with pytest.raises(Exception, match="returned non-zero"):
-        git(remote.bare, "merge-base", "--is-ancestor", tip, branch_commit)
+    # The deployed commit is in the promotion branch; the newer tip is not.
+    assert run(remote.bare, "merge-base", "--is-ancestor", deployed, branch_commit).returncode == 0
+    assert run(remote.bare, "merge-base", "--is-ancestor", tip, branch_commit).returncode == 1
     [pull] = github.pulls()
     assert (pull["head"]["ref"], pull["base"]["ref"]) == ("promote/dev-to-staging", "staging")
     assert pull["head"]["sha"] == branch_commit

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from infra.cli import main
+from infra.git import git
 from infra.plans.judge.outcome import StackOutcome, write_results
-from tests.infra.delivery.conftest import Remote, git
+from tests.infra.delivery.conftest import Remote
 from tests.infra.delivery.fake_github import FakeGitHub
 
 FROZEN = "2026-12-24T12:00:00+00:00"

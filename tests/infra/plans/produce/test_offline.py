@@ -13,6 +13,7 @@ import pulumi
 import pulumi_random as random
 import pytest
 
+from infra.git import git
 from infra.plans.produce import mocks
 from infra.plans.produce.offline import RenderError, render
 from infra.plans.read.model import SECRET, PlanError, load_plan
@@ -200,13 +201,7 @@ def test_against_ref_reports_created_deleted_and_changed(
     assert "Created: 7" in report  # 3 subnets, 1 route table, 3 associations
     assert "`update` aws:cloudwatch/logGroup:LogGroup network-flow-logs (retentionInDays)" in report
     # The worktree is cleaned up.
-    worktrees = (
-        subprocess.run(
-            ["git", "-C", str(repo), "worktree", "list"], capture_output=True, text=True, check=True
-        )
-        .stdout.strip()
-        .splitlines()
-    )
+    worktrees = git(repo, "worktree", "list").splitlines()
     assert len(worktrees) == 1
 
 
