@@ -112,7 +112,8 @@ def worktree(repo: Path, ref: str, *, prefix: str = "billing-tree-") -> Iterator
         try:
             yield tree
         finally:
-            # Best effort: a failure here must not hide the block's own exception. `prune`
-            # drops the record if `remove` could not (the directory goes with the temporary one).
-            run(repo, "worktree", "remove", "--force", str(tree))
+            # Best effort: a failure here must not hide the block's own exception. --force
+            # twice removes a worktree with changes and one that was locked (git-worktree(1));
+            # `prune` drops the record should `remove` still fail.
+            run(repo, "worktree", "remove", "--force", "--force", str(tree))
             run(repo, "worktree", "prune")

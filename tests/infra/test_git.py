@@ -105,6 +105,14 @@ def test_worktree_is_removed_when_the_block_raises(repo: Path) -> None:
     assert git(repo, "status", "--porcelain") == ""
 
 
+def test_worktree_is_removed_even_when_the_block_locks_it(repo: Path) -> None:
+    with worktree(repo, "HEAD") as tree:
+        git(repo, "worktree", "lock", "--reason", "a tool still uses it", str(tree))
+        (tree / "README.md").write_text("changed\n", encoding="utf-8")
+    assert not tree.exists()
+    assert worktree_count(repo) == 1
+
+
 def test_worktree_of_a_missing_ref_raises_and_leaves_nothing(repo: Path) -> None:
     with (
         pytest.raises(GitError, match="invalid reference: no-such-ref"),
