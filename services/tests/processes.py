@@ -39,6 +39,25 @@ def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> Non
         time.sleep(0.05)
 
 
+def wait_while_progressing(
+    done: Callable[[], bool], progress: Callable[[], object], *, stall: float, what: str
+) -> None:
+    """Poll until done, for as long as it takes while progress() keeps changing.
+
+    For work whose duration depends on how loaded the machine is: only `stall` seconds without
+    any change in progress fail the wait (a hang, a deadlock), however slow the run.
+    """
+    last = progress()
+    deadline = time.monotonic() + stall
+    while not done():
+        now = progress()
+        if now != last:
+            last, deadline = now, time.monotonic() + stall
+        elif time.monotonic() > deadline:
+            raise AssertionError(f"no progress for {stall:.0f} s waiting for {what} (at {last})")
+        time.sleep(0.05)
+
+
 def wait_until_serving(
     url: str, process: subprocess.Popen[bytes], log: Path, *, timeout: float = 30
 ) -> None:

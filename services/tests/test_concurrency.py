@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,18 +16,40 @@ from services.billing.gateway import SimulatorGateway
 from services.billing.models import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentStatus
 from services.tests.conftest import subprocess_env
 from services.tests.factories import seed_due_subscriptions
-from services.tests.processes import start_service, stop, wait_for
+from services.tests.processes import start_service, stop, wait_while_progressing
 
 SUBSCRIPTIONS = 1000
 WORKERS = 4
 
 
 def invoices_issued(db: Session) -> int:
+    return progress(db)[0]
+
+
+def progress(db: Session) -> tuple[int, int]:
+    """Invoices issued and payments that succeeded so far."""
     db.rollback()
     issued = db.scalar(select(func.count()).select_from(Invoice)) or 0
+    paid = (
+        db.scalar(
+            select(func.count())
+            .select_from(Payment)
+            .where(Payment.status == PaymentStatus.SUCCEEDED)
+        )
+        or 0
+    )
     # Not left idle in a transaction while the workers run: the server ends those after 60 s.
     db.rollback()
-    return issued
+    return issued, paid
+
+
+def exited(workers: list[subprocess.Popen[bytes]], logs: Path) -> list[int]:
+    """The workers that have exited so far; one that failed stops the test with its log."""
+    for index, worker in enumerate(workers):
+        if index and worker.poll() not in {None, 0}:
+            log = (logs / f"worker-{index}.log").read_text()
+            raise AssertionError(f"worker {index} exited with {worker.returncode}: {log}")
+    return [index for index, worker in enumerate(workers) if worker.poll() is not None]
 
 
 @pytest.mark.slow
@@ -53,16 +76,26 @@ def test_parallel_workers_with_one_killed_invoice_and_charge_each_period_once(
     ]
     try:
         victim = workers[0]
-        wait_for(
+        # Conditions, not deadlines: on a loaded machine four workers starting up and billing a
+        # thousand subscriptions may take minutes. A wait fails only when nothing has moved for
+        # a while (a hang), and a worker that exits early is reported at once.
+        survivors = dict(enumerate(workers[1:], start=1))
+        wait_while_progressing(
             lambda: (tmp_path / "worker-0.heartbeat").exists() and invoices_issued(db) >= 100,
-            timeout=120,
+            lambda: (progress(db), exited(workers, tmp_path)),
+            stall=120,
             what="the workers to get going",
         )
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         charged_when_killed = len(simulator.charges())
-        for index, worker in enumerate(workers[1:], start=1):
-            worker.wait(timeout=180)
+        wait_while_progressing(
+            lambda: all(worker.poll() is not None for worker in survivors.values()),
+            lambda: (progress(db), exited(workers, tmp_path)),
+            stall=120,
+            what="the other workers to finish",
+        )
+        for index, worker in survivors.items():
             assert worker.returncode == 0, (tmp_path / f"worker-{index}.log").read_text()
     finally:
         for worker in workers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,7 +70,7 @@ def deliver(client: BillingClient, event_id: str, event_type: str, subject: dict
 class ObservingGateway(SimulatorGateway):
     """The simulator, running a check of the test's while each charge is at the gateway."""
 
-    def __init__(self, simulator: SimulatorGateway, during_charge: Callable[[], None]) -> None:
+    def __init__(self, simulator: SimulatorGateway, during_charge: Callable[[], object]) -> None:
         super().__init__(simulator._cache)
         self._during_charge = during_charge
 
@@ -115,21 +116,22 @@ def test_no_lock_or_transaction_is_held_across_the_gateway_call(
 def test_calls_are_in_flight_concurrently(
     db: Session, sessions: sessionmaker[Session], simulator: SimulatorGateway, clock: ManualClock
 ) -> None:
-    seed_due_subscriptions(db, 6, now=clock.now, payment_method="pm_sim_slow")
-    peak: list[int] = []
-
-    def during_charge() -> None:
-        peak.append(simulator.charges_in_flight())
+    seed_due_subscriptions(db, 6, now=clock.now)
+    # Each call waits at the gateway until all six are there: only calls in flight together
+    # get past it. (Sampling how many slow charges were in flight as each call began raced:
+    # on a loaded machine all six could look before the first one counted itself.) The
+    # timeout only ends a run whose calls were made one at a time: its first call never gets
+    # company, and the broken barrier fails every charge.
+    all_at_the_gateway = threading.Barrier(6, timeout=60)
 
     worker = Worker(
         sessions,
-        ObservingGateway(simulator, during_charge),
+        ObservingGateway(simulator, all_at_the_gateway.wait),
         clock=clock,
         options=WorkerOptions(charge_concurrency=6),
     )
     assert worker.run_cycle().collections == {CollectionOutcome.PAID: 6}
-    # A later call started while earlier ones were still sleeping at the gateway.
-    assert max(peak) >= 1
+    assert not all_at_the_gateway.broken
     assert len(simulator.charges()) == 6
 
 
