@@ -14,6 +14,7 @@ from services.api.middleware.context import RequestContextMiddleware
 from services.api.middleware.limits import BodyLimitMiddleware
 from services.api.openapi import install_openapi, operation_id
 from services.api.ratelimit import RateLimit, RateLimiter
+from services.api.reads import RowReader
 from services.api.routes import (
     customers,
     invoices,
@@ -25,13 +26,23 @@ from services.api.routes import (
 )
 from services.billing.cache import CircuitBreaker, async_client, blocking_client
 from services.billing.clock import Clock, system_clock
-from services.billing.db import create_database_engine, session_factory
+from services.billing.db import (
+    async_session_factory,
+    create_async_database_engine,
+    create_database_engine,
+    session_factory,
+)
 from services.billing.gateway import PaymentGateway, build_gateway
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from services.billing.config import ApiSettings
+
+
+# Per server process: writes hold theirs across the gateway call (anyio's 40 worker threads
+# queue for them); reads hold theirs for a few statements.
+WRITE_CONNECTIONS = 16
 
 
 def create_app(
@@ -41,18 +52,27 @@ def create_app(
     clock: Clock = system_clock,
 ) -> FastAPI:
     cache_settings = settings.settings.cache
-    engine = create_database_engine(settings.settings.database)
+    # Writes run in worker threads on psycopg's blocking connections (they call the gateway,
+    # which blocks); reads on its asyncio ones, on the event loop.
+    engine = create_database_engine(
+        settings.settings.database, pool_size=WRITE_CONNECTIONS, overflow=0, pre_ping=False
+    )
+    read_engine = create_async_database_engine(settings.settings.database)
+    rows = RowReader(settings.settings.database)
     cache = async_client(cache_settings)
     # The simulator gateway runs in handler threads, so it gets a blocking client of its own.
     gateway_cache = blocking_client(cache_settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await rows.open()
         yield
         # Runs after uvicorn has drained in-flight requests on SIGTERM.
+        await rows.close()
         await cache.aclose()
         gateway_cache.close()
         engine.dispose()
+        await read_engine.dispose()
 
     app = FastAPI(
         title="Billing API",
@@ -68,6 +88,8 @@ def create_app(
     app.state.answers = AnswerCache(cache, breaker)
     app.state.runtime = Runtime(
         sessions=session_factory(engine),
+        reads=async_session_factory(read_engine),
+        rows=rows,
         gateway=gateway or build_gateway(settings.settings.gateway, gateway_cache),
         clock=clock,
         webhook_secret=settings.settings.gateway.stripe_webhook_secret,

@@ -4,19 +4,22 @@ Authentication, scopes and the rate limit are route dependencies, not middleware
 after routing, so an unknown path is a 404 and an unknown method a 405 whoever asks.
 """
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.ratelimit import RateLimiter
+from services.api.reads import RowReader
 from services.api.security import Principal, TokenRejectedError, TokenScope, verify_token
 from services.billing.clock import Clock
 from services.billing.config import JwtSettings
-from services.billing.db import tenant_session
+from services.billing.db import async_tenant_session, tenant_session
 from services.billing.errors import BillingError
 from services.billing.gateway import PaymentGateway
 
@@ -26,6 +29,10 @@ class Runtime:
     """The per-process resources the app was built with."""
 
     sessions: sessionmaker[Session]
+    # Reads: asyncio sessions on the event loop, no worker thread; single rows in one round trip
+    # (services/api/reads.py).
+    reads: async_sessionmaker[AsyncSession]
+    rows: RowReader
     gateway: PaymentGateway
     clock: Clock
     webhook_secret: str
@@ -65,7 +72,13 @@ def runtime(request: Request) -> Runtime:
     return value
 
 
-def authenticate(
+# Dependencies that only compute are `async def`: FastAPI runs a plain `def` one in a worker
+# thread, a hop each that costs more than the work.
+async def current_runtime(request: Request) -> Runtime:
+    return runtime(request)
+
+
+async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
@@ -81,7 +94,9 @@ def authenticate(
     return caller
 
 
-def authorize(request: Request, caller: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def authorize(
+    request: Request, caller: Annotated[Principal, Depends(authenticate)]
+) -> Principal:
     """Reads need the read scope, anything else the write scope."""
     needed = TokenScope.READ if request.method in _READ_METHODS else TokenScope.WRITE
     if not caller.allows(needed):
@@ -96,7 +111,7 @@ async def within_rate_limit(
     request.state.quota = await runtime(request).rate_limiter.take(caller.key)
 
 
-def require_admin(caller: Annotated[Principal, Depends(authenticate)]) -> None:
+async def require_admin(caller: Annotated[Principal, Depends(authenticate)]) -> None:
     if not caller.allows(TokenScope.ADMIN):
         raise InsufficientScopeError(TokenScope.ADMIN)
 
@@ -110,6 +125,44 @@ def database_session(
         yield session
 
 
+async def read_session(
+    request: Request, caller: Annotated[Principal, Depends(authenticate)]
+) -> AsyncIterator[AsyncSession]:
+    """An asyncio session of the caller's tenant, for handlers that only read.
+
+    Its transaction ends in COMMIT, not ROLLBACK: psycopg forgets its prepared statements on
+    every rollback and sends DEALLOCATE ALL (psycopg/_connection_base.py, _rollback_gen), so a
+    read that rolled back would cost two statements more and plan its query again next time.
+    """
+    async with async_tenant_session(runtime(request).reads, caller.tenant_id) as session:
+        try:
+            yield session
+        except BillingError:
+            # A refusal (404 and the like) after reads that succeeded: the transaction is sound.
+            await session.commit()
+            raise
+        await session.commit()
+
+
+Result = TypeVar("Result")
+
+
+async def read(session: AsyncSession, work: Callable[[Session], Result]) -> Result:
+    """Run `work` (sync ORM code) on the session's connection, from the event loop.
+
+    A connection that died in the pool (a failover, a restarted server) fails its first
+    statement; SQLAlchemy then drops it and every older pooled connection, and the read runs
+    once more on a new one. Reads only: nothing was written that a second run could repeat.
+    """
+    try:
+        return await session.run_sync(work)
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        await session.rollback()
+        return await session.run_sync(work)
+
+
 def system_session(request: Request) -> Iterator[Session]:
     """A session over every tenant, for the gateway's webhooks (no bearer token there)."""
     with runtime(request).sessions() as session:
@@ -117,8 +170,9 @@ def system_session(request: Request) -> Iterator[Session]:
 
 
 DatabaseSession = Annotated[Session, Depends(database_session)]
+ReadSession = Annotated[AsyncSession, Depends(read_session)]
 SystemSession = Annotated[Session, Depends(system_session)]
-CurrentRuntime = Annotated[Runtime, Depends(runtime)]
+CurrentRuntime = Annotated[Runtime, Depends(current_runtime)]
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 # Router-level dependencies of every /v1 resource: authenticated, scope by method, rate limit.
 AUTHORIZED = [Depends(within_rate_limit)]

@@ -27,7 +27,7 @@ import redis.exceptions
 from fastapi import Depends, Header, Request
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.responses import Response
 
 from services.api.dependencies import CurrentPrincipal, DatabaseSession
@@ -265,7 +265,16 @@ async def idempotent(
         if cached.fingerprint != fingerprint:
             raise _reused()
         raise cached
-    stored = await anyio.to_thread.run_sync(claim, session, caller.tenant_id, key, fingerprint)
+    try:
+        stored = await anyio.to_thread.run_sync(claim, session, caller.tenant_id, key, fingerprint)
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        # The request's first statement met a connection that died in the pool (a failover;
+        # no pre-ping, services/billing/db.py): nothing was done yet, so claim again. SQLAlchemy
+        # has dropped that connection and every older one, so this runs on a new one.
+        await anyio.to_thread.run_sync(session.rollback)
+        stored = await anyio.to_thread.run_sync(claim, session, caller.tenant_id, key, fingerprint)
     if stored is None:
         return Idempotency(session, caller.tenant_id, key)
     await answers.put(cache_key, stored)

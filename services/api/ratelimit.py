@@ -55,6 +55,17 @@ class RateLimitedError(BillingError):
         self.headers = {RETRY_AFTER_HEADER: str(retry_after)}
 
 
+# One round trip, one reply: count the request and start the window's expiry with its first.
+# A script runs atomically (https://redis.io/docs/latest/develop/programmability/eval-intro/).
+_COUNT = """
+local counted = redis.call('INCR', KEYS[1])
+if counted == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return counted
+"""
+
+
 def window_key(principal: str, window_seconds: int, now: float) -> str:
     return f"billing:ratelimit:{principal}:{int(now // window_seconds)}"
 
@@ -66,6 +77,9 @@ class RateLimiter:
         self._cache = cache
         self._breaker = breaker
         self.limit = limit
+        # EVALSHA, and EVAL once when the server does not know the script yet (redis-py's
+        # Script: https://redis.readthedocs.io/en/stable/commands.html#redis.commands.core.CoreCommands.register_script).
+        self._count = cache.register_script(_COUNT)
 
     async def take(self, principal: str) -> Quota | None:
         """Count one request; RateLimitedError past the limit, None when Redis cannot count."""
@@ -73,11 +87,7 @@ class RateLimiter:
         key = window_key(principal, self.limit.window_seconds, now)
 
         async def count() -> int:
-            async with self._cache.pipeline(transaction=True) as pipeline:
-                pipeline.incr(key)
-                pipeline.expire(key, self.limit.window_seconds + 1)
-                counted, _ = await pipeline.execute()
-            return int(counted)
+            return int(await self._count(keys=[key], args=[self.limit.window_seconds + 1]))
 
         try:
             counted = await self._breaker.call(count)

@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import (
     ORMExecuteState,
     Session,
@@ -72,28 +78,62 @@ class DatabaseTimeouts:
 WORKER_TIMEOUTS = DatabaseTimeouts(statement="60s", lock="30s")
 
 
+# Connections older than this are replaced when next taken from the pool: a failover or a
+# network device that drops idle connections then costs no request an error.
+RECYCLE_SECONDS = 1800
+
+
+def _engine_arguments(
+    pool_size: int, overflow: int | None, timeouts: DatabaseTimeouts, *, pre_ping: bool
+) -> dict[str, Any]:
+    return {
+        "pool_size": pool_size,
+        # Connections past pool_size are closed when they come back, so load that keeps more
+        # in use opens a connection per request: a SCRAM login costs both sides milliseconds of
+        # CPU. The API's pools take none and queue for at most pool_seconds instead.
+        "max_overflow": pool_size if overflow is None else overflow,
+        "pool_timeout": timeouts.pool_seconds,
+        # RDS and Cloud SQL fail over by moving the endpoint; stale pooled connections then
+        # error. With pre_ping each checkout first asks the server (a round trip per request);
+        # without it the first statement on a dead connection fails, and SQLAlchemy then
+        # invalidates every connection the pool holds from before that moment
+        # (https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-optimistic).
+        "pool_pre_ping": pre_ping,
+        "pool_recycle": RECYCLE_SECONDS,
+        # Errors name the statement but never its parameters: those carry customers' emails
+        # and names into logs and tracebacks.
+        "hide_parameters": True,
+        "connect_args": {
+            "application_name": "billing",
+            "connect_timeout": timeouts.connect_seconds,
+            "options": timeouts.options(),
+        },
+    }
+
+
 def create_database_engine(
     database: DatabaseSettings,
     *,
     pool_size: int = 10,
     timeouts: DatabaseTimeouts = DatabaseTimeouts(),
+    pre_ping: bool = True,
+    overflow: int | None = None,
 ) -> Engine:
     return create_engine(
-        database.url(),
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_timeout=timeouts.pool_seconds,
-        # RDS and Cloud SQL fail over by moving the endpoint; stale pooled connections then error.
-        pool_pre_ping=True,
-        # Errors name the statement but never its parameters: those carry customers' emails
-        # and names into logs and tracebacks.
-        hide_parameters=True,
-        connect_args={
-            "application_name": "billing",
-            "connect_timeout": timeouts.connect_seconds,
-            "options": timeouts.options(),
-        },
+        database.url(), **_engine_arguments(pool_size, overflow, timeouts, pre_ping=pre_ping)
     )
+
+
+def create_async_database_engine(
+    database: DatabaseSettings,
+    *,
+    pool_size: int = 10,
+    timeouts: DatabaseTimeouts = DatabaseTimeouts(),
+) -> AsyncEngine:
+    """The API's reads: psycopg's asyncio connections, a fixed number of them, no pre-ping
+    (reads retry instead)."""
+    url = database.url().set(drivername="postgresql+psycopg_async")
+    return create_async_engine(url, **_engine_arguments(pool_size, 0, timeouts, pre_ping=False))
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -104,6 +144,18 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def tenant_session(sessions: sessionmaker[Session], tenant_id: str) -> Session:
     """A session that reads and writes only this tenant's rows."""
+    return sessions(info={TENANT: tenant_id, ALL_TENANTS: False})
+
+
+def async_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Asyncio sessions; each wraps a Session, so the events below scope it just the same."""
+    return async_sessionmaker(engine, expire_on_commit=False, info={ALL_TENANTS: True})
+
+
+def async_tenant_session(
+    sessions: async_sessionmaker[AsyncSession], tenant_id: str
+) -> AsyncSession:
+    """An asyncio session that reads and writes only this tenant's rows."""
     return sessions(info={TENANT: tenant_id, ALL_TENANTS: False})
 
 

@@ -121,6 +121,24 @@ def test_a_key_in_use_answers_409(client: BillingClient, servers: Servers, db: S
     assert customer_count(db) == 1
 
 
+def test_rate_limit_counts_each_request_in_a_window_that_expires(
+    client: BillingClient, cache: redis.Redis
+) -> None:
+    for _ in range(2):  # Once more if a window turned over between the two requests.
+        cache.flushdb()
+        first = client.get("/v1/customers")
+        second = client.get("/v1/customers")
+        keys = cache.keys("billing:ratelimit:merchant-1/tester:*")
+        if len(keys) == 1:
+            break
+    assert int(first.headers["X-RateLimit-Remaining"]) - 1 == int(
+        second.headers["X-RateLimit-Remaining"]
+    )
+    [key] = keys
+    # The window's counter goes away after the window (and a second's grace).
+    assert 0 < int(cache.ttl(key)) <= TEST_RATE_LIMIT.window_seconds + 1
+
+
 def test_rate_limit_answers_429_with_retry_after(client: BillingClient, cache: redis.Redis) -> None:
     # Fill this window's counter as if the principal had already sent its quota.
     key = window_key("merchant-1/tester", TEST_RATE_LIMIT.window_seconds, time.time())

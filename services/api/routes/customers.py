@@ -11,6 +11,8 @@ from services.api.dependencies import (
     CurrentPrincipal,
     CurrentRuntime,
     DatabaseSession,
+    ReadSession,
+    read,
 )
 from services.api.idempotency import Idempotent
 from services.api.pagination import Cursor, Limit, paginate
@@ -46,17 +48,28 @@ def create_customer(
 
 
 @router.get("")
-def list_customers(
-    session: DatabaseSession, limit: Limit = 20, cursor: Cursor = None
+async def list_customers(
+    session: ReadSession, limit: Limit = 20, cursor: Cursor = None
 ) -> schemas.Page[schemas.Customer]:
-    return paginate(
-        session, select(Customer), Customer.id, schemas.Customer, limit=limit, cursor=cursor
+    return await read(
+        session,
+        lambda s: paginate(
+            s, select(Customer), Customer.id, schemas.Customer, limit=limit, cursor=cursor
+        ),
     )
 
 
 @router.get("/{customer_id}")
-def get_customer(customer_id: uuid.UUID, session: DatabaseSession) -> schemas.Customer:
-    return schemas.Customer.model_validate(customers.get_customer(session, customer_id))
+async def get_customer(
+    customer_id: uuid.UUID, runtime: CurrentRuntime, principal: CurrentPrincipal
+) -> schemas.Customer:
+    return await runtime.rows.one(
+        Customer,
+        schemas.Customer,
+        principal.tenant_id,
+        customer_id,
+        resource="customer",
+    )
 
 
 @router.patch("/{customer_id}")

@@ -7,7 +7,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from services.api import schemas
-from services.api.dependencies import ADMIN_ONLY, AUTHORIZED, CurrentRuntime, DatabaseSession
+from services.api.dependencies import (
+    ADMIN_ONLY,
+    AUTHORIZED,
+    CurrentRuntime,
+    DatabaseSession,
+    ReadSession,
+    read,
+)
 from services.api.idempotency import Idempotent
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import error_responses
@@ -25,8 +32,8 @@ router = APIRouter(
 
 
 @router.get("")
-def list_invoices(
-    session: DatabaseSession,
+async def list_invoices(
+    session: ReadSession,
     customer_id: uuid.UUID | None = None,
     subscription_id: uuid.UUID | None = None,
     status: InvoiceStatus | None = None,
@@ -40,12 +47,17 @@ def list_invoices(
         query = query.where(Invoice.subscription_id == subscription_id)
     if status is not None:
         query = query.where(Invoice.status == status)
-    return paginate(session, query, Invoice.id, schemas.Invoice, limit=limit, cursor=cursor)
+    return await read(
+        session,
+        lambda s: paginate(s, query, Invoice.id, schemas.Invoice, limit=limit, cursor=cursor),
+    )
 
 
 @router.get("/{invoice_id}")
-def get_invoice(invoice_id: uuid.UUID, session: DatabaseSession) -> schemas.Invoice:
-    return schemas.Invoice.model_validate(invoices.get_invoice(session, invoice_id))
+async def get_invoice(invoice_id: uuid.UUID, session: ReadSession) -> schemas.Invoice:
+    return await read(
+        session, lambda s: schemas.Invoice.model_validate(invoices.get_invoice(s, invoice_id))
+    )
 
 
 @router.post(

@@ -6,10 +6,15 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from services.api import schemas
-from services.api.dependencies import AUTHORIZED, DatabaseSession
+from services.api.dependencies import (
+    AUTHORIZED,
+    CurrentPrincipal,
+    CurrentRuntime,
+    ReadSession,
+    read,
+)
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import error_responses
-from services.billing.errors import NotFoundError
 from services.billing.models import Invoice, Payment
 
 router = APIRouter(
@@ -21,8 +26,8 @@ router = APIRouter(
 
 
 @router.get("")
-def list_payments(
-    session: DatabaseSession,
+async def list_payments(
+    session: ReadSession,
     invoice_id: uuid.UUID | None = None,
     customer_id: uuid.UUID | None = None,
     limit: Limit = 20,
@@ -35,12 +40,20 @@ def list_payments(
         query = query.join(Invoice, Invoice.id == Payment.invoice_id).where(
             Invoice.customer_id == customer_id
         )
-    return paginate(session, query, Payment.id, schemas.Payment, limit=limit, cursor=cursor)
+    return await read(
+        session,
+        lambda s: paginate(s, query, Payment.id, schemas.Payment, limit=limit, cursor=cursor),
+    )
 
 
 @router.get("/{payment_id}")
-def get_payment(payment_id: uuid.UUID, session: DatabaseSession) -> schemas.Payment:
-    payment = session.get(Payment, payment_id)
-    if payment is None:
-        raise NotFoundError("payment", payment_id)
-    return schemas.Payment.model_validate(payment)
+async def get_payment(
+    payment_id: uuid.UUID, runtime: CurrentRuntime, principal: CurrentPrincipal
+) -> schemas.Payment:
+    return await runtime.rows.one(
+        Payment,
+        schemas.Payment,
+        principal.tenant_id,
+        payment_id,
+        resource="payment",
+    )

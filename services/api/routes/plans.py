@@ -6,7 +6,15 @@ from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 
 from services.api import schemas
-from services.api.dependencies import ADMIN_ONLY, AUTHORIZED, DatabaseSession
+from services.api.dependencies import (
+    ADMIN_ONLY,
+    AUTHORIZED,
+    CurrentPrincipal,
+    CurrentRuntime,
+    DatabaseSession,
+    ReadSession,
+    read,
+)
 from services.api.idempotency import Idempotent
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import error_responses
@@ -37,12 +45,17 @@ def create_plan(
 
 
 @router.get("")
-def list_plans(
-    session: DatabaseSession, limit: Limit = 20, cursor: Cursor = None
+async def list_plans(
+    session: ReadSession, limit: Limit = 20, cursor: Cursor = None
 ) -> schemas.Page[schemas.Plan]:
-    return paginate(session, select(Plan), Plan.id, schemas.Plan, limit=limit, cursor=cursor)
+    return await read(
+        session,
+        lambda s: paginate(s, select(Plan), Plan.id, schemas.Plan, limit=limit, cursor=cursor),
+    )
 
 
 @router.get("/{plan_id}")
-def get_plan(plan_id: uuid.UUID, session: DatabaseSession) -> schemas.Plan:
-    return schemas.Plan.model_validate(catalog.get_plan(session, plan_id))
+async def get_plan(
+    plan_id: uuid.UUID, runtime: CurrentRuntime, principal: CurrentPrincipal
+) -> schemas.Plan:
+    return await runtime.rows.one(Plan, schemas.Plan, principal.tenant_id, plan_id, resource="plan")

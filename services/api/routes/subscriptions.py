@@ -6,7 +6,13 @@ from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 
 from services.api import schemas
-from services.api.dependencies import AUTHORIZED, CurrentRuntime, DatabaseSession
+from services.api.dependencies import (
+    AUTHORIZED,
+    CurrentRuntime,
+    DatabaseSession,
+    ReadSession,
+    read,
+)
 from services.api.idempotency import Idempotent
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.routes import body_references, error_responses
@@ -36,8 +42,8 @@ def create_subscription(
 
 
 @router.get("")
-def list_subscriptions(
-    session: DatabaseSession,
+async def list_subscriptions(
+    session: ReadSession,
     customer_id: uuid.UUID | None = None,
     status: SubscriptionStatus | None = None,
     limit: Limit = 20,
@@ -48,15 +54,24 @@ def list_subscriptions(
         query = query.where(Subscription.customer_id == customer_id)
     if status is not None:
         query = query.where(Subscription.status == status)
-    return paginate(
-        session, query, Subscription.id, schemas.Subscription, limit=limit, cursor=cursor
+    return await read(
+        session,
+        lambda s: paginate(
+            s, query, Subscription.id, schemas.Subscription, limit=limit, cursor=cursor
+        ),
     )
 
 
 @router.get("/{subscription_id}")
-def get_subscription(subscription_id: uuid.UUID, session: DatabaseSession) -> schemas.Subscription:
-    subscription = subscriptions.get_subscription(session, subscription_id)
-    return schemas.Subscription.model_validate(subscription)
+async def get_subscription(
+    subscription_id: uuid.UUID, session: ReadSession
+) -> schemas.Subscription:
+    return await read(
+        session,
+        lambda s: schemas.Subscription.model_validate(
+            subscriptions.get_subscription(s, subscription_id)
+        ),
+    )
 
 
 @router.post("/{subscription_id}/change-plan", response_model=schemas.PlanChangeResult)
