@@ -99,8 +99,10 @@ def _cidr(value: str) -> str:
 _VERSION = r"^\d+\.\d+\.\d+$"
 # A container image reference: registry/path:tag, optionally @sha256:digest.
 _IMAGE = r"^[a-z0-9.\-]+(:\d+)?(/[a-z0-9._\-]+)+(:[A-Za-z0-9._\-]{1,128})?(@sha256:[0-9a-f]{64})?$"
-# Retention values CloudWatch Logs accepts.
-_LOG_RETENTION_DAYS = frozenset(
+# The retention periods (days) CloudWatch Logs accepts: the settings loader and the
+# deploy-readiness rule aws-log-group both read this one list.
+# https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_PutRetentionPolicy.html
+CLOUDWATCH_RETENTION_DAYS = frozenset(
     {
         1,
         3,
@@ -167,8 +169,8 @@ Version = Annotated[str, Field(pattern=_VERSION)]
 
 
 def _log_retention(value: int) -> int:
-    if value not in _LOG_RETENTION_DAYS:
-        allowed = ", ".join(str(v) for v in sorted(_LOG_RETENTION_DAYS))
+    if value not in CLOUDWATCH_RETENTION_DAYS:
+        allowed = ", ".join(str(v) for v in sorted(CLOUDWATCH_RETENTION_DAYS))
         raise ValueError(f"{value} is not a CloudWatch retention period ({allowed})")
     return value
 

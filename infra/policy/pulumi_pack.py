@@ -65,7 +65,13 @@ def _resource_policy(rule: Rule) -> ResourceValidationPolicy:
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
         if args.resource_type not in rule.types:
             return
-        view = ResourceView(args.urn, args.resource_type, args.name, args.props, args.opts.protect)
+        view = ResourceView(
+            urn=args.urn,
+            type=args.resource_type,
+            name=args.name,
+            inputs=args.props,
+            protect=args.opts.protect,
+        )
         settings = _settings(args.urn)
         for message in check(view, _context(settings, args.urn)):
             if not _exempt(settings, rule, args.urn, args.name):
@@ -81,12 +87,12 @@ def _resource_policy(rule: Rule) -> ResourceValidationPolicy:
 
 def _view(resource: PolicyResource) -> ResourceView:
     return ResourceView(
-        resource.urn,
-        resource.resource_type,
-        resource.name,
-        resource.props,
-        resource.opts.protect,
-        tuple(d.urn for d in resource.dependencies),
+        urn=resource.urn,
+        type=resource.resource_type,
+        name=resource.name,
+        inputs=resource.props,
+        protect=resource.opts.protect,
+        dependencies=tuple(d.urn for d in resource.dependencies),
         provider=f"{resource.provider.urn}::" if resource.provider is not None else "",
     )
 
@@ -104,7 +110,10 @@ def _stack_policy(rule: Rule) -> StackValidationPolicy:
             provider = r.provider
             if provider is not None and provider.urn not in resources:
                 resources[provider.urn] = ResourceView(
-                    provider.urn, provider.resource_type, provider.name, provider.props
+                    urn=provider.urn,
+                    type=provider.resource_type,
+                    name=provider.name,
+                    inputs=provider.props,
                 )
         urn = args.resources[0].urn
         settings = _settings(urn)

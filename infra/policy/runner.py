@@ -62,7 +62,14 @@ class PolicyResult:
 def views(plan: Plan) -> list[ResourceView]:
     return [
         ResourceView(
-            r.urn, r.type, r.name, r.inputs, r.protect, tuple(r.dependencies), r.custom, r.provider
+            urn=r.urn,
+            type=r.type,
+            name=r.name,
+            inputs=r.inputs,
+            protect=r.protect,
+            dependencies=tuple(r.dependencies),
+            custom=r.custom,
+            provider=r.provider,
         )
         for r in plan.resources
     ]

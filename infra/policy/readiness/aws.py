@@ -19,7 +19,7 @@ from infra.policy.readiness.common import (
     upstream,
 )
 from infra.policy.rules.common import Context, ResourceView, Violation, as_int, as_list, dig
-from infra.settings import fargate_pair_error
+from infra.settings import CLOUDWATCH_RETENTION_DAYS, fargate_pair_error
 
 SG = "aws:ec2/securityGroup:SecurityGroup"
 SG_RULES = (
@@ -43,32 +43,6 @@ PROVIDER = "pulumi:providers:aws"
 AUTONAME_SUFFIX = 8
 # EC2's set for security group and rule descriptions (hashicorp/terraform-provider-aws#18874).
 EC2_DESCRIPTION = r"[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*"
-CLOUDWATCH_RETENTION = frozenset(
-    {
-        1,
-        3,
-        5,
-        7,
-        14,
-        30,
-        60,
-        90,
-        120,
-        150,
-        180,
-        365,
-        400,
-        545,
-        731,
-        1096,
-        1827,
-        2192,
-        2557,
-        2922,
-        3288,
-        3653,
-    }
-)
 # IAM's description set: tab, newline, carriage return and printable Latin-1.
 IAM_TEXT = r"[\u0009\u000A\u000D\u0020-\u007E\u00A1-\u00FF]*"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -281,7 +255,7 @@ def log_group(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_PutRetentionPolicy.html"""
     yield from check_name(r.inputs.get("name"), "name", r"[.\-_/#A-Za-z0-9]+", 512, "CloudWatch")
     days = as_int(r.inputs.get("retentionInDays"))
-    if days is not None and days not in CLOUDWATCH_RETENTION:
+    if days is not None and days not in CLOUDWATCH_RETENTION_DAYS:
         yield f"retentionInDays {days} is not a period CloudWatch accepts"
 
 

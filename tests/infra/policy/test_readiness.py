@@ -9,13 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from infra.plans.produce.offline import render
 from infra.plans.read.model import Plan, plan_from_dict
 from infra.policy import runner
 from infra.policy.readiness import READINESS, readiness_names
 from infra.policy.rules import RULES, Context, ResourceView
-from infra.settings import Cloud, SettingsError, environment, load_environment
+from infra.settings import (
+    Cloud,
+    LogRetention,
+    SettingsError,
+    environment,
+    load_environment,
+)
 
 DIGEST = "@sha256:" + "ab" * 32
 URN = "urn:pulumi:{env}::billing-{cloud}::{type}::{name}"
@@ -600,3 +607,16 @@ def test_readiness_rules_cannot_be_downgraded_or_exempted(
     with pytest.raises(SettingsError) as error:
         runner.check_policy_settings(settings)
     assert error.value.key == key
+
+
+def test_log_group_retention_periods_are_the_settings_loader_s() -> None:
+    """aws-log-group and the settings loader accept the same CloudWatch periods: one list."""
+    adapter = TypeAdapter(LogRetention)
+    for days in range(4000):
+        group = res("aws:cloudwatch/logGroup:LogGroup", "l", retentionInDays=days)
+        try:
+            adapter.validate_python(days)
+        except ValidationError:
+            assert _violations("aws-log-group", [group], "dev"), days
+        else:
+            assert _violations("aws-log-group", [group], "dev") == [], days
