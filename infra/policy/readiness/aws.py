@@ -10,15 +10,24 @@ from typing import Any
 
 from infra.aws.elb_logs import log_writer
 from infra.policy.readiness.common import (
+    NameCheck,
     by_urn,
     check_name,
-    of_types,
+    name_rule,
     resource_rule,
     stack_rule,
     unknown,
     upstream,
 )
-from infra.policy.rules.common import Context, ResourceView, Violation, as_int, as_list, dig
+from infra.policy.rules.common import (
+    Context,
+    ResourceView,
+    Violation,
+    as_int,
+    as_list,
+    dig,
+    of_types,
+)
 from infra.settings import CLOUDWATCH_RETENTION_DAYS, fargate_pair_error
 
 SG = "aws:ec2/securityGroup:SecurityGroup"
@@ -85,10 +94,13 @@ def _region(resources: Sequence[ResourceView]) -> str | None:
 
 
 @resource_rule(
-    "aws-sg-description-charset",
-    (SG, *SG_RULES),
-    "EC2 CreateSecurityGroup / AuthorizeSecurityGroupIngress (terraform-provider-aws#18874)",
-    "Security group and rule descriptions use EC2's character set and stay under 256 characters.",
+    name="aws-sg-description-charset",
+    types=(SG, *SG_RULES),
+    source="EC2 CreateSecurityGroup / AuthorizeSecurityGroupIngress (terraform-provider-aws#18874)",
+    description=(
+        "Security group and rule descriptions use EC2's character set and stay under 256 "
+        "characters."
+    ),
 )
 def sg_description(r: ResourceView, _: Context) -> Iterator[str]:
     """https://github.com/hashicorp/terraform-provider-aws/issues/18874: EC2 refuses any other
@@ -102,10 +114,10 @@ def sg_description(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "aws-sg-name",
-    (SG,),
-    "EC2 CreateSecurityGroup GroupName (terraform-provider-aws validation)",
-    "Security group names fit 255 characters (prefixes 100) and do not start with sg-.",
+    name="aws-sg-name",
+    types=(SG,),
+    source="EC2 CreateSecurityGroup GroupName (terraform-provider-aws validation)",
+    description="Security group names fit 255 characters (prefixes 100) and do not start with sg-.",
 )
 def sg_name(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateSecurityGroup.html:
@@ -116,10 +128,12 @@ def sg_name(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "aws-lb-name",
-    (*LB, *TG),
-    "ELBv2 CreateLoadBalancer / CreateTargetGroup Name",
-    "Load balancer and target group names: 32 characters of letters, digits and hyphens.",
+    name="aws-lb-name",
+    types=(*LB, *TG),
+    source="ELBv2 CreateLoadBalancer / CreateTargetGroup Name",
+    description=(
+        "Load balancer and target group names: 32 characters of letters, digits and hyphens."
+    ),
 )
 def lb_name(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_CreateLoadBalancer.html:
@@ -131,10 +145,12 @@ def lb_name(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "aws-iam-role-name",
-    ("aws:iam/role:Role",),
-    "IAM CreateRole RoleName / Description",
-    "IAM role names fit 64 characters (prefixes 38); descriptions 1000 printable characters.",
+    name="aws-iam-role-name",
+    types=("aws:iam/role:Role",),
+    source="IAM CreateRole RoleName / Description",
+    description=(
+        "IAM role names fit 64 characters (prefixes 38); descriptions 1000 printable characters."
+    ),
 )
 def iam_role_name(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html: RoleName
@@ -145,10 +161,12 @@ def iam_role_name(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "aws-s3-bucket-name",
-    ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"),
-    "S3 CreateBucket bucket naming rules",
-    "Bucket names: 3-63 lowercase letters, digits, dots and hyphens, not an IP address.",
+    name="aws-s3-bucket-name",
+    types=("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"),
+    source="S3 CreateBucket bucket naming rules",
+    description=(
+        "Bucket names: 3-63 lowercase letters, digits, dots and hyphens, not an IP address."
+    ),
 )
 def s3_bucket_name(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html"""
@@ -167,10 +185,12 @@ def s3_bucket_name(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "aws-rds-identifier",
-    ("aws:rds/instance:Instance",),
-    "RDS CreateDBInstance DBInstanceIdentifier / FinalDBSnapshotIdentifier",
-    "RDS identifiers: a letter, then letters, digits and single hyphens, at most 63 (255).",
+    name="aws-rds-identifier",
+    types=("aws:rds/instance:Instance",),
+    source="RDS CreateDBInstance DBInstanceIdentifier / FinalDBSnapshotIdentifier",
+    description=(
+        "RDS identifiers: a letter, then letters, digits and single hyphens, at most 63 (255)."
+    ),
 )
 def rds_identifier(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_CreateDBInstance.html"""
@@ -181,54 +201,58 @@ def rds_identifier(r: ResourceView, _: Context) -> Iterator[str]:
     )
 
 
-@resource_rule(
-    "aws-elasticache-group-id",
-    ("aws:elasticache/replicationGroup:ReplicationGroup",),
-    "ElastiCache CreateReplicationGroup ReplicationGroupId",
-    "Replication group ids: a letter, then lowercase letters, digits and single hyphens, 40.",
+name_rule(
+    name="aws-elasticache-group-id",
+    types=("aws:elasticache/replicationGroup:ReplicationGroup",),
+    source="ElastiCache CreateReplicationGroup ReplicationGroupId",
+    description=(
+        "Replication group ids: a letter, then lowercase letters, digits and single hyphens, 40."
+    ),
+    check=NameCheck(
+        key="replicationGroupId",
+        pattern=r"[a-z](?:-?[a-z0-9])*",
+        max_length=40,
+        service="ElastiCache",
+        reference="https://docs.aws.amazon.com/AmazonElastiCache/latest/APIReference/API_CreateReplicationGroup.html",
+    ),
 )
-def elasticache_group_id(r: ResourceView, _: Context) -> Iterator[str]:
-    """https://docs.aws.amazon.com/AmazonElastiCache/latest/APIReference/API_CreateReplicationGroup.html"""
-    yield from check_name(
-        r.inputs.get("replicationGroupId"),
-        "replicationGroupId",
-        r"[a-z](?:-?[a-z0-9])*",
-        40,
-        "ElastiCache",
-    )
 
 
-@resource_rule(
-    "aws-kms-alias-name",
-    ("aws:kms/alias:Alias",),
-    "KMS CreateAlias AliasName",
-    "KMS aliases start with alias/ (never alias/aws/) and use letters, digits, / _ -.",
+name_rule(
+    name="aws-kms-alias-name",
+    types=("aws:kms/alias:Alias",),
+    source="KMS CreateAlias AliasName",
+    description="KMS aliases start with alias/ (never alias/aws/) and use letters, digits, / _ -.",
+    check=NameCheck(
+        key="name",
+        pattern=r"alias/(?!aws/)[a-zA-Z0-9/_-]+",
+        max_length=256,
+        service="KMS",
+        reference="https://docs.aws.amazon.com/kms/latest/APIReference/API_CreateAlias.html",
+    ),
 )
-def kms_alias(r: ResourceView, _: Context) -> Iterator[str]:
-    """https://docs.aws.amazon.com/kms/latest/APIReference/API_CreateAlias.html"""
-    yield from check_name(
-        r.inputs.get("name"), "name", r"alias/(?!aws/)[a-zA-Z0-9/_-]+", 256, "KMS"
-    )
 
 
-@resource_rule(
-    "aws-secret-name",
-    (SECRET,),
-    "Secrets Manager CreateSecret Name",
-    "Secret names: 512 of letters, digits and /_+=.@-.",
+name_rule(
+    name="aws-secret-name",
+    types=(SECRET,),
+    source="Secrets Manager CreateSecret Name",
+    description="Secret names: 512 of letters, digits and /_+=.@-.",
+    check=NameCheck(
+        key="name",
+        pattern=r"[A-Za-z0-9/_+=.@-]+",
+        max_length=512,
+        service="Secrets Manager",
+        reference="https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_CreateSecret.html",
+    ),
 )
-def secret_name(r: ResourceView, _: Context) -> Iterator[str]:
-    """https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_CreateSecret.html"""
-    yield from check_name(
-        r.inputs.get("name"), "name", r"[A-Za-z0-9/_+=.@-]+", 512, "Secrets Manager"
-    )
 
 
 @resource_rule(
-    "aws-wafv2-names",
-    ("aws:wafv2/webAcl:WebAcl",),
-    "WAFv2 CreateWebACL Name / VisibilityConfig.MetricName",
-    "Web ACL names (128) and metric names (255) use WAF's character sets.",
+    name="aws-wafv2-names",
+    types=("aws:wafv2/webAcl:WebAcl",),
+    source="WAFv2 CreateWebACL Name / VisibilityConfig.MetricName",
+    description="Web ACL names (128) and metric names (255) use WAF's character sets.",
 )
 def wafv2_names(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/waf/latest/APIReference/API_VisibilityConfig.html"""
@@ -246,10 +270,10 @@ def wafv2_names(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "aws-log-group",
-    ("aws:cloudwatch/logGroup:LogGroup",),
-    "CloudWatch Logs CreateLogGroup / PutRetentionPolicy",
-    "Log group names use CloudWatch's set; retention is one of the periods it accepts.",
+    name="aws-log-group",
+    types=("aws:cloudwatch/logGroup:LogGroup",),
+    source="CloudWatch Logs CreateLogGroup / PutRetentionPolicy",
+    description="Log group names use CloudWatch's set; retention is one of the periods it accepts.",
 )
 def log_group(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_PutRetentionPolicy.html"""
@@ -260,10 +284,13 @@ def log_group(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "aws-ecr-cache-rule",
-    (CACHE_RULE,),
-    "ECR CreatePullThroughCacheRule ecrRepositoryPrefix / credentialArn",
-    "Pull-through cache prefixes fit ECR's pattern; credentials live under ecr-pullthroughcache/.",
+    name="aws-ecr-cache-rule",
+    types=(CACHE_RULE,),
+    source="ECR CreatePullThroughCacheRule ecrRepositoryPrefix / credentialArn",
+    description=(
+        "Pull-through cache prefixes fit ECR's pattern; credentials live under "
+        "ecr-pullthroughcache/."
+    ),
 )
 def ecr_cache_rule(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_CreatePullThroughCacheRule.html"""
@@ -284,10 +311,12 @@ def ecr_cache_rule(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "aws-fargate-cpu-memory",
-    (TASK,),
-    "ECS RegisterTaskDefinition: Fargate task CPU and memory table",
-    "Fargate task definitions use a CPU and memory pair from AWS's table, steps included.",
+    name="aws-fargate-cpu-memory",
+    types=(TASK,),
+    source="ECS RegisterTaskDefinition: Fargate task CPU and memory table",
+    description=(
+        "Fargate task definitions use a CPU and memory pair from AWS's table, steps included."
+    ),
 )
 def fargate_pair(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-cpu-memory-error.html:
@@ -304,10 +333,10 @@ def fargate_pair(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "aws-secret-recovery-window",
-    (SECRET,),
-    "Secrets Manager DeleteSecret RecoveryWindowInDays (terraform-provider-aws#10259)",
-    "Recovery windows are 0 or 7-30 days, and 0 where an environment is re-created.",
+    name="aws-secret-recovery-window",
+    types=(SECRET,),
+    source="Secrets Manager DeleteSecret RecoveryWindowInDays (terraform-provider-aws#10259)",
+    description="Recovery windows are 0 or 7-30 days, and 0 where an environment is re-created.",
 )
 def secret_recovery(r: ResourceView, ctx: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_DeleteSecret.html:
@@ -326,10 +355,12 @@ def secret_recovery(r: ResourceView, ctx: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "aws-ecs-steady-state",
-    (ECS_SERVICE,),
-    "ECS UpdateService / waiter services-stable (provider wait_for_steady_state)",
-    "ECS services make `up` wait until their tasks run, so tasks that cannot start fail it.",
+    name="aws-ecs-steady-state",
+    types=(ECS_SERVICE,),
+    source="ECS UpdateService / waiter services-stable (provider wait_for_steady_state)",
+    description=(
+        "ECS services make `up` wait until their tasks run, so tasks that cannot start fail it."
+    ),
 )
 def ecs_steady_state(r: ResourceView, _: Context) -> Iterator[str]:
     """https://www.pulumi.com/registry/packages/aws/api-docs/ecs/service/#waitforsteadystate:
@@ -339,10 +370,12 @@ def ecs_steady_state(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "aws-ecs-image-digest",
-    (TASK,),
-    "ECS RegisterTaskDefinition image (pin by digest)",
-    "Container images are pinned by digest: the environment runs exactly what was tested.",
+    name="aws-ecs-image-digest",
+    types=(TASK,),
+    source="ECS RegisterTaskDefinition image (pin by digest)",
+    description=(
+        "Container images are pinned by digest: the environment runs exactly what was tested."
+    ),
 )
 def ecs_image_digest(r: ResourceView, _: Context) -> Iterator[str]:
     """https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_definition_parameters.html#container_definition_image"""
@@ -356,10 +389,10 @@ def ecs_image_digest(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @stack_rule(
-    "aws-listener-certificate-validated",
-    "aws",
-    "ELBv2 CreateListener UnsupportedCertificate (aws_acm_certificate_validation)",
-    "HTTPS listeners wait for a DNS-validated certificate the stack issued.",
+    name="aws-listener-certificate-validated",
+    cloud="aws",
+    source="ELBv2 CreateListener UnsupportedCertificate (aws_acm_certificate_validation)",
+    description="HTTPS listeners wait for a DNS-validated certificate the stack issued.",
 )
 def listener_certificate(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     """https://docs.aws.amazon.com/acm/latest/userguide/dns-validation.html: a listener created
@@ -381,10 +414,10 @@ def listener_certificate(resources: Sequence[ResourceView], _: Context) -> Itera
 
 
 @stack_rule(
-    "aws-acm-certificate-validated",
-    "aws",
-    "ACM RequestCertificate ValidationMethod DNS",
-    "Every DNS-validated certificate has its validation record and waits to be issued.",
+    name="aws-acm-certificate-validated",
+    cloud="aws",
+    source="ACM RequestCertificate ValidationMethod DNS",
+    description="Every DNS-validated certificate has its validation record and waits to be issued.",
 )
 def certificate_validated(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     """https://docs.aws.amazon.com/acm/latest/userguide/dns-validation.html: without the CNAME
@@ -408,10 +441,10 @@ def certificate_validated(resources: Sequence[ResourceView], _: Context) -> Iter
 
 
 @stack_rule(
-    "aws-elb-log-writer",
-    "aws",
-    "ELB access logs bucket policy (regional ELB account or logdelivery service principal)",
-    "ALB access-log buckets admit the region's log writer.",
+    name="aws-elb-log-writer",
+    cloud="aws",
+    source="ELB access logs bucket policy (regional ELB account or logdelivery service principal)",
+    description="ALB access-log buckets admit the region's log writer.",
 )
 def elb_log_writer(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     """https://docs.aws.amazon.com/elasticloadbalancing/latest/application/enable-access-logging.html:
@@ -447,10 +480,14 @@ def elb_log_writer(resources: Sequence[ResourceView], _: Context) -> Iterator[Vi
 
 
 @stack_rule(
-    "aws-ecs-image-pullable",
-    "aws",
-    "ECS CannotPullContainerError (ECR pull-through cache / repository in the stack's account)",
-    "Task images come from an ECR registry of the stack's own account the tasks can pull from.",
+    name="aws-ecs-image-pullable",
+    cloud="aws",
+    source=(
+        "ECS CannotPullContainerError (ECR pull-through cache / repository in the stack's account)"
+    ),
+    description=(
+        "Task images come from an ECR registry of the stack's own account the tasks can pull from."
+    ),
 )
 def ecs_image_pullable(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     """https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_cannot_pull_image.html:
@@ -488,10 +525,10 @@ def ecs_image_pullable(resources: Sequence[ResourceView], _: Context) -> Iterato
 
 
 @stack_rule(
-    "aws-ecs-secret-has-value",
-    "aws",
-    "ECS ResourceInitializationError: secret has no value (AWSCURRENT)",
-    "Secrets a task reads have a version the stack writes before the task starts.",
+    name="aws-ecs-secret-has-value",
+    cloud="aws",
+    source="ECS ResourceInitializationError: secret has no value (AWSCURRENT)",
+    description="Secrets a task reads have a version the stack writes before the task starts.",
 )
 def ecs_secret_value(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     """https://repost.aws/knowledge-center/ecs-fargate-secrets-manager-errors: a secret without

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from infra.plans.read.model import UNKNOWN
 from infra.policy.rules import RULES
-from infra.policy.rules.common import Context, ResourceView, Rule, Violation
+from infra.policy.rules.common import (
+    Context,
+    ResourceCheck,
+    ResourceView,
+    Rule,
+    StackCheck,
+    get,
+)
 from infra.settings import Enforcement
 
 # The readiness family, in registration order; each is also in RULES (one runner, one pack).
 READINESS: list[Rule] = []
-
-ResourceCheck = Callable[[ResourceView, Context], Iterable[str]]
-StackCheck = Callable[[Sequence[ResourceView], Context], Iterable[Violation]]
 
 
 def _register(rule: Rule) -> None:
@@ -24,7 +29,7 @@ def _register(rule: Rule) -> None:
 
 
 def resource_rule(
-    name: str, types: Sequence[str], source: str, description: str
+    *, name: str, types: Sequence[str], source: str, description: str
 ) -> Callable[[ResourceCheck], ResourceCheck]:
     """A mandatory rule over each resource of ``types``; ``source`` is the API or provider check."""
 
@@ -46,7 +51,7 @@ def resource_rule(
 
 
 def stack_rule(
-    name: str, cloud: str, source: str, description: str
+    *, name: str, cloud: str, source: str, description: str
 ) -> Callable[[StackCheck], StackCheck]:
     """A mandatory rule over a whole stack (pairs of resources, dependency order)."""
 
@@ -66,6 +71,13 @@ def stack_rule(
     return register
 
 
+def name_rule(
+    *, name: str, types: Sequence[str], source: str, description: str, check: NameCheck
+) -> None:
+    """A mandatory rule that checks one name-like input of each resource of ``types``."""
+    resource_rule(name=name, types=types, source=source, description=description)(check)
+
+
 # -- reading inputs --------------------------------------------------------------------------------
 
 
@@ -83,6 +95,30 @@ def check_name(value: Any, key: str, pattern: str, max_length: int, what: str) -
         yield f"{key} '{text}' is {len(text)} characters; {what} allows at most {max_length}"
     elif not re.fullmatch(pattern, text):
         yield f"{key} '{text}' does not match {what}'s pattern {pattern}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NameCheck:
+    """A rule's check of one name-like input against the API's pattern and maximum length.
+
+    The deploy-readiness counterpart of the policy rules' ``ValueCheck``
+    (infra/policy/rules/common.py): a rule whose whole logic is ``check_name`` over one input is
+    declared as data with ``name_rule``; a rule that reads more stays a function.
+    """
+
+    key: str  # a dotted path into the inputs, as ``get`` reads it
+    pattern: str  # the whole value must match (re.fullmatch)
+    max_length: int
+    service: str  # who refuses the value, as the message names it ("KMS allows at most 256")
+    reference: str  # the API reference the pattern and the length come from
+
+    def __post_init__(self) -> None:
+        # The check's docstring is its reference, as a function rule's docstring is its link.
+        object.__setattr__(self, "__doc__", self.reference)
+
+    def __call__(self, r: ResourceView, _: Context) -> Iterator[str]:
+        value = get(r.inputs, self.key)
+        return check_name(value, self.key, self.pattern, self.max_length, self.service)
 
 
 # -- the dependency graph --------------------------------------------------------------------------
@@ -114,7 +150,3 @@ def provider_urn(resource: ResourceView) -> str:
     """The provider reference ``<urn>::<id>`` as a URN."""
     head, _, _ = resource.provider.rpartition("::")
     return head or resource.provider
-
-
-def of_types(resources: Sequence[ResourceView], *types: str) -> list[ResourceView]:
-    return [r for r in resources if r.type in types]

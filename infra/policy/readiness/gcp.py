@@ -9,15 +9,24 @@ from typing import Any
 
 from infra.gcp.google_apis import API_OF_MODULE, ENABLES_APIS
 from infra.policy.readiness.common import (
+    NameCheck,
     by_urn,
     check_name,
-    of_types,
+    name_rule,
     resource_rule,
     stack_rule,
     unknown,
     upstream,
 )
-from infra.policy.rules.common import Context, ResourceView, Violation, as_int, as_list, dig
+from infra.policy.rules.common import (
+    Context,
+    ResourceView,
+    Violation,
+    as_int,
+    as_list,
+    dig,
+    of_types,
+)
 
 RUN_SERVICE = "gcp:cloudrunv2/service:Service"
 RUN_POOL = "gcp:cloudrunv2/workerPool:WorkerPool"
@@ -91,24 +100,31 @@ def _cmek_keys(r: ResourceView) -> list[tuple[str, Any]]:
 # -- names -----------------------------------------------------------------------------------------
 
 
-@resource_rule(
-    "gcp-service-account-id",
-    ("gcp:serviceaccount/account:Account",),
-    "IAM projects.serviceAccounts.create accountId",
-    "Service account ids: 6-30 lowercase letters, digits and hyphens, starting with a letter.",
+name_rule(
+    name="gcp-service-account-id",
+    types=("gcp:serviceaccount/account:Account",),
+    source="IAM projects.serviceAccounts.create accountId",
+    description=(
+        "Service account ids: 6-30 lowercase letters, digits and hyphens, starting with a letter."
+    ),
+    check=NameCheck(
+        key="accountId",
+        pattern=r"[a-z][-a-z0-9]{4,28}[a-z0-9]",
+        max_length=30,
+        service="IAM",
+        reference="https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts/create",
+    ),
 )
-def service_account_id(r: ResourceView, _: Context) -> Iterator[str]:
-    """https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts/create"""
-    yield from check_name(
-        r.inputs.get("accountId"), "accountId", r"[a-z][-a-z0-9]{4,28}[a-z0-9]", 30, "IAM"
-    )
 
 
 @resource_rule(
-    "gcp-cloud-run-name",
-    RUN,
-    "Cloud Run Admin API v2 service / job / worker pool name",
-    "Cloud Run names: lowercase RFC 1035, at most 49 characters for services and pools (63 jobs).",
+    name="gcp-cloud-run-name",
+    types=RUN,
+    source="Cloud Run Admin API v2 service / job / worker pool name",
+    description=(
+        "Cloud Run names: lowercase RFC 1035, at most 49 characters for services and pools "
+        "(63 jobs)."
+    ),
 )
 def cloud_run_name(r: ResourceView, _: Context) -> Iterator[str]:
     """https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.services#Service:
@@ -117,9 +133,9 @@ def cloud_run_name(r: ResourceView, _: Context) -> Iterator[str]:
     yield from check_name(r.inputs.get("name"), "name", RFC1035, limit, "Cloud Run")
 
 
-@resource_rule(
-    "gcp-compute-name",
-    (
+name_rule(
+    name="gcp-compute-name",
+    types=(
         "gcp:compute/network:Network",
         "gcp:compute/subnetwork:Subnetwork",
         "gcp:compute/globalAddress:GlobalAddress",
@@ -135,51 +151,67 @@ def cloud_run_name(r: ResourceView, _: Context) -> Iterator[str]:
         "gcp:compute/managedSslCertificate:ManagedSslCertificate",
         "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup",
     ),
-    "Compute Engine resource names (RFC 1035)",
-    "Compute Engine names: a lowercase letter, then letters, digits and hyphens, 63 at most.",
+    source="Compute Engine resource names (RFC 1035)",
+    description=(
+        "Compute Engine names: a lowercase letter, then letters, digits and hyphens, 63 at most."
+    ),
+    check=NameCheck(
+        key="name",
+        pattern=RFC1035,
+        max_length=63,
+        service="Compute Engine",
+        reference="https://cloud.google.com/compute/docs/naming-resources#resource-name-format",
+    ),
 )
-def compute_name(r: ResourceView, _: Context) -> Iterator[str]:
-    """https://cloud.google.com/compute/docs/naming-resources#resource-name-format"""
-    yield from check_name(r.inputs.get("name"), "name", RFC1035, 63, "Compute Engine")
 
 
-@resource_rule(
-    "gcp-secret-id",
-    (SECRET,),
-    "Secret Manager projects.secrets.create secretId",
-    "Secret ids: letters, digits, underscores and hyphens, 255 at most.",
+name_rule(
+    name="gcp-secret-id",
+    types=(SECRET,),
+    source="Secret Manager projects.secrets.create secretId",
+    description="Secret ids: letters, digits, underscores and hyphens, 255 at most.",
+    check=NameCheck(
+        key="secretId",
+        pattern=r"[A-Za-z0-9_-]+",
+        max_length=255,
+        service="Secret Manager",
+        reference="https://cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/create",
+    ),
 )
-def secret_id(r: ResourceView, _: Context) -> Iterator[str]:
-    """https://cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/create"""
-    yield from check_name(
-        r.inputs.get("secretId"), "secretId", r"[A-Za-z0-9_-]+", 255, "Secret Manager"
-    )
 
 
-@resource_rule(
-    "gcp-vpc-connector-name",
-    ("gcp:vpcaccess/connector:Connector",),
-    "Serverless VPC Access connectors.create name",
-    "Connector names: a lowercase letter, then letters, digits and hyphens, 25 at most.",
+name_rule(
+    name="gcp-vpc-connector-name",
+    types=("gcp:vpcaccess/connector:Connector",),
+    source="Serverless VPC Access connectors.create name",
+    description=(
+        "Connector names: a lowercase letter, then letters, digits and hyphens, 25 at most."
+    ),
+    check=NameCheck(
+        key="name",
+        pattern=r"[a-z][-a-z0-9]{0,23}[a-z0-9]",
+        max_length=25,
+        service="Serverless VPC Access",
+        reference="https://cloud.google.com/vpc/docs/reference/vpcaccess/rest/v1/projects.locations.connectors/create",
+    ),
 )
-def connector_name(r: ResourceView, _: Context) -> Iterator[str]:
-    """https://cloud.google.com/vpc/docs/reference/vpcaccess/rest/v1/projects.locations.connectors/create"""
-    yield from check_name(
-        r.inputs.get("name"), "name", r"[a-z][-a-z0-9]{0,23}[a-z0-9]", 25, "Serverless VPC Access"
-    )
 
 
-@resource_rule(
-    "gcp-redis-name",
-    ("gcp:redis/instance:Instance",),
-    "Memorystore projects.locations.instances.create instanceId",
-    "Memorystore ids: a lowercase letter, then letters, digits and hyphens, 40 at most.",
+name_rule(
+    name="gcp-redis-name",
+    types=("gcp:redis/instance:Instance",),
+    source="Memorystore projects.locations.instances.create instanceId",
+    description=(
+        "Memorystore ids: a lowercase letter, then letters, digits and hyphens, 40 at most."
+    ),
+    check=NameCheck(
+        key="name",
+        pattern=r"[a-z][-a-z0-9]{0,38}[a-z0-9]",
+        max_length=40,
+        service="Memorystore",
+        reference="https://cloud.google.com/memorystore/docs/redis/reference/rest/v1/projects.locations.instances/create",
+    ),
 )
-def redis_name(r: ResourceView, _: Context) -> Iterator[str]:
-    """https://cloud.google.com/memorystore/docs/redis/reference/rest/v1/projects.locations.instances/create"""
-    yield from check_name(
-        r.inputs.get("name"), "name", r"[a-z][-a-z0-9]{0,38}[a-z0-9]", 40, "Memorystore"
-    )
 
 
 _LABELLED = (
@@ -196,10 +228,12 @@ _LABELLED = (
 
 
 @resource_rule(
-    "gcp-labels",
-    _LABELLED,
-    "Resource Manager label requirements",
-    "Labels: lowercase keys and values of letters, digits, _ and -, 63 each, 64 labels at most.",
+    name="gcp-labels",
+    types=_LABELLED,
+    source="Resource Manager label requirements",
+    description=(
+        "Labels: lowercase keys and values of letters, digits, _ and -, 63 each, 64 labels at most."
+    ),
 )
 def labels(r: ResourceView, _: Context) -> Iterator[str]:
     """https://cloud.google.com/resource-manager/docs/labels-overview#requirements"""
@@ -218,10 +252,10 @@ def labels(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "gcp-cloudsql-backup-retention",
-    (SQL,),
-    'Cloud SQL "backup retention should be > transaction log retention" (Error 400)',
-    "Cloud SQL keeps more backups than days of transaction log.",
+    name="gcp-cloudsql-backup-retention",
+    types=(SQL,),
+    source='Cloud SQL "backup retention should be > transaction log retention" (Error 400)',
+    description="Cloud SQL keeps more backups than days of transaction log.",
 )
 def cloudsql_backup_retention(r: ResourceView, _: Context) -> Iterator[str]:
     """terraform-google-modules/terraform-google-sql-db#785: instances.insert answers 400
@@ -241,10 +275,12 @@ def cloudsql_backup_retention(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "gcp-cloudsql-edition",
-    (SQL,),
-    "Cloud SQL editions: custom tiers need ENTERPRISE (1-7 days of log)",
-    "Cloud SQL names its edition; custom machine tiers run on ENTERPRISE, which keeps 1-7 days.",
+    name="gcp-cloudsql-edition",
+    types=(SQL,),
+    source="Cloud SQL editions: custom tiers need ENTERPRISE (1-7 days of log)",
+    description=(
+        "Cloud SQL names its edition; custom machine tiers run on ENTERPRISE, which keeps 1-7 days."
+    ),
 )
 def cloudsql_edition(r: ResourceView, _: Context) -> Iterator[str]:
     """https://cloud.google.com/sql/docs/editions-intro: ENTERPRISE_PLUS (the default for new
@@ -263,10 +299,12 @@ def cloudsql_edition(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "gcp-worker-pool-scaling",
-    (RUN_POOL,),
-    "Cloud Run Admin API v2 WorkerPool scaling / vpcAccess",
-    "Worker pools scale manually (manualInstanceCount) and reach the VPC by Direct VPC egress.",
+    name="gcp-worker-pool-scaling",
+    types=(RUN_POOL,),
+    source="Cloud Run Admin API v2 WorkerPool scaling / vpcAccess",
+    description=(
+        "Worker pools scale manually (manualInstanceCount) and reach the VPC by Direct VPC egress."
+    ),
 )
 def worker_pool(r: ResourceView, _: Context) -> Iterator[str]:
     """https://cloud.google.com/run/docs/configuring/workerpools/manual-scaling and
@@ -282,10 +320,12 @@ def worker_pool(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @resource_rule(
-    "gcp-cloud-run-startup-probe",
-    (RUN_SERVICE,),
-    "Cloud Run revision readiness (startupProbe)",
-    "Cloud Run services declare a startup probe, so a revision that cannot serve fails `up`.",
+    name="gcp-cloud-run-startup-probe",
+    types=(RUN_SERVICE,),
+    source="Cloud Run revision readiness (startupProbe)",
+    description=(
+        "Cloud Run services declare a startup probe, so a revision that cannot serve fails `up`."
+    ),
 )
 def startup_probe(r: ResourceView, _: Context) -> Iterator[str]:
     """https://cloud.google.com/run/docs/configuring/healthchecks: the service's create
@@ -299,10 +339,10 @@ def startup_probe(r: ResourceView, _: Context) -> Iterator[str]:
 
 
 @stack_rule(
-    "gcp-api-enabled",
-    "gcp",
-    "Service Usage: Error 403 API has not been used in project (pulumi/pulumi-gcp#675)",
-    "Every resource waits for its API, enabled by the stack.",
+    name="gcp-api-enabled",
+    cloud="gcp",
+    source="Service Usage: Error 403 API has not been used in project (pulumi/pulumi-gcp#675)",
+    description="Every resource waits for its API, enabled by the stack.",
 )
 def api_enabled(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     """https://github.com/pulumi/pulumi-gcp/issues/675: nothing orders a resource after the API
@@ -328,10 +368,12 @@ def api_enabled(resources: Sequence[ResourceView], _: Context) -> Iterator[Viola
 
 
 @stack_rule(
-    "gcp-secret-version-first",
-    "gcp",
-    "Cloud Run: secret version latest not found (terraform-provider-google#10846)",
-    "Every secret a Cloud Run workload reads has a version created before the workload.",
+    name="gcp-secret-version-first",
+    cloud="gcp",
+    source="Cloud Run: secret version latest not found (terraform-provider-google#10846)",
+    description=(
+        "Every secret a Cloud Run workload reads has a version created before the workload."
+    ),
 )
 def secret_version_first(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     """https://github.com/hashicorp/terraform-provider-google/issues/10846: a revision that
@@ -357,10 +399,10 @@ def secret_version_first(resources: Sequence[ResourceView], _: Context) -> Itera
 
 
 @stack_rule(
-    "gcp-cmek-grant-propagated",
-    "gcp",
-    'CMEK: "Unable to delegate the access of CMEK" (terraform-provider-google#17333)',
-    "Resources encrypted with a customer key wait for the agent's grant to propagate.",
+    name="gcp-cmek-grant-propagated",
+    cloud="gcp",
+    source='CMEK: "Unable to delegate the access of CMEK" (terraform-provider-google#17333)',
+    description="Resources encrypted with a customer key wait for the agent's grant to propagate.",
 )
 def cmek_propagated(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     """https://cloud.google.com/iam/docs/access-change-propagation: a grant takes up to minutes
@@ -381,10 +423,12 @@ def cmek_propagated(resources: Sequence[ResourceView], _: Context) -> Iterator[V
 
 
 @stack_rule(
-    "gcp-managed-certificate-dns",
-    "gcp",
-    "Google-managed SSL certificates: domain status FAILED_NOT_VISIBLE",
-    "Every managed certificate's domain gets an A record for the load balancer in the stack.",
+    name="gcp-managed-certificate-dns",
+    cloud="gcp",
+    source="Google-managed SSL certificates: domain status FAILED_NOT_VISIBLE",
+    description=(
+        "Every managed certificate's domain gets an A record for the load balancer in the stack."
+    ),
 )
 def managed_certificate_dns(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     """https://cloud.google.com/load-balancing/docs/ssl-certificates/troubleshooting: the
@@ -412,10 +456,12 @@ def managed_certificate_dns(resources: Sequence[ResourceView], _: Context) -> It
 
 
 @stack_rule(
-    "gcp-image-pullable",
-    "gcp",
-    "Cloud Run: image not found or permission denied (Artifact Registry reader)",
-    "Cloud Run images are digests in the stack's Artifact Registry, which Cloud Run may read.",
+    name="gcp-image-pullable",
+    cloud="gcp",
+    source="Cloud Run: image not found or permission denied (Artifact Registry reader)",
+    description=(
+        "Cloud Run images are digests in the stack's Artifact Registry, which Cloud Run may read."
+    ),
 )
 def image_pullable(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     """https://cloud.google.com/run/docs/deploying#images: Cloud Run pulls as its service agent,
@@ -456,10 +502,10 @@ def image_pullable(resources: Sequence[ResourceView], _: Context) -> Iterator[Vi
 
 
 @stack_rule(
-    "gcp-memorystore-ca-delivered",
-    "gcp",
-    "Memorystore in-transit encryption: clients must trust the instance's server CA",
-    "A TLS Memorystore instance's server CA reaches the workloads as a secret version.",
+    name="gcp-memorystore-ca-delivered",
+    cloud="gcp",
+    source="Memorystore in-transit encryption: clients must trust the instance's server CA",
+    description="A TLS Memorystore instance's server CA reaches the workloads as a secret version.",
 )
 def memorystore_ca(resources: Sequence[ResourceView], _: Context) -> Iterator[Violation]:
     """https://cloud.google.com/memorystore/docs/redis/in-transit-encryption: the instance's
