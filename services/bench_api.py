@@ -411,13 +411,14 @@ def report(results: list[LoadResult], setup: Setup) -> str:
         "CPU seconds per run (wall seconds x cores = capacity), load average before / after:",
         "",
         (
-            "| Operation | Server | Wall | Server processes | wrk | PostgreSQL + Redis "
-            "| Others on the machine | Load average |"
+            "| Operation | Server | Wall | Server processes (per request) | wrk "
+            "| PostgreSQL + Redis | Others on the machine | Load average |"
         ),
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
         f"| {r.operation} | {r.server} | {r.cpu.wall:.1f} s | {r.cpu.server:.1f} s "
+        f"({r.cpu.server / max(1, r.requests) * 1000:.2f} ms) "
         f"| {r.cpu.load_generator:.1f} s | {r.cpu.database_and_cache:.1f} s "
         f"| {r.cpu.others:.1f} s | {r.load_average[0]:.1f} / {r.load_average[1]:.1f} |"
         for r in results
