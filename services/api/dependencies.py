@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import DBAPIError
@@ -116,13 +118,25 @@ async def require_admin(caller: Annotated[Principal, Depends(authenticate)]) -> 
         raise InsufficientScopeError(TokenScope.ADMIN)
 
 
-def database_session(
+async def database_session(
     request: Request, caller: Annotated[Principal, Depends(authenticate)]
-) -> Iterator[Session]:
-    """A session that sees only the caller's tenant (queries scoped, row-level security set)."""
-    # Handlers commit what they mean to keep; anything left uncommitted is rolled back here.
-    with tenant_session(runtime(request).sessions, caller.tenant_id) as session:
+) -> AsyncIterator[Session]:
+    """A session that sees only the caller's tenant (queries scoped, row-level security set).
+
+    Making a Session does no I/O, so it is made here rather than in a worker thread. Handlers
+    commit what they mean to keep; anything left uncommitted is rolled back on close, in a
+    thread (I/O), shielded so that a client gone away cannot leave the connection checked out.
+    After a commit, closing does no I/O (the connection went back to the pool, idle).
+    """
+    session = tenant_session(runtime(request).sessions, caller.tenant_id)
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.close)
+        else:
+            session.close()
 
 
 async def read_session(
