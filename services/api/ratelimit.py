@@ -77,8 +77,9 @@ class RateLimiter:
         self._cache = cache
         self._breaker = breaker
         self.limit = limit
-        # EVALSHA, and EVAL once when the server does not know the script yet (redis-py's
-        # Script: https://redis.readthedocs.io/en/stable/commands.html#redis.commands.core.CoreCommands.register_script).
+        # EVALSHA; when the server does not know the script (a restart or a failover empties its
+        # script cache), redis-py's Script loads it and runs it again
+        # (https://redis.io/docs/latest/develop/reference/errors/common/noscript/).
         self._count = cache.register_script(_COUNT)
 
     async def take(self, principal: str) -> Quota | None:

@@ -137,6 +137,12 @@ def test_rate_limit_counts_each_request_in_a_window_that_expires(
     [key] = keys
     # The window's counter goes away after the window (and a second's grace).
     assert 0 < int(cache.ttl(key)) <= TEST_RATE_LIMIT.window_seconds + 1
+    # A restarted or failed-over Redis has forgotten the script: it is loaded again.
+    cache.script_flush()
+    third = client.get("/v1/customers")
+    assert int(third.headers["X-RateLimit-Remaining"]) < int(
+        second.headers["X-RateLimit-Remaining"]
+    )
 
 
 def test_rate_limit_answers_429_with_retry_after(client: BillingClient, cache: redis.Redis) -> None:
