@@ -40,9 +40,13 @@ if TYPE_CHECKING:
     from services.billing.config import ApiSettings
 
 
-# Per server process: writes hold theirs across the gateway call (anyio's 40 worker threads
-# queue for them); reads hold theirs for a few statements.
+# PostgreSQL connections per server process (2 per task: services/api/manifest.toml), 31 in all:
+# writes hold theirs from the idempotency claim to the commit, across the gateway call (with
+# fewer, anyio's 40 worker threads wait on the pool and the slowest wait seconds); single rows
+# take READ_CONNECTIONS (services/api/reads.py), lists and the other reads the rest. At each
+# environment's largest task count that stays well under its instance's max_connections.
 WRITE_CONNECTIONS = 16
+LIST_CONNECTIONS = 5
 
 
 def create_app(
@@ -57,7 +61,9 @@ def create_app(
     engine = create_database_engine(
         settings.settings.database, pool_size=WRITE_CONNECTIONS, overflow=0, pre_ping=False
     )
-    read_engine = create_async_database_engine(settings.settings.database)
+    read_engine = create_async_database_engine(
+        settings.settings.database, pool_size=LIST_CONNECTIONS
+    )
     rows = RowReader(settings.settings.database)
     cache = async_client(cache_settings)
     # The simulator gateway runs in handler threads, so it gets a blocking client of its own.
