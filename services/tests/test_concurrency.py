@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.billing.gateway import SimulatorGateway
+from services.billing.gateway.simulator import SLOW_CARD
 from services.billing.models import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentStatus
 from services.tests.conftest import subprocess_env
 from services.tests.factories import seed_due_subscriptions
@@ -20,17 +21,16 @@ from services.tests.processes import start_service, stop, wait_while_progressing
 
 SUBSCRIPTIONS = 1000
 WORKERS = 4
+# The worker's default --charge-concurrency: calls each worker has in flight.
+CHARGES_IN_FLIGHT = 32
 
 
-def invoices_issued(db: Session) -> int:
-    return progress(db)[0]
-
-
-def progress(db: Session) -> tuple[int, int]:
-    """Invoices issued and payments that succeeded so far."""
+def progress(db: Session) -> tuple[int, int, int]:
+    """Invoices issued, attempts claimed and payments that succeeded so far."""
     db.rollback()
     issued = db.scalar(select(func.count()).select_from(Invoice)) or 0
-    paid = (
+    claimed = db.scalar(select(func.count()).select_from(Payment)) or 0
+    succeeded = (
         db.scalar(
             select(func.count())
             .select_from(Payment)
@@ -40,31 +40,27 @@ def progress(db: Session) -> tuple[int, int]:
     )
     # Not left idle in a transaction while the workers run: the server ends those after 60 s.
     db.rollback()
-    return issued, paid
+    return issued, claimed, succeeded
 
 
-def exited(workers: list[subprocess.Popen[bytes]], logs: Path) -> list[int]:
-    """The workers that have exited so far; one that failed stops the test with its log."""
-    for index, worker in enumerate(workers):
-        if index and worker.poll() not in {None, 0}:
+def running(workers: dict[int, subprocess.Popen[bytes]], logs: Path) -> int:
+    """How many of the workers run; one that exited stops the test with its log."""
+    for index, worker in workers.items():
+        if worker.poll() is not None:
             log = (logs / f"worker-{index}.log").read_text()
             raise AssertionError(f"worker {index} exited with {worker.returncode}: {log}")
-    return [index for index, worker in enumerate(workers) if worker.poll() is not None]
+    return len(workers)
 
 
 @pytest.mark.slow
 def test_parallel_workers_with_one_killed_invoice_and_charge_each_period_once(
     db: Session, service_env: dict[str, str], simulator: SimulatorGateway, tmp_path: Path
 ) -> None:
-    now = datetime.now(UTC)
-    subscriptions = seed_due_subscriptions(db, SUBSCRIPTIONS, now=now)
-    ended = {subscription.id: subscription.current_period_end for subscription in subscriptions}
     env = subprocess_env(service_env)
-    workers = [
-        start_service(
+    workers = {
+        index: start_service(
             "services.worker",
             env,
-            "--until-idle",
             "--poll-interval=0.1",
             "--batch-size=20",
             # A killed worker's claims pass to the others after this many seconds.
@@ -73,32 +69,47 @@ def test_parallel_workers_with_one_killed_invoice_and_charge_each_period_once(
             log=tmp_path / f"worker-{index}.log",
         )
         for index in range(WORKERS)
-    ]
+    }
+    victim = workers[0]
+    survivors = {index: worker for index, worker in workers.items() if index}
+    # Conditions, not deadlines: on a loaded machine starting four workers and billing a
+    # thousand subscriptions may take minutes, so a wait fails only when nothing has moved for
+    # a while (a hang). The work is due only once every worker is up and polling, so however
+    # unevenly they started, all four share it; and each charge takes the slow card's 1.5 s,
+    # so the run lasts long enough for the kill to land in it, mid-charge.
     try:
-        victim = workers[0]
-        # Conditions, not deadlines: on a loaded machine four workers starting up and billing a
-        # thousand subscriptions may take minutes. A wait fails only when nothing has moved for
-        # a while (a hang), and a worker that exits early is reported at once.
-        survivors = dict(enumerate(workers[1:], start=1))
         wait_while_progressing(
-            lambda: (tmp_path / "worker-0.heartbeat").exists() and invoices_issued(db) >= 100,
-            lambda: (progress(db), exited(workers, tmp_path)),
+            lambda: all((tmp_path / f"worker-{index}.heartbeat").exists() for index in workers),
+            lambda: sorted(path.name for path in tmp_path.glob("*.heartbeat")),
             stall=120,
-            what="the workers to get going",
+            what="the workers to start",
+        )
+        now = datetime.now(UTC)
+        subscriptions = seed_due_subscriptions(db, SUBSCRIPTIONS, now=now, payment_method=SLOW_CARD)
+        ended = {subscription.id: subscription.current_period_end for subscription in subscriptions}
+        wait_while_progressing(
+            lambda: progress(db)[1] >= 2 * CHARGES_IN_FLIGHT,
+            lambda: (progress(db), running(workers, tmp_path)),
+            stall=120,
+            what="the workers to start charging",
         )
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         charged_when_killed = len(simulator.charges())
         wait_while_progressing(
-            lambda: all(worker.poll() is not None for worker in survivors.values()),
-            lambda: (progress(db), exited(workers, tmp_path)),
+            lambda: progress(db)[2] == SUBSCRIPTIONS,
+            lambda: (progress(db), running(survivors, tmp_path)),
             stall=120,
-            what="the other workers to finish",
+            what="every invoice to be paid",
         )
+        for worker in survivors.values():
+            worker.send_signal(signal.SIGTERM)
         for index, worker in survivors.items():
+            # SIGTERM: finish what is in flight (nothing is left) and exit.
+            worker.wait(timeout=120)
             assert worker.returncode == 0, (tmp_path / f"worker-{index}.log").read_text()
     finally:
-        for worker in workers:
+        for worker in workers.values():
             stop(worker)
     assert victim.returncode == -signal.SIGKILL
     assert charged_when_killed < SUBSCRIPTIONS, "the kill came after the run, not during it"
