@@ -24,6 +24,7 @@ from services.api.routes import (
     subscriptions,
     webhooks,
 )
+from services.api.security import TokenVerifier
 from services.billing.cache import CircuitBreaker, async_client, blocking_client
 from services.billing.clock import Clock, system_clock
 from services.billing.db import (
@@ -100,6 +101,7 @@ def create_app(
         clock=clock,
         webhook_secret=settings.settings.gateway.stripe_webhook_secret,
         jwt=settings.jwt,
+        tokens=TokenVerifier(settings.jwt),
         rate_limiter=RateLimiter(
             cache, breaker, RateLimit(requests=settings.rate_limit_per_minute)
         ),

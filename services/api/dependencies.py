@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.ratelimit import RateLimiter
 from services.api.reads import RowReader
-from services.api.security import Principal, TokenRejectedError, TokenScope, verify_token
+from services.api.security import Principal, TokenRejectedError, TokenScope, TokenVerifier
 from services.billing.clock import Clock
 from services.billing.config import JwtSettings
 from services.billing.db import async_tenant_session, tenant_session
@@ -39,6 +39,8 @@ class Runtime:
     clock: Clock
     webhook_secret: str
     jwt: JwtSettings
+    # Bearer tokens by jwt, remembered once accepted (services/api/security.py).
+    tokens: TokenVerifier
     rate_limiter: RateLimiter
 
 
@@ -88,7 +90,7 @@ async def authenticate(
     if credentials is None:
         raise UnauthenticatedError("unauthenticated", "Send a bearer token")
     try:
-        caller = verify_token(credentials.credentials, runtime(request).jwt)
+        caller = runtime(request).tokens.verify(credentials.credentials)
     except TokenRejectedError as error:
         raise UnauthenticatedError(error.code, error.message) from None
     # Read by the access log.
