@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from services.api.dependencies import Runtime
 from services.api.errors import install_error_handlers
+from services.api.fast import FastPath, served_routes
 from services.api.idempotency import AnswerCache, StoredResponse, replay
 from services.api.middleware.context import RequestContextMiddleware
 from services.api.middleware.limits import BodyLimitMiddleware
@@ -108,9 +109,12 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_exception_handler(StoredResponse, replay)
-    for module in (customers, plans, subscriptions, invoices, payments, webhooks, operations):
-        app.include_router(module.router)
+    routers = [m.router for m in (customers, plans, subscriptions, invoices, payments, webhooks)]
+    for router in [*routers, operations.router]:
+        app.include_router(router)
     # add_middleware wraps: the last added runs first.
+    served = served_routes(route for router in routers for route in router.routes)
+    app.add_middleware(FastPath, runtime=app.state.runtime, routes=served)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app

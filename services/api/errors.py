@@ -58,10 +58,15 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected_error)
 
 
-async def _billing_error(_: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, BillingError)  # noqa: S101 - registered for this type only
+def billing_error_response(error: BillingError) -> JSONResponse:
+    """The answer to a refusal: its status, its code and message, and its headers if any."""
     headers: Mapping[str, str] | None = getattr(error, "headers", None)
     return error_response(error.status, error.code, error.message, headers=headers)
+
+
+async def _billing_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, BillingError)  # noqa: S101 - registered for this type only
+    return billing_error_response(error)
 
 
 async def _validation_error(_: Request, error: Exception) -> JSONResponse:

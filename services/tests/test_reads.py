@@ -1,5 +1,5 @@
-"""Reads: one round trip for a row, the tenant walls kept, prepared statements kept; and requests
-that meet pooled connections killed under them (a failover) answered on new ones."""
+"""Reads: one round trip for a row, the tenant walls kept, the tenant setting gone with the read;
+and requests that meet pooled connections killed under them (a failover) answered on new ones."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 
-from services.api import schemas
 from services.api.reads import RowReader
+from services.api.routes.customers import CUSTOMER as CUSTOMER_ROW
 from services.billing.errors import NotFoundError
 from services.billing.models import Customer
 from services.tests.conftest import BillingClient, Servers
@@ -41,30 +41,23 @@ def test_a_row_is_read_for_its_tenant_only(client: BillingClient, settings: Sett
         reader = RowReader(settings.database, size=1)
         await reader.open()
         try:
-            mine = await reader.one(
-                Customer, schemas.Customer, "merchant-1", uuid.UUID(created["id"]), resource="c"
-            )
+            mine = await reader.one(CUSTOMER_ROW, "merchant-1", uuid.UUID(created["id"]))
             assert mine.model_dump(mode="json") == created
             assert await reader.fetch(Customer, "merchant-2", uuid.UUID(created["id"])) is None
             with pytest.raises(NotFoundError) as missing:
-                await reader.one(
-                    Customer,
-                    schemas.Customer,
-                    "merchant-2",
-                    uuid.UUID(created["id"]),
-                    resource="customer",
-                )
+                await reader.one(CUSTOMER_ROW, "merchant-2", uuid.UUID(created["id"]))
             assert missing.value.code == "customer_not_found"
-            # The same connection, after psycopg's threshold of executions (5): the statements
-            # are prepared, and the reads' commits (not rollbacks) kept them.
-            for _ in range(6):
-                await reader.fetch(Customer, "merchant-1", uuid.UUID(created["id"]))
+            # The setting lived as long as the read's transaction: the connection the reads
+            # used (the pool holds one) carries no tenant into whatever runs on it next.
             async with reader.pool.connection() as connection:
-                cursor = await connection.execute("SELECT count(*) FROM pg_prepared_statements")
+                cursor = await connection.execute(
+                    "SELECT current_setting('billing.tenant_id', true), count(*) FROM customers"
+                )
                 row = await cursor.fetchone()
-                await connection.commit()
             assert row is not None
-            assert row[0] >= 2  # the tenant's set_config and the SELECT
+            assert not row[0]
+            # Row-level security fails closed without a tenant: not even the row just read.
+            assert row[1] == 0
         finally:
             await reader.close()
 

@@ -14,8 +14,10 @@ from services.api.dependencies import (
     ReadSession,
     read,
 )
+from services.api.fast import fast_path
 from services.api.idempotency import Idempotent
 from services.api.pagination import Cursor, Limit, paginate
+from services.api.reads import SingleRow
 from services.api.routes import error_responses
 from services.billing import customers
 from services.billing.models import Customer
@@ -26,6 +28,8 @@ router = APIRouter(
     dependencies=AUTHORIZED,
     responses=error_responses(),
 )
+# Also served by services/api/fast.py, without FastAPI, when the request is sound.
+CUSTOMER = SingleRow(Customer, schemas.Customer, resource="customer")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Customer)
@@ -60,16 +64,11 @@ async def list_customers(
 
 
 @router.get("/{customer_id}")
+@fast_path(CUSTOMER)
 async def get_customer(
     customer_id: uuid.UUID, runtime: CurrentRuntime, principal: CurrentPrincipal
 ) -> schemas.Customer:
-    return await runtime.rows.one(
-        Customer,
-        schemas.Customer,
-        principal.tenant_id,
-        customer_id,
-        resource="customer",
-    )
+    return await runtime.rows.one(CUSTOMER, principal.tenant_id, customer_id)
 
 
 @router.patch("/{customer_id}")

@@ -13,7 +13,9 @@ from services.api.dependencies import (
     ReadSession,
     read,
 )
+from services.api.fast import fast_path
 from services.api.pagination import Cursor, Limit, paginate
+from services.api.reads import SingleRow
 from services.api.routes import error_responses
 from services.billing.models import Invoice, Payment
 
@@ -23,6 +25,8 @@ router = APIRouter(
     dependencies=AUTHORIZED,
     responses=error_responses(),
 )
+# Also served by services/api/fast.py, without FastAPI, when the request is sound.
+PAYMENT = SingleRow(Payment, schemas.Payment, resource="payment")
 
 
 @router.get("")
@@ -47,13 +51,8 @@ async def list_payments(
 
 
 @router.get("/{payment_id}")
+@fast_path(PAYMENT)
 async def get_payment(
     payment_id: uuid.UUID, runtime: CurrentRuntime, principal: CurrentPrincipal
 ) -> schemas.Payment:
-    return await runtime.rows.one(
-        Payment,
-        schemas.Payment,
-        principal.tenant_id,
-        payment_id,
-        resource="payment",
-    )
+    return await runtime.rows.one(PAYMENT, principal.tenant_id, payment_id)

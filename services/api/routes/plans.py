@@ -15,8 +15,10 @@ from services.api.dependencies import (
     ReadSession,
     read,
 )
+from services.api.fast import fast_path
 from services.api.idempotency import Idempotent
 from services.api.pagination import Cursor, Limit, paginate
+from services.api.reads import SingleRow
 from services.api.routes import error_responses
 from services.billing import catalog
 from services.billing.models import Plan
@@ -27,6 +29,8 @@ router = APIRouter(
     dependencies=AUTHORIZED,
     responses=error_responses(),
 )
+# Also served by services/api/fast.py, without FastAPI, when the request is sound.
+PLAN = SingleRow(Plan, schemas.Plan, resource="plan")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Plan, **ADMIN_ONLY)
@@ -55,7 +59,8 @@ async def list_plans(
 
 
 @router.get("/{plan_id}")
+@fast_path(PLAN)
 async def get_plan(
     plan_id: uuid.UUID, runtime: CurrentRuntime, principal: CurrentPrincipal
 ) -> schemas.Plan:
-    return await runtime.rows.one(Plan, schemas.Plan, principal.tenant_id, plan_id, resource="plan")
+    return await runtime.rows.one(PLAN, principal.tenant_id, plan_id)
