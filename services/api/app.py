@@ -26,6 +26,7 @@ from services.api.routes import (
     webhooks,
 )
 from services.api.security import TokenVerifier
+from services.api.writes import IdempotentWrites
 from services.billing.cache import CircuitBreaker, async_client, blocking_client
 from services.billing.clock import Clock, system_clock
 from services.billing.db import (
@@ -43,11 +44,13 @@ if TYPE_CHECKING:
 
 
 # PostgreSQL connections per server process (2 per task: services/api/manifest.toml), 31 in all:
-# writes hold theirs from the idempotency claim to the commit, across the gateway call (with
-# fewer, anyio's 40 worker threads wait on the pool and the slowest wait seconds); single rows
-# take READ_CONNECTIONS (services/api/reads.py), lists and the other reads the rest. At each
-# environment's largest task count that stays well under its instance's max_connections.
-WRITE_CONNECTIONS = 16
+# writes hold theirs from the idempotency claim to the commit, across the gateway call; those
+# on the event loop (POST /v1/customers) take IDEMPOTENT_WRITE_CONNECTIONS (services/api/
+# writes.py), those in worker threads WRITE_CONNECTIONS (with fewer, anyio's 40 threads wait on
+# the pool and the slowest wait seconds); single rows take READ_CONNECTIONS (services/api/
+# reads.py), lists and the other reads the rest. At each environment's largest task count that
+# stays well under its instance's max_connections.
+WRITE_CONNECTIONS = 8
 LIST_CONNECTIONS = 5
 
 
@@ -67,6 +70,7 @@ def create_app(
         settings.settings.database, pool_size=LIST_CONNECTIONS
     )
     rows = RowReader(settings.settings.database)
+    writes = IdempotentWrites(settings.settings.database)
     cache = async_client(cache_settings)
     # The simulator gateway runs in handler threads, so it gets a blocking client of its own.
     gateway_cache = blocking_client(cache_settings)
@@ -74,8 +78,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await rows.open()
+        await writes.open()
         yield
         # Runs after uvicorn has drained in-flight requests on SIGTERM.
+        await writes.close()
         await rows.close()
         await cache.aclose()
         gateway_cache.close()
@@ -94,6 +100,7 @@ def create_app(
     breaker = CircuitBreaker()
     app.state.cache = cache
     app.state.answers = AnswerCache(cache, breaker)
+    app.state.writes = writes
     app.state.runtime = Runtime(
         sessions=session_factory(engine),
         reads=async_session_factory(read_engine),

@@ -18,6 +18,7 @@ import base64
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,7 +26,7 @@ import anyio.to_thread
 import redis.asyncio
 import redis.exceptions
 from fastapi import Depends, Header, Request
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.responses import Response
@@ -36,8 +37,11 @@ from services.billing.locks import LOCK_NOT_AVAILABLE
 from services.billing.models import IdempotencyKey
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from pydantic import BaseModel
     from sqlalchemy.orm import Session
+    from sqlalchemy.sql.dml import ReturningInsert
 
     from services.billing.cache import CircuitBreaker
 
@@ -58,7 +62,7 @@ class IdempotencyError(BillingError):
     """The key cannot be used for this request now (in use, or used for another request)."""
 
 
-def _in_progress() -> IdempotencyError:
+def in_progress() -> IdempotencyError:
     return IdempotencyError(
         "idempotency_request_in_progress",
         "A request with this idempotency key is still running; retry shortly",
@@ -66,7 +70,7 @@ def _in_progress() -> IdempotencyError:
     )
 
 
-def _reused() -> IdempotencyError:
+def reused() -> IdempotencyError:
     return IdempotencyError(
         "idempotency_key_reused",
         "This idempotency key was used for a different request; use a new key",
@@ -138,12 +142,102 @@ class Idempotency:
 
     def _commit(self, status: int, body: bytes) -> Response:
         self._session.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.tenant_id == self._tenant_id, IdempotencyKey.key == self.key)
-            .values(status_code=status, content_type=JSON, response_body=body)
+            STORE_ANSWER, answer_parameters(self._tenant_id, self.key, status, body)
         )
         self._session.commit()
         return Response(body, status, media_type=JSON)
+
+
+def _claim_statement() -> ReturningInsert[tuple[datetime]]:
+    now = func.now()
+    values = insert(IdempotencyKey).values(
+        tenant_id=bindparam("tenant"),
+        key=bindparam("idempotency_key"),
+        fingerprint=bindparam("request_fingerprint"),
+        created_at=now,
+        claimed_at=now,
+    )
+    return values.on_conflict_do_update(
+        index_elements=[IdempotencyKey.tenant_id, IdempotencyKey.key],
+        set_={
+            "fingerprint": values.excluded.fingerprint,
+            "created_at": values.excluded.created_at,
+            "claimed_at": values.excluded.claimed_at,
+            "status_code": null(),
+            "content_type": null(),
+            "response_body": null(),
+        },
+        # Only an expired key, or a dead request's claim on the same request, is taken over.
+        where=or_(
+            IdempotencyKey.created_at < now - bindparam("key_lifetime", KEY_LIFETIME),
+            and_(
+                IdempotencyKey.status_code.is_(None),
+                IdempotencyKey.claimed_at < now - bindparam("stale_claim", STALE_CLAIM),
+                IdempotencyKey.fingerprint == values.excluded.fingerprint,
+            ),
+        ),
+        # The claim's time is the transaction's (now()): the effect may stamp its rows with it.
+    ).returning(IdempotencyKey.created_at)
+
+
+# The request's first statement: None returned if another request holds the key.
+CLAIM = _claim_statement()
+# What the key already holds, when the claim did not take it.
+EXISTING = select(
+    IdempotencyKey.fingerprint,
+    IdempotencyKey.status_code,
+    IdempotencyKey.content_type,
+    IdempotencyKey.response_body,
+).where(
+    IdempotencyKey.tenant_id == bindparam("tenant"),
+    IdempotencyKey.key == bindparam("idempotency_key"),
+)
+# The answer, written by the commit that keeps the effect.
+STORE_ANSWER = (
+    update(IdempotencyKey)
+    .where(
+        IdempotencyKey.tenant_id == bindparam("tenant"),
+        IdempotencyKey.key == bindparam("idempotency_key"),
+    )
+    .values(
+        status_code=bindparam("answer_status"),
+        content_type=bindparam("answer_type"),
+        response_body=bindparam("answer_body"),
+    )
+)
+
+
+def claim_parameters(tenant_id: str, key: str, fingerprint: str) -> dict[str, str]:
+    """CLAIM's parameters (EXISTING takes the first two)."""
+    return {"tenant": tenant_id, "idempotency_key": key, "request_fingerprint": fingerprint}
+
+
+def answer_parameters(tenant_id: str, key: str, status: int, body: bytes) -> dict[str, Any]:
+    """STORE_ANSWER's parameters: a JSON answer."""
+    return {
+        "tenant": tenant_id,
+        "idempotency_key": key,
+        "answer_status": status,
+        "answer_type": JSON,
+        "answer_body": body,
+    }
+
+
+def stored_answer(
+    fingerprint: str,
+    stored_fingerprint: str,
+    status: int | None,
+    content_type: str | None,
+    body: bytes | None,
+) -> StoredResponse:
+    """The answer an EXISTING row holds for this request; IdempotencyError if it holds none."""
+    if stored_fingerprint != fingerprint:
+        raise reused()
+    if status is None or body is None:
+        raise in_progress()
+    return StoredResponse(
+        fingerprint=stored_fingerprint, status=status, content_type=content_type, body=body
+    )
 
 
 def claim(session: Session, tenant_id: str, key: str, fingerprint: str) -> StoredResponse | None:
@@ -151,58 +245,22 @@ def claim(session: Session, tenant_id: str, key: str, fingerprint: str) -> Store
 
     Raises IdempotencyError when the key is in use or was used for another request.
     """
-    now = func.now()
-    values = insert(IdempotencyKey).values(
-        tenant_id=tenant_id, key=key, fingerprint=fingerprint, created_at=now, claimed_at=now
-    )
-    statement = values.on_conflict_do_update(
-        index_elements=[IdempotencyKey.tenant_id, IdempotencyKey.key],
-        set_={
-            "fingerprint": values.excluded.fingerprint,
-            "created_at": values.excluded.created_at,
-            "claimed_at": values.excluded.claimed_at,
-            "status_code": None,
-            "content_type": None,
-            "response_body": None,
-        },
-        # Only an expired key, or a dead request's claim on the same request, is taken over.
-        where=or_(
-            IdempotencyKey.created_at < now - KEY_LIFETIME,
-            and_(
-                IdempotencyKey.status_code.is_(None),
-                IdempotencyKey.claimed_at < now - STALE_CLAIM,
-                IdempotencyKey.fingerprint == values.excluded.fingerprint,
-            ),
-        ),
-    ).returning(IdempotencyKey.key)
+    parameters = claim_parameters(tenant_id, key, fingerprint)
     try:
         # Waits while another transaction holds an uncommitted claim on the key, for at most
         # lock_timeout (services.billing.db): "waiting for a lock" includes waiting for the
         # inserting transaction (https://www.postgresql.org/docs/15/runtime-config-client.html).
-        claimed = session.execute(statement).first()
+        claimed = session.execute(CLAIM, parameters).first()
     except OperationalError as error:
         if getattr(error.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
             raise
         session.rollback()
-        raise _in_progress() from error
+        raise in_progress() from error
     if claimed is not None:
         return None
-    existing = session.scalars(
-        select(IdempotencyKey).where(
-            IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key
-        )
-    ).one()
+    existing = session.execute(EXISTING, parameters).one()
     session.rollback()
-    if existing.fingerprint != fingerprint:
-        raise _reused()
-    if existing.status_code is None or existing.response_body is None:
-        raise _in_progress()
-    return StoredResponse(
-        fingerprint=existing.fingerprint,
-        status=existing.status_code,
-        content_type=existing.content_type,
-        body=existing.response_body,
-    )
+    return stored_answer(fingerprint, *existing)
 
 
 def request_digest(*parts: bytes) -> str:
@@ -236,37 +294,61 @@ class AnswerCache:
             logger.info("idempotency answer not cached")
 
 
-async def idempotent(
-    request: Request,
-    key: Annotated[
-        str,
-        Header(
-            alias=IDEMPOTENCY_HEADER,
-            pattern=KEY_PATTERN,
-            description=(
-                "Unique per intended operation (a UUID is a good choice), 1-255 printable ASCII "
-                "characters without spaces. A retry with the same key and body gets the first "
-                "answer again, with Idempotent-Replayed: true; keys are kept 24 hours."
-            ),
+IdempotencyKeyHeader = Annotated[
+    str,
+    Header(
+        alias=IDEMPOTENCY_HEADER,
+        pattern=KEY_PATTERN,
+        description=(
+            "Unique per intended operation (a UUID is a good choice), 1-255 printable ASCII "
+            "characters without spaces. A retry with the same key and body gets the first "
+            "answer again, with Idempotent-Replayed: true; keys are kept 24 hours."
         ),
-    ],
-    session: DatabaseSession,
-    caller: CurrentPrincipal,
-) -> Idempotency:
-    """Claim the request's key, or answer with what the key already answered."""
+    ),
+]
+
+
+@dataclass(frozen=True)
+class KeyedRequest:
+    """A request's key, what identifies the request itself, and where its answer is cached."""
+
+    tenant_id: str
+    key: str
+    fingerprint: str
+    cache_key: str
+
+
+async def keyed_request(request: Request, tenant_id: str, key: str) -> KeyedRequest:
+    """The request under its key; raises the cached answer if Redis holds one for the key."""
     body = await request.body()
     fingerprint = request_digest(
         request.method.encode(), request.url.path.encode(), request.url.query.encode(), body
     )
-    cache_key = CACHE_PREFIX + request_digest(caller.tenant_id.encode(), key.encode())
-    answers: AnswerCache = request.app.state.answers
-    cached = await answers.get(cache_key)
+    cache_key = CACHE_PREFIX + request_digest(tenant_id.encode(), key.encode())
+    cached = await answer_cache(request).get(cache_key)
     if cached is not None:
         if cached.fingerprint != fingerprint:
-            raise _reused()
+            raise reused()
         raise cached
+    return KeyedRequest(tenant_id, key, fingerprint, cache_key)
+
+
+def answer_cache(request: Request) -> AnswerCache:
+    answers: AnswerCache = request.app.state.answers
+    return answers
+
+
+async def idempotent(
+    request: Request,
+    key: IdempotencyKeyHeader,
+    session: DatabaseSession,
+    caller: CurrentPrincipal,
+) -> Idempotency:
+    """Claim the request's key, or answer with what the key already answered."""
+    keyed = await keyed_request(request, caller.tenant_id, key)
+    arguments = (session, keyed.tenant_id, key, keyed.fingerprint)
     try:
-        stored = await anyio.to_thread.run_sync(claim, session, caller.tenant_id, key, fingerprint)
+        stored = await anyio.to_thread.run_sync(claim, *arguments)
     except DBAPIError as error:
         if not error.connection_invalidated:
             raise
@@ -274,10 +356,10 @@ async def idempotent(
         # no pre-ping, services/billing/db.py): nothing was done yet, so claim again. SQLAlchemy
         # has dropped that connection and every older one, so this runs on a new one.
         await anyio.to_thread.run_sync(session.rollback)
-        stored = await anyio.to_thread.run_sync(claim, session, caller.tenant_id, key, fingerprint)
+        stored = await anyio.to_thread.run_sync(claim, *arguments)
     if stored is None:
         return Idempotency(session, caller.tenant_id, key)
-    await answers.put(cache_key, stored)
+    await answer_cache(request).put(keyed.cache_key, stored)
     raise stored
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -12,43 +12,44 @@ from services.billing.models import Customer
 
 if TYPE_CHECKING:
     import uuid
+    from datetime import datetime
 
     from sqlalchemy.orm import Session
 
     from services.billing.gateway import PaymentGateway
 
 
-def create_customer(
-    session: Session,
+async def register_customer(
     gateway: PaymentGateway,
     *,
     email: str,
     name: str,
     payment_method: str | None,
     request_key: str,
-) -> Customer:
-    """Register the customer with the gateway, then record them.
+    created_at: datetime,
+) -> dict[str, Any]:
+    """Register the customer with the gateway; the row that records them, by column.
 
     request_key is unique per client request, so a retried request finds the same gateway
-    customer instead of creating a second one.
+    customer instead of creating a second one. created_at is the recording transaction's now().
     """
-    reference = gateway.create_customer(
+    reference = await gateway.create_customer_async(
         email=email,
         name=name,
         payment_method=payment_method,
         idempotency_key=f"billing-customer-{request_key}",
     )
-    customer = Customer(
-        id=new_id(),
-        email=email,
-        name=name,
-        payment_method=payment_method,
-        gateway_customer_id=reference,
-        credit_balance=0,
-    )
-    session.add(customer)
-    session.flush()
-    return customer
+    return {
+        "id": new_id(),
+        "email": email,
+        "name": name,
+        "payment_method": payment_method,
+        "gateway_customer_id": reference,
+        "currency": None,
+        "credit_balance": 0,
+        "debit_balance": 0,
+        "created_at": created_at,
+    }
 
 
 def update_customer(

@@ -10,9 +10,12 @@ either sees no tenant's rows at all: the database's policy fails closed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+import psycopg
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -30,11 +33,19 @@ from sqlalchemy.orm import (
 from services.billing.models import TenantOwned
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from sqlalchemy.sql import ClauseElement
+    from sqlalchemy.sql.compiler import SQLCompiler
+
     from services.billing.config import DatabaseSettings
 
 # Keys of Session.info.
 TENANT = "tenant_id"
 ALL_TENANTS = "all_tenants"
+# The tenant row-level security sees, for the transaction only (SET LOCAL): a pooled connection
+# never carries one request's tenant into the next. In psycopg's parameter style.
+SET_TENANT = "SELECT set_config('billing.tenant_id', %(tenant)s, true)"
 
 
 class TenantMismatchError(RuntimeError):
@@ -134,6 +145,72 @@ def create_async_database_engine(
     (reads retry instead)."""
     url = database.url().set(drivername="postgresql+psycopg_async")
     return create_async_engine(url, **_engine_arguments(pool_size, 0, timeouts, pre_ping=False))
+
+
+def connection_pool(
+    database: DatabaseSettings, size: int, timeouts: DatabaseTimeouts | None = None
+) -> AsyncConnectionPool:
+    """A fixed pool of psycopg's asyncio connections (psycopg_pool), opened by its owner.
+
+    A connection comes back IDLE (its user commits); one returned broken is replaced by the
+    pool, and one older than RECYCLE_SECONDS is closed (max_lifetime). No pre-ping: a request
+    that meets a dead connection with its first statement runs again on another.
+    """
+    timeouts = timeouts or DatabaseTimeouts()
+    return AsyncConnectionPool(
+        psycopg.conninfo.make_conninfo(
+            host=database.host,
+            port=database.port,
+            dbname=database.name,
+            user=database.user,
+            password=database.password,
+            application_name="billing",
+            connect_timeout=timeouts.connect_seconds,
+            options=timeouts.options(),
+        ),
+        min_size=size,
+        max_size=size,
+        timeout=timeouts.pool_seconds,
+        max_lifetime=RECYCLE_SECONDS,
+        open=False,
+    )
+
+
+class PooledConnections:
+    """Owns a connection_pool of `size` connections, opened and closed with the app."""
+
+    def __init__(
+        self, database: DatabaseSettings, timeouts: DatabaseTimeouts | None = None, *, size: int
+    ) -> None:
+        self.pool = connection_pool(database, size, timeouts)
+
+    async def open(self) -> None:
+        await self.pool.open()
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+@dataclass(frozen=True)
+class CompiledStatement:
+    """A SQLAlchemy statement compiled once for psycopg: its text, and the values it fixes."""
+
+    sql: str
+    fixed: dict[str, Any]
+
+    def parameters(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self.fixed, **values}
+
+
+def compile_statement(
+    statement: ClauseElement, column_keys: Sequence[str] | None = None
+) -> CompiledStatement:
+    """The statement in psycopg's parameter style (%(name)s), named parameters left to fill."""
+    dialect = PGDialect_psycopg()  # type: ignore[no-untyped-call]
+    compiled = cast("SQLCompiler", statement.compile(dialect=dialect, column_keys=column_keys))
+    binds = compiled.binds.items()
+    fixed = {name: bind.effective_value for name, bind in binds if not bind.required}
+    return CompiledStatement(str(compiled), fixed)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

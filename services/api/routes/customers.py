@@ -15,10 +15,10 @@ from services.api.dependencies import (
     read,
 )
 from services.api.fast import fast_path
-from services.api.idempotency import Idempotent
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.reads import SingleRow
 from services.api.routes import error_responses
+from services.api.writes import ClaimedWrite
 from services.billing import customers
 from services.billing.models import Customer
 
@@ -33,22 +33,21 @@ CUSTOMER = SingleRow(Customer, schemas.Customer, resource="customer")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Customer)
-def create_customer(
-    body: schemas.CustomerCreate,
-    session: DatabaseSession,
-    runtime: CurrentRuntime,
-    principal: CurrentPrincipal,
-    idempotency: Idempotent,
+async def create_customer(
+    body: schemas.CustomerCreate, runtime: CurrentRuntime, claimed: ClaimedWrite
 ) -> Response:
-    customer = customers.create_customer(
-        session,
+    # On the event loop: the claim, the row and the answer on an asyncio connection
+    # (services/api/writes.py), the gateway without blocking the loop.
+    row = await customers.register_customer(
         runtime.gateway,
         email=body.email,
         name=body.name,
         payment_method=body.payment_method,
-        request_key=f"{principal.tenant_id}:{idempotency.key}",
+        request_key=f"{claimed.tenant_id}:{claimed.key}",
+        created_at=claimed.claimed_at,
     )
-    return idempotency.respond(schemas.Customer.model_validate(customer), status=201)
+    answer = schemas.Customer.model_validate(row)
+    return await claimed.respond(answer, status=201, rows=[(Customer, row)])
 
 
 @router.get("")

@@ -74,6 +74,12 @@ class PaymentGateway(Protocol):
         """Register the customer and their saved payment method; returns the gateway's id."""
         ...
 
+    async def create_customer_async(
+        self, *, email: str, name: str, payment_method: str | None, idempotency_key: str
+    ) -> str:
+        """create_customer from the event loop, which it never blocks."""
+        ...
+
     def attach_payment_method(self, *, customer_reference: str, payment_method: str) -> None:
         """Make payment_method the customer's default for off-session charges."""
         ...

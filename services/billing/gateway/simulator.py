@@ -78,6 +78,14 @@ class SimulatorGateway:
         del email, name, payment_method  # The simulator keeps no customer records.
         return "cus_sim_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
 
+    async def create_customer_async(
+        self, *, email: str, name: str, payment_method: str | None, idempotency_key: str
+    ) -> str:
+        # A hash, no I/O: it runs on the event loop itself.
+        return self.create_customer(
+            email=email, name=name, payment_method=payment_method, idempotency_key=idempotency_key
+        )
+
     def attach_payment_method(self, *, customer_reference: str, payment_method: str) -> None:
         del customer_reference, payment_method  # The token alone decides the outcome here.
 

@@ -9,9 +9,11 @@ same idempotency key is sent again later.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import anyio.to_thread
 import stripe
 
 from services.billing.gateway.base import (
@@ -65,6 +67,21 @@ class StripeGateway:
             )
         )
         return str(customer.id)
+
+    async def create_customer_async(
+        self, *, email: str, name: str, payment_method: str | None, idempotency_key: str
+    ) -> str:
+        # The SDK's client blocks on the network: a worker thread waits for it instead of the
+        # event loop (anyio's default limiter, 40 threads).
+        return await anyio.to_thread.run_sync(
+            functools.partial(
+                self.create_customer,
+                email=email,
+                name=name,
+                payment_method=payment_method,
+                idempotency_key=idempotency_key,
+            )
+        )
 
     def attach_payment_method(self, *, customer_reference: str, payment_method: str) -> None:
         def attach() -> None:

@@ -1,0 +1,260 @@
+"""Idempotent writes on the event loop (services/api/writes.py): once per key under concurrency,
+nothing left by a request that fails or dies between its claim and its commit, claims that
+survive dead pooled connections, the tenant walls, and prepared statements kept."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import psycopg
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from services.api import schemas
+from services.api.app import create_app
+from services.api.idempotency import StoredResponse
+from services.api.writes import ClaimedKey, IdempotentWrites
+from services.billing.db import TenantMismatchError
+from services.billing.gateway import GatewayUnavailableError, SimulatorGateway
+from services.billing.ids import new_id
+from services.billing.models import Customer, IdempotencyKey
+from services.tests.conftest import BillingClient, Servers, bearer_token, serving
+from services.tests.test_reads import _terminate_service_connections
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
+
+    from services.billing.config import Settings
+
+CUSTOMER = {"email": "write@example.com", "name": "Write", "payment_method": "pm_card_visa"}
+
+
+def count(db: Session, model: type[object]) -> int:
+    db.rollback()  # A fresh snapshot: the API committed in other sessions.
+    return db.scalar(select(func.count()).select_from(model)) or 0
+
+
+def with_writes(
+    settings: Settings, size: int, work: Callable[[IdempotentWrites], Awaitable[None]]
+) -> None:
+    async def run() -> None:
+        writes = IdempotentWrites(settings.database, size=size)
+        await writes.open()
+        try:
+            await work(writes)
+        finally:
+            await writes.close()
+
+    asyncio.run(run())
+
+
+def customer_row(claimed: ClaimedKey, **values: Any) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "email": "direct@example.com",
+        "name": "Direct",
+        "payment_method": None,
+        "gateway_customer_id": None,
+        "currency": None,
+        "credit_balance": 0,
+        "created_at": claimed.claimed_at,
+        **values,
+    }
+
+
+async def claim(writes: IdempotentWrites, key: str, tenant: str = "merchant-1") -> ClaimedKey:
+    claimed = await writes.claim(tenant, key, "fingerprint")
+    assert isinstance(claimed, ClaimedKey)
+    return claimed
+
+
+async def create(writes: IdempotentWrites, key: str) -> dict[str, Any]:
+    claimed = await claim(writes, key)
+    try:
+        row = customer_row(claimed)
+        await claimed.respond(
+            schemas.Customer.model_validate(row), status=201, rows=[(Customer, row)]
+        )
+    finally:
+        await claimed.close()
+    return row
+
+
+def test_concurrent_posts_with_one_key_create_one_customer(
+    client: BillingClient, db: Session
+) -> None:
+    def post(_: int) -> httpx.Response:
+        return client.post("/v1/customers", json=CUSTOMER, headers={"Idempotency-Key": "race"})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(post, range(8)))
+    # Each duplicate waited for the first and got its answer, or was told it is running.
+    assert {response.status_code for response in responses} <= {201, 409}
+    created = [response for response in responses if response.status_code == 201]
+    assert len({response.content for response in created}) == 1
+    assert sum("Idempotent-Replayed" not in response.headers for response in created) == 1
+    assert count(db, Customer) == 1
+    record = db.get_one(IdempotencyKey, ("merchant-1", "race"))
+    assert record.response_body == created[0].content
+
+
+def test_a_replay_from_postgresql_is_the_first_answer_byte_for_byte(
+    client: BillingClient, db: Session, cache: redis.Redis
+) -> None:
+    headers = {"Idempotency-Key": "replay-me"}
+    first = client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    assert first.status_code == 201
+    cache.flushall()
+    replayed = client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    assert replayed.status_code == 201
+    assert replayed.content == first.content
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.headers["Content-Type"] == first.headers["Content-Type"] == "application/json"
+    # The row is the answer: the gateway's id is kept, the timestamp is the transaction's.
+    row = db.get_one(Customer, uuid.UUID(first.json()["id"]))
+    assert schemas.Customer.model_validate(row).model_dump_json().encode() == first.content
+    assert row.tenant_id == "merchant-1"
+    assert row.gateway_customer_id is not None
+    assert row.gateway_customer_id.startswith("cus_sim_")
+    assert row.debit_balance == 0
+    assert count(db, Customer) == 1
+
+
+class FlakyGateway(SimulatorGateway):
+    """The simulator, but its first customer registration fails as a gateway outage does."""
+
+    def __init__(self, cache: redis.Redis) -> None:
+        super().__init__(cache)
+        self.keys: list[str] = []
+
+    async def create_customer_async(
+        self, *, email: str, name: str, payment_method: str | None, idempotency_key: str
+    ) -> str:
+        self.keys.append(idempotency_key)
+        if len(self.keys) == 1:
+            raise GatewayUnavailableError("simulated outage")
+        return await super().create_customer_async(
+            email=email, name=name, payment_method=payment_method, idempotency_key=idempotency_key
+        )
+
+
+def test_a_failure_between_claim_and_commit_leaves_nothing(
+    settings: Settings, engine: Engine, db: Session, cache: redis.Redis
+) -> None:
+    del engine  # Migrated.
+    gateway = FlakyGateway(cache)
+    headers = {"Authorization": f"Bearer {bearer_token()}", "Idempotency-Key": "flaky"}
+    with serving(create_app(settings.for_api(), gateway=gateway)) as url:
+        failed = httpx.post(f"{url}/v1/customers", json=CUSTOMER, headers=headers, timeout=30)
+        assert failed.status_code == 503
+        assert failed.json()["error"]["code"] == "gateway_unavailable"
+        # The claim was rolled back with the request: no record, no row, the key is free.
+        assert count(db, Customer) == 0
+        assert db.get(IdempotencyKey, ("merchant-1", "flaky")) is None
+        retried = httpx.post(f"{url}/v1/customers", json=CUSTOMER, headers=headers, timeout=30)
+    assert retried.status_code == 201, retried.text
+    assert "Idempotent-Replayed" not in retried.headers
+    assert count(db, Customer) == 1
+    # Both tries asked the gateway with the same key: it finds the customer, never makes two.
+    assert gateway.keys == ["billing-customer-merchant-1:flaky"] * 2
+
+
+def test_a_claim_whose_connection_dies_before_its_commit_leaves_nothing(
+    settings: Settings, servers: Servers, db: Session
+) -> None:
+    async def work(writes: IdempotentWrites) -> None:
+        claimed = await claim(writes, "crash")
+        # The process dies, or its connection does, between the claim and the commit: the
+        # server ends the transaction, and the claim goes with it.
+        assert _terminate_service_connections(servers) > 0
+        row = customer_row(claimed)
+        with pytest.raises(psycopg.OperationalError):
+            await claimed.respond(schemas.Customer.model_validate(row), rows=[(Customer, row)])
+        await claimed.close()
+        # Not 409: nothing holds the key, and the next claim takes it at once.
+        await create(writes, "crash")
+
+    with_writes(settings, 2, work)
+    assert count(db, Customer) == 1
+    assert db.get_one(IdempotencyKey, ("merchant-1", "crash")).status_code == 201
+
+
+def test_claims_survive_connections_killed_in_the_pool(
+    settings: Settings, servers: Servers, db: Session
+) -> None:
+    async def work(writes: IdempotentWrites) -> None:
+        await create(writes, "before")
+        # Every pooled connection dies (a failover); the next claim meets each dead one first.
+        assert _terminate_service_connections(servers) >= writes.pool.max_size
+        await create(writes, "after")
+
+    with_writes(settings, 3, work)
+    assert count(db, Customer) == 2
+
+
+def test_writes_stamp_and_see_only_the_claims_tenant(settings: Settings, db: Session) -> None:
+    async def work(writes: IdempotentWrites) -> None:
+        claimed = await claim(writes, "walls")
+        try:
+            # First wall: a row naming another tenant is refused before anything is sent.
+            row = customer_row(claimed, tenant_id="merchant-2")
+            with pytest.raises(TenantMismatchError):
+                await claimed.respond(schemas.Customer.model_validate(row), rows=[(Customer, row)])
+            # Second wall: row-level security sees the claim's tenant only, whatever a
+            # statement names.
+            sql, parameters = claimed._row(Customer, customer_row(claimed))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+                await claimed._connection.execute(sql, {**parameters, "tenant_id": "merchant-2"})
+        finally:
+            await claimed.close()
+        # The same key is another tenant's own key.
+        other = await claim(writes, "walls", tenant="merchant-2")
+        await other.close()
+
+    with_writes(settings, 1, work)
+    assert count(db, Customer) == 0
+    assert count(db, IdempotencyKey) == 0
+
+
+def test_a_used_key_answers_from_the_database(settings: Settings, db: Session) -> None:
+    async def work(writes: IdempotentWrites) -> None:
+        row = await create(writes, "used")
+        stored = await writes.claim("merchant-1", "used", "fingerprint")
+        assert isinstance(stored, StoredResponse)
+        assert stored.status == 201
+        assert stored.body == schemas.Customer.model_validate(row).model_dump_json().encode()
+        reused = await asyncio.gather(
+            writes.claim("merchant-1", "used", "another request"), return_exceptions=True
+        )
+        assert getattr(reused[0], "code", None) == "idempotency_key_reused"
+
+    with_writes(settings, 1, work)
+    assert count(db, Customer) == 1
+
+
+def test_writes_keep_their_prepared_statements(settings: Settings, clean: None) -> None:
+    del clean
+
+    async def work(writes: IdempotentWrites) -> None:
+        # psycopg prepares a statement on its sixth execution (prepare_threshold, 5); the
+        # transactions committed, so they were kept (a rollback would have dropped them).
+        for number in range(7):
+            await create(writes, f"prepared-{number}")
+        async with writes.pool.connection() as connection:
+            cursor = await connection.execute(
+                "SELECT statement FROM pg_prepared_statements WHERE statement LIKE '%idempotency%'"
+            )
+            prepared = [row[0] for row in await cursor.fetchall()]
+            await connection.commit()
+        assert any("ON CONFLICT" in statement for statement in prepared)
+        assert any(statement.startswith("UPDATE idempotency_keys") for statement in prepared)
+
+    with_writes(settings, 1, work)
