@@ -195,10 +195,18 @@ def test_fast_answers_are_logged_and_counted_under_their_route(
             f"{both[0]}/v1/customers/{customer['id']}",
             headers=_auth(bearer_token(scopes="read", subject="logged")),
         )
-    assert response.status_code == 200
+        assert response.status_code == 200
+        # The server's thread logs and counts once the answer is sent: wait for it.
+        deadline = time.monotonic() + 10
+        while not _access_lines(caplog, response) and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert REACHED_FASTAPI == []
     assert len(response.headers["X-Request-ID"]) == 32
     after = REGISTRY.get_sample_value("billing_http_requests_total", labels)
     assert after == before + 1
-    [line] = [r for r in caplog.records if getattr(r, "path", None) == response.url.path]
-    assert (line.status, line.tenant, line.subject) == (200, "merchant-1", "logged")  # type: ignore[attr-defined]
+    [line] = _access_lines(caplog, response)
+    assert (line.status, line.tenant, line.subject) == (200, "merchant-1", "logged")
+
+
+def _access_lines(caplog: pytest.LogCaptureFixture, response: httpx.Response) -> list[Any]:
+    return [r for r in caplog.records if getattr(r, "path", None) == response.url.path]
