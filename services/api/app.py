@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -79,6 +80,12 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await rows.open()
         await writes.open()
+        # What the process holds from here to its end (modules, the app, pools) is moved out of
+        # the collector's sight (https://docs.python.org/3/library/gc.html#gc.freeze): a full
+        # collection traversed all of it, 270,000 objects, stalling every request in the process
+        # for up to 165 ms; the requests' own garbage is collected as before.
+        gc.collect()
+        gc.freeze()
         yield
         # Runs after uvicorn has drained in-flight requests on SIGTERM.
         await writes.close()
