@@ -18,14 +18,19 @@ from sqlalchemy import func, select
 
 from services import devservers
 from services.bench_api import NEW_CUSTOMER, WRK_SCRIPT, Setup, run_wrk, tree_cpu_seconds
+from services.bench_profile import POST, profile_requests
+from services.bench_profile import main as profile_main
 from services.billing.models import Customer
 from services.tests.conftest import BillingClient, Servers, bearer_token, subprocess_env
+from services.tests.factories import create_customer
 from services.tests.processes import start_service, wait_until_serving
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from sqlalchemy.orm import Session
+
+    from services.billing.config import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -128,3 +133,37 @@ def test_cpu_time_is_counted_over_a_process_tree() -> None:
         seconds = max(seconds, tree_cpu_seconds([parent.pid]))
     # The shell itself spins nothing: the time is its child's.
     assert seconds >= 0.2
+
+
+def test_the_in_process_profile_counts_each_request_and_names_where_cpu_went(
+    client: BillingClient, settings: Settings
+) -> None:
+    customer = create_customer(client)
+    read = profile_requests(
+        settings.for_api(),
+        bearer_token(scopes="read"),
+        path=f"/v1/customers/{customer['id']}",
+        requests=300,
+        concurrency=8,
+        profile=True,
+    )
+    assert dict(read.statuses) == {200: 300}
+    assert read.cpu_seconds > 0
+    shares = dict(read.modules)
+    # The row comes from PostgreSQL through psycopg; the fast path is the project's own code.
+    assert shares["psycopg"] > 0
+    assert shares["services/api/fast.py"] > 0
+    assert 0 < sum(shares.values()) <= 1.0 + 1e-9
+    write = profile_requests(
+        settings.for_api(), bearer_token(), path="/v1/customers", method=POST, requests=50
+    )
+    # A new idempotency key each: every POST made a customer.
+    assert dict(write.statuses) == {201: 50}
+    assert write.modules == []
+
+
+def test_the_profile_refuses_an_empty_run(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        profile_main(["--requests", "0"])
+    assert refused.value.code == 2
+    assert "--requests and --concurrency must be at least 1" in capsys.readouterr().err
