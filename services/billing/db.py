@@ -152,9 +152,10 @@ def connection_pool(
 ) -> AsyncConnectionPool:
     """A fixed pool of psycopg's asyncio connections (psycopg_pool), opened by its owner.
 
-    A connection comes back IDLE (its user commits); one returned broken is replaced by the
-    pool, and one older than RECYCLE_SECONDS is closed (max_lifetime). No pre-ping: a request
-    that meets a dead connection with its first statement runs again on another.
+    Connections are in autocommit: their users begin and end transactions in their own SQL,
+    and one comes back IDLE. One returned broken is replaced by the pool, and one older than
+    RECYCLE_SECONDS is closed (max_lifetime). No pre-ping: a request that meets a dead
+    connection with its first statement runs again on another.
     """
     timeouts = timeouts or DatabaseTimeouts()
     return AsyncConnectionPool(
@@ -172,6 +173,7 @@ def connection_pool(
         max_size=size,
         timeout=timeouts.pool_seconds,
         max_lifetime=RECYCLE_SECONDS,
+        kwargs={"autocommit": True},
         open=False,
     )
 

@@ -238,23 +238,3 @@ def test_a_used_key_answers_from_the_database(settings: Settings, db: Session) -
 
     with_writes(settings, 1, work)
     assert count(db, Customer) == 1
-
-
-def test_writes_keep_their_prepared_statements(settings: Settings, clean: None) -> None:
-    del clean
-
-    async def work(writes: IdempotentWrites) -> None:
-        # psycopg prepares a statement on its sixth execution (prepare_threshold, 5); the
-        # transactions committed, so they were kept (a rollback would have dropped them).
-        for number in range(7):
-            await create(writes, f"prepared-{number}")
-        async with writes.pool.connection() as connection:
-            cursor = await connection.execute(
-                "SELECT statement FROM pg_prepared_statements WHERE statement LIKE '%idempotency%'"
-            )
-            prepared = [row[0] for row in await cursor.fetchall()]
-            await connection.commit()
-        assert any("ON CONFLICT" in statement for statement in prepared)
-        assert any(statement.startswith("UPDATE idempotency_keys") for statement in prepared)
-
-    with_writes(settings, 1, work)
