@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from services.api.dependencies import Runtime
 from services.api.errors import install_error_handlers
 from services.api.fast import FastPath, served_routes
+from services.api.fast_writes import FastWrites, served_writes
 from services.api.idempotency import AnswerCache, StoredResponse, replay
 from services.api.middleware.context import RequestContextMiddleware
 from services.api.middleware.limits import BodyLimitMiddleware
@@ -128,6 +129,8 @@ def create_app(
         app.include_router(router)
     # add_middleware wraps: the last added runs first.
     served = served_routes(route for router in routers for route in router.routes)
+    writes_served = served_writes(route for router in routers for route in router.routes)
+    app.add_middleware(FastWrites, runtime=app.state.runtime, routes=writes_served)
     app.add_middleware(FastPath, runtime=app.state.runtime, routes=served)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestContextMiddleware)

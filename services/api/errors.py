@@ -115,6 +115,11 @@ def _documented_methods(request: Request) -> list[str]:
 
 
 async def _gateway_unavailable(_: Request, error: Exception) -> JSONResponse:
+    return gateway_unavailable_response(error)
+
+
+def gateway_unavailable_response(error: Exception) -> JSONResponse:
+    """The answer when the gateway did not answer: the outcome is unknown, the key retries."""
     logger.warning("payment gateway unavailable", extra={"error": str(error)})
     return error_response(
         503, "gateway_unavailable", "The payment gateway did not answer; retry with the same key"

@@ -249,6 +249,18 @@ class IdempotentWrites(PooledConnections):
         return stored_answer(fingerprint, *row)
 
 
+async def claim_request(request: Request, tenant_id: str, key: str) -> ClaimedKey:
+    """Claim the request's key; raises the answer the key already has (StoredResponse), or
+    IdempotencyError. The cache is read first, and fed with what PostgreSQL answered."""
+    keyed = await keyed_request(request, tenant_id, key)
+    writes: IdempotentWrites = request.app.state.writes
+    claimed = await writes.claim(tenant_id, key, keyed.fingerprint)
+    if isinstance(claimed, StoredResponse):
+        await answer_cache(request).put(keyed.cache_key, claimed)
+        raise claimed
+    return claimed
+
+
 async def claimed_key(
     request: Request, key: IdempotencyKeyHeader, caller: CurrentPrincipal
 ) -> AsyncIterator[ClaimedKey]:
@@ -259,12 +271,7 @@ async def claimed_key(
     the key is free again. FastAPI runs this exit shielded from cancellation
     (fastapi/concurrency.py, _asynccontextmanager_with_shielded_exit).
     """
-    keyed = await keyed_request(request, caller.tenant_id, key)
-    writes: IdempotentWrites = request.app.state.writes
-    claimed = await writes.claim(keyed.tenant_id, key, keyed.fingerprint)
-    if isinstance(claimed, StoredResponse):
-        await answer_cache(request).put(keyed.cache_key, claimed)
-        raise claimed
+    claimed = await claim_request(request, caller.tenant_id, key)
     try:
         yield claimed
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -205,6 +206,37 @@ def test_customer_creation_saves_the_default_payment_method(fake_stripe: FakeStr
     assert sent.path == "/v1/customers"
     assert sent.headers["Idempotency-Key"] == "c-1"
     assert sent.form["invoice_settings[default_payment_method]"] == "pm_card_visa"
+
+
+def test_customer_creation_from_the_event_loop_waits_in_a_thread(
+    fake_stripe: FakeStripe,
+) -> None:
+    # A stand-in that answers only after a while: the event loop must keep running meanwhile.
+    fake_stripe.delay = 0.3
+    fake_stripe.replies.append((200, {"id": "cus_async", "object": "customer"}))
+    gateway = StripeGateway("sk_test_fake", api_base=fake_stripe.url)
+
+    async def create() -> tuple[str, int]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        reference = await gateway.create_customer_async(
+            email="ada@example.com", name="Ada", payment_method=None, idempotency_key="c-async"
+        )
+        ticker.cancel()
+        return reference, ticks
+
+    reference, ticks = asyncio.run(create())
+    assert reference == "cus_async"
+    assert ticks > 0  # the loop ran while the call waited (a blocking call leaves it at 0)
+    [sent] = fake_stripe.requests
+    assert sent.headers["Idempotency-Key"] == "c-async"
 
 
 def test_a_rejected_payment_method_is_a_client_error(fake_stripe: FakeStripe) -> None:

@@ -15,6 +15,7 @@ from services.api.dependencies import (
     read,
 )
 from services.api.fast import fast_path
+from services.api.fast_writes import fast_write
 from services.api.pagination import Cursor, Limit, paginate
 from services.api.reads import SingleRow
 from services.api.routes import error_responses
@@ -33,6 +34,7 @@ CUSTOMER = SingleRow(Customer, schemas.Customer, resource="customer")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Customer)
+@fast_write(schemas.CustomerCreate)
 async def create_customer(
     body: schemas.CustomerCreate, runtime: CurrentRuntime, claimed: ClaimedWrite
 ) -> Response:
