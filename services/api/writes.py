@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio
 import psycopg
 from fastapi import Depends, Request
 from psycopg.pq import TransactionStatus
@@ -111,19 +112,27 @@ def _scalar_defaults(model: type[TenantOwned], given: Mapping[str, Any]) -> dict
     }
 
 
+# What a rollback ends; a connection left ACTIVE (mid-query) is the pool's to close.
+_OPEN_TRANSACTION = frozenset({TransactionStatus.INTRANS, TransactionStatus.INERROR})
+
+
 async def _give_back(pool: AsyncConnectionPool, connection: psycopg.AsyncConnection[Any]) -> None:
     """Return the connection to its pool, its transaction rolled back if one is open.
 
-    One that broke is put back as it is: the pool discards it and opens another
-    (psycopg_pool/pool_async.py, _return_connection).
+    Shielded from cancellation: a request cancelled mid-way (the server stopping) still gives
+    its connection back, rather than leaving the pool a connection short. One that broke, or
+    was left mid-query, is put back as it is: the pool closes it and opens another
+    (psycopg_pool/pool_async.py, _return_connection and _reset_connection).
     """
-    try:
-        if not connection.broken and connection.info.transaction_status != TransactionStatus.IDLE:
-            await connection.rollback()
-    except psycopg.OperationalError:
-        logger.warning("rollback failed; the connection is discarded")
-    finally:
-        await pool.putconn(connection)
+    with anyio.CancelScope(shield=True):
+        try:
+            status = connection.info.transaction_status
+            if not connection.broken and status in _OPEN_TRANSACTION:
+                await connection.rollback()
+        except psycopg.Error:
+            logger.warning("rollback failed; the connection is discarded")
+        finally:
+            await pool.putconn(connection)
 
 
 class ClaimedKey:

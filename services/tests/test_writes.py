@@ -9,6 +9,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import httpx
 import psycopg
 import pytest
@@ -235,6 +236,34 @@ def test_a_used_key_answers_from_the_database(settings: Settings, db: Session) -
             writes.claim("merchant-1", "used", "another request"), return_exceptions=True
         )
         assert getattr(reused[0], "code", None) == "idempotency_key_reused"
+
+    with_writes(settings, 1, work)
+    assert count(db, Customer) == 1
+
+
+def test_a_request_cancelled_between_claim_and_commit_leaves_nothing(
+    settings: Settings, db: Session
+) -> None:
+    async def work(writes: IdempotentWrites) -> None:
+        claimed_it = anyio.Event()
+
+        async def request() -> None:
+            claimed = await claim(writes, "cancelled")
+            try:
+                claimed_it.set()
+                await anyio.sleep_forever()  # the gateway's call, say
+            finally:
+                await claimed.close()
+
+        async with anyio.create_task_group() as requests:
+            requests.start_soon(request)
+            await claimed_it.wait()
+            # Cancelled as anyio cancels: every await after it raises too, the rollback's
+            # included, unless shielded.
+            requests.cancel_scope.cancel()
+        # The pool's only connection came back, and the claim went with its transaction: the
+        # same key is claimed at once.
+        await create(writes, "cancelled")
 
     with_writes(settings, 1, work)
     assert count(db, Customer) == 1
