@@ -14,6 +14,7 @@ breaker), so a replay need not touch the database. Keys are scoped to the tenant
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -273,18 +274,62 @@ def request_digest(*parts: bytes) -> str:
 
 
 class AnswerCache:
-    """Answers PostgreSQL holds, kept in Redis for the key's lifetime; misses are harmless."""
+    """Answers PostgreSQL holds, kept in Redis for the key's lifetime; misses are harmless.
+
+    Lookups that arrive while one is on its way to Redis wait and go together in the next call
+    (one MGET), as the rate limit's counts do (services/api/ratelimit.py): a lone lookup is one
+    GET's round trip, a process's 32 concurrent POSTs a few calls instead of 32.
+    """
 
     def __init__(self, cache: redis.asyncio.Redis, breaker: CircuitBreaker) -> None:
         self._cache = cache
         self._breaker = breaker
+        # Lookups waiting for the next call, and the task making the calls.
+        self._waiting: list[tuple[str, asyncio.Future[bytes | str | None]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def get(self, cache_key: str) -> StoredResponse | None:
-        try:
-            raw = await self._breaker.call(lambda: self._cache.get(cache_key))
-        except redis.exceptions.RedisError:
-            return None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes | str | None] = loop.create_future()
+        self._waiting.append((cache_key, waiter))
+        if self._sender is None:
+            self._sender = loop.create_task(self._send())
+        raw = await waiter
         return StoredResponse.from_cache(raw) if raw is not None else None
+
+    async def _send(self) -> None:
+        """Look the waiting keys up, batch after batch, until none wait."""
+        batch: list[tuple[str, asyncio.Future[bytes | str | None]]] = []
+        try:
+            while batch := self._take():
+                found = await self._lookup([key for key, _ in batch])
+                for (_, waiter), raw in zip(batch, found, strict=True):
+                    if not waiter.done():
+                        waiter.set_result(raw)
+        except Exception as error:  # noqa: BLE001 - each lookup fails with it, as if it had called
+            for _, waiter in [*batch, *self._take()]:
+                if not waiter.done():
+                    waiter.set_exception(error)
+        finally:
+            # No await since the last take: nothing joined unseen. Cancelled (the server
+            # stopping): the lookups waiting are misses, and PostgreSQL answers them.
+            for _, waiter in [*batch, *self._take()]:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._sender = None
+
+    async def _lookup(self, keys: list[str]) -> list[bytes | str | None]:
+        try:
+            found: list[bytes | str | None] = await self._breaker.call(
+                lambda: self._cache.mget(keys)
+            )
+        except redis.exceptions.RedisError:
+            return [None] * len(keys)
+        return found
+
+    def _take(self) -> list[tuple[str, asyncio.Future[bytes | str | None]]]:
+        batch, self._waiting = self._waiting, []
+        return batch
 
     async def put(self, cache_key: str, answer: StoredResponse) -> None:
         ttl = int(KEY_LIFETIME.total_seconds())
