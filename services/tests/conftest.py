@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -32,6 +34,7 @@ from services.billing.gateway import SimulatorGateway
 from services.billing.models import Base
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+Result = TypeVar("Result")
 # Obviously fake values; nothing here protects anything.
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
@@ -168,6 +171,18 @@ class ManualClock:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(datetime(2025, 1, 31, 12, 0, tzinfo=UTC))
+
+
+def run_async(main: Coroutine[Any, Any, Result]) -> Result:
+    """asyncio.run(main), but the thread's event loop is left as it was.
+
+    asyncio.run ends by setting the thread's loop to None, and Pulumi's runtime (the offline
+    render some tests call later in the same process) then finds none: it asks for the thread's
+    loop with get_event_loop(). A Runner given a loop factory neither sets nor unsets it
+    (asyncio/runners.py, Runner._lazy_init and Runner.close).
+    """
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+        return runner.run(main)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from services import devservers
 from services.api.idempotency import AnswerCache, StoredResponse
 from services.billing.cache import CircuitBreaker, async_client
+from services.tests.conftest import run_async
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -34,7 +35,7 @@ def _with_answers(
         finally:
             await client.aclose()
 
-    return asyncio.run(run())
+    return run_async(run())
 
 
 def _answer(number: int) -> StoredResponse:

@@ -24,6 +24,7 @@ from services.billing.gateway import (
 )
 from services.billing.gateway.stripe_gateway import TIMEOUT_SECONDS
 from services.billing.gateway.webhooks import WebhookSignatureError, verify_event
+from services.tests.conftest import run_async
 from services.tests.webhook_signing import signed_event
 
 
@@ -232,7 +233,7 @@ def test_customer_creation_from_the_event_loop_waits_in_a_thread(
         ticker.cancel()
         return reference, ticks
 
-    reference, ticks = asyncio.run(create())
+    reference, ticks = run_async(create())
     assert reference == "cus_async"
     assert ticks > 0  # the loop ran while the call waited (a blocking call leaves it at 0)
     [sent] = fake_stripe.requests

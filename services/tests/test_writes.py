@@ -24,7 +24,7 @@ from services.billing.db import TenantMismatchError
 from services.billing.gateway import GatewayUnavailableError, SimulatorGateway
 from services.billing.ids import new_id
 from services.billing.models import Customer, IdempotencyKey
-from services.tests.conftest import BillingClient, Servers, bearer_token, serving
+from services.tests.conftest import BillingClient, Servers, bearer_token, run_async, serving
 from services.tests.test_reads import _terminate_service_connections
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def with_writes(
         finally:
             await writes.close()
 
-    asyncio.run(run())
+    run_async(run())
 
 
 def customer_row(claimed: ClaimedKey, **values: Any) -> dict[str, Any]:
