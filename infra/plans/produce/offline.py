@@ -51,6 +51,20 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _current_loop() -> asyncio.AbstractEventLoop:
+    """The thread's event loop, which the SDK's runtime takes (asyncio.get_event_loop()); a new
+    one if there is none or it is closed, as after asyncio.run in this thread (which closes its
+    loop and sets none: https://docs.python.org/3.11/library/asyncio-runner.html#asyncio.run)."""
+    try:
+        loop = asyncio.get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+    return loop
+
+
 def _cancel_pending() -> None:
     loop = asyncio.get_event_loop()
     pending = asyncio.all_tasks(loop)
@@ -70,6 +84,7 @@ def render(
     The program deploys ``env`` as given (not as environments/ holds it) and ``services``
     (default: the manifests under services/).
     """
+    _current_loop()
     monitor = RecordingMonitor(target_of(env, cloud))
     project = PROJECTS[cloud]
     # Each stack starts from a clean runtime: a new root Stack resource and a new monitor.

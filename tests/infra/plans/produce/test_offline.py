@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -82,6 +83,16 @@ def test_plan_shape_matches_the_contract() -> None:
     vpc = next(r for r in data["resources"] if r["type"] == "aws:ec2/vpc:Vpc")
     assert vpc["inputs"]["cidrBlock"] == "10.10.0.0/16"
     assert vpc["inputs"]["enableDnsHostnames"] is True
+
+
+def test_renders_after_asyncio_run_closed_the_thread_s_loop() -> None:
+    async def nothing() -> None:
+        return None
+
+    # asyncio.run leaves the thread without an event loop; the SDK's runtime takes the thread's.
+    asyncio.run(nothing())
+    plan = render(environment("dev"), Cloud.GCP)
+    assert plan.resources
 
 
 def test_dependency_edges_survive_through_computed_ids() -> None:
