@@ -30,7 +30,12 @@ import uvloop
 
 from services import devservers
 from services.api.app import create_app
-from services.bench_api import NEW_CUSTOMER, bench_stack
+from services.bench_api import (
+    NEW_CUSTOMER,
+    bench_stack,
+    database_and_cache_pids,
+    tree_cpu_seconds,
+)
 from services.billing.config import Settings
 
 if TYPE_CHECKING:
@@ -52,6 +57,8 @@ class Profile:
     pauses: list[tuple[int, float]] = field(default_factory=list)
     # Share of the profiled CPU by module (package, or file for the project's own code).
     modules: list[tuple[str, float]] = field(default_factory=list)
+    # CPU of the processes given as `services` (PostgreSQL and Redis) during the run.
+    services_cpu_seconds: float | None = None
 
     @property
     def cpu_ms_per_request(self) -> float:
@@ -172,6 +179,7 @@ def profile_requests(
     requests: int = 20_000,
     concurrency: int = 64,
     profile: bool = False,
+    services: list[int] | None = None,
 ) -> Profile:
     """Call the app `requests` times (after as many to warm up) and measure the second half."""
 
@@ -193,6 +201,7 @@ def profile_requests(
             profiler = cProfile.Profile() if profile else None
             gc.callbacks.append(collected)
             cpu, wall = time.process_time(), time.perf_counter()
+            services_cpu = tree_cpu_seconds(services or [])
             if profiler is not None:
                 profiler.enable()
             try:
@@ -204,8 +213,17 @@ def profile_requests(
                     profiler.disable()
                 gc.callbacks.remove(collected)
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            services_cpu = tree_cpu_seconds(services or []) - services_cpu
             modules = _by_module(profiler) if profiler is not None else []
-            return Profile(requests, statuses, cpu, wall, pauses, modules)
+            return Profile(
+                requests,
+                statuses,
+                cpu,
+                wall,
+                pauses,
+                modules,
+                services_cpu_seconds=services_cpu if services else None,
+            )
         finally:
             await lifespan.stop()
 
@@ -221,6 +239,11 @@ def report(profile: Profile, method: str) -> str:
             + (", slowed by the profiler" if profile.modules else "")
         ),
     ]
+    if profile.services_cpu_seconds is not None:
+        lines.append(
+            "PostgreSQL and Redis CPU per request "
+            f"{profile.services_cpu_seconds / profile.requests * 1000:.3f} ms"
+        )
     for generation in (0, 1, 2):
         pauses = [seconds for g, seconds in profile.pauses if g == generation]
         if pauses:
@@ -261,6 +284,7 @@ def main(argv: list[str]) -> int:
                         requests=arguments.requests,
                         concurrency=arguments.concurrency,
                         profile=arguments.profile,
+                        services=database_and_cache_pids(stack),
                     ),
                     arguments.operation,
                 )

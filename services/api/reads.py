@@ -1,20 +1,20 @@
-"""One row of a tenant's table by id, in one round trip to PostgreSQL.
+"""One row of a tenant's table by id, in one round trip and one prepared statement.
 
 A read through the ORM costs four round trips (BEGIN, the tenant's set_config, the SELECT,
-COMMIT), and on a loaded host each one's wake-ups cost more than the query. Here the tenant's
-setting and the SELECT go out as one query string, on a connection in autocommit: PostgreSQL
-runs the statements of one simple-protocol query as a single transaction
-(https://www.postgresql.org/docs/15/protocol-flow.html#PROTOCOL-FLOW-MULTI-STATEMENT), so the
-setting (set_config(..., true), SET LOCAL) holds for the SELECT and ends with it. The same two
-walls hold as for the ORM's reads: the statement names the tenant, and row-level security sees
-only the tenant set for the transaction. Parameters are bound client-side (psycopg's
-ClientCursor, which quotes them as literals and allows several statements in one query,
-https://www.psycopg.org/psycopg3/docs/advanced/cursors.html#client-side-binding-cursors).
+COMMIT), and on a loaded host each one's wake-ups cost more than the query. Here the read is one
+statement on a connection in autocommit, `SELECT * FROM billing_read_<table>(tenant, id)`
+(migration 0008): PostgreSQL runs it as its own transaction, in which the function sets the
+tenant (set_config(..., true), SET LOCAL) and then selects the row. The same two walls hold as
+for the ORM's reads: the statement names the tenant, and row-level security sees only the
+tenant set for the transaction, which ends with the statement. psycopg prepares the statement
+after its fifth execution on a connection, and the function keeps its SELECT's plan.
 
-Measured against the alternatives on 2 cores, 64 concurrent reads over 10 connections: this
-costs the API process 0.11 ms of CPU per read; the four statements in psycopg's pipeline mode
-cost 0.26 ms (its send/receive loop wakes the event loop on every writable socket), the two
-of an autocommit pipeline 0.15 ms, and a bare prepared SELECT 0.07 ms.
+Measured on 2 cores, 64 concurrent reads over 10 connections, the API's CPU and PostgreSQL's
+per read: this statement 0.10 and 0.07-0.10 ms; the tenant's setting and the SELECT as one
+simple-protocol query string (which PostgreSQL also runs as one transaction) 0.12-0.15 and
+0.11 ms, parsed and planned each time; the four statements in psycopg's pipeline mode 0.26
+and 0.18 ms (its send/receive loop wakes on every writable socket); a bare prepared SELECT,
+which could not set the tenant, 0.07-0.10 and 0.03-0.06 ms.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
-from sqlalchemy import bindparam, select
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from services.billing.db import RECYCLE_SECONDS, DatabaseTimeouts
 from services.billing.errors import NotFoundError
@@ -37,7 +35,6 @@ if TYPE_CHECKING:
     from services.billing.config import DatabaseSettings
     from services.billing.models import TenantOwned
 
-_SET_TENANT = "SELECT set_config('billing.tenant_id', %(tenant)s, true); "
 # Connections per server process for these reads.
 READ_CONNECTIONS = 10
 Schema = TypeVar("Schema", bound=BaseModel)
@@ -60,15 +57,11 @@ class SingleRow(Generic[Schema]):
 
 
 def _statement(model: type[TenantOwned]) -> str:
-    """The tenant's setting, then SELECT every column of the model's table by id and tenant;
-    compiled once."""
+    """The model's table's read function (migration 0008) called with the tenant and the id."""
     table = model.__table__  # type: ignore[attr-defined]
     if table.name not in _STATEMENTS:
-        query = select(*table.columns).where(
-            table.c.id == bindparam("id"), table.c.tenant_id == bindparam("tenant")
-        )
-        dialect = PGDialect_psycopg()  # type: ignore[no-untyped-call]
-        _STATEMENTS[table.name] = _SET_TENANT + str(query.compile(dialect=dialect))
+        # The name is the table's own, from the models: nothing a request supplies.
+        _STATEMENTS[table.name] = f"SELECT * FROM billing_read_{table.name}(%(tenant)s, %(id)s)"  # noqa: S608
     return _STATEMENTS[table.name]
 
 
@@ -122,10 +115,8 @@ class RowReader:
         for attempt in range(attempts):
             async with self.pool.connection() as connection:
                 try:
-                    cursor = psycopg.AsyncClientCursor(connection, row_factory=dict_row)
+                    cursor = connection.cursor(row_factory=dict_row)
                     await cursor.execute(statement, {"id": row_id, "tenant": tenant})
-                    # The first result is set_config's; the row is in the second.
-                    cursor.nextset()
                     row: dict[str, Any] | None = await cursor.fetchone()
                 except psycopg.OperationalError:
                     # A connection that died in the pool (a failover, a restarted server):

@@ -47,6 +47,17 @@ def test_a_row_is_read_for_its_tenant_only(client: BillingClient, settings: Sett
             with pytest.raises(NotFoundError) as missing:
                 await reader.one(CUSTOMER_ROW, "merchant-2", uuid.UUID(created["id"]))
             assert missing.value.code == "customer_not_found"
+            # Past psycopg's threshold of executions (5) on the one connection, the read is a
+            # prepared statement: parsed and planned once.
+            for _ in range(6):
+                await reader.fetch(Customer, "merchant-1", uuid.UUID(created["id"]))
+            async with reader.pool.connection() as connection:
+                cursor = await connection.execute(
+                    "SELECT count(*) FROM pg_prepared_statements "
+                    "WHERE statement LIKE '%billing_read_customers%'"
+                )
+                prepared = await cursor.fetchone()
+            assert prepared == (1,)
             # The setting lived as long as the read's transaction: the connection the reads
             # used (the pool holds one) carries no tenant into whatever runs on it next.
             async with reader.pool.connection() as connection:
