@@ -98,3 +98,29 @@ def test_requests_survive_connections_killed_in_the_pool(
     assert _terminate_service_connections(servers) > 0
     written = client.post_new("/v1/customers", json=CUSTOMER)
     assert written.status_code == 201, written.text
+
+
+def test_more_concurrent_reads_than_connections_all_answer(
+    client: BillingClient, settings: Settings
+) -> None:
+    created = client.post_new("/v1/customers", json=CUSTOMER).json()
+
+    async def read_many() -> list[object]:
+        reader = RowReader(settings.database, size=2)
+        await reader.open()
+        try:
+            # 50 at once over 2 connections: 48 wait for one, none for long.
+            return await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        reader.fetch(Customer, "merchant-1", uuid.UUID(created["id"]))
+                        for _ in range(50)
+                    )
+                ),
+                timeout=30,
+            )
+        finally:
+            await reader.close()
+
+    rows = asyncio.run(read_many())
+    assert [row["id"] for row in rows if isinstance(row, dict)] == [uuid.UUID(created["id"])] * 50
