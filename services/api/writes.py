@@ -147,6 +147,7 @@ class ClaimedKey:
         claimed_at: datetime,
     ) -> None:
         self._pool = pool
+        self._closed = False
         self._connection = connection
         self.tenant_id = tenant_id
         self.key = key
@@ -178,8 +179,10 @@ class ClaimedKey:
         return statement.sql, statement.parameters(complete)
 
     async def close(self) -> None:
-        """Give the connection back; a transaction not committed is rolled back first."""
-        await _give_back(self._pool, self._connection)
+        """Give the connection back; a transaction not committed is rolled back first. Once."""
+        if not self._closed:
+            self._closed = True
+            await _give_back(self._pool, self._connection)
 
 
 class IdempotentWrites(PooledConnections):

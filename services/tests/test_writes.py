@@ -14,13 +14,14 @@ import httpx
 import psycopg
 import pytest
 import redis
+from psycopg_pool import PoolTimeout
 from sqlalchemy import func, select
 
 from services.api import schemas
 from services.api.app import create_app
 from services.api.idempotency import StoredResponse
 from services.api.writes import ClaimedKey, IdempotentWrites
-from services.billing.db import TenantMismatchError
+from services.billing.db import DatabaseTimeouts, TenantMismatchError
 from services.billing.gateway import GatewayUnavailableError, SimulatorGateway
 from services.billing.ids import new_id
 from services.billing.models import Customer, IdempotencyKey
@@ -267,3 +268,31 @@ def test_a_request_cancelled_between_claim_and_commit_leaves_nothing(
 
     with_writes(settings, 1, work)
     assert count(db, Customer) == 1
+
+
+def test_more_concurrent_writes_than_connections_all_answer(
+    settings: Settings, db: Session
+) -> None:
+    async def work(writes: IdempotentWrites) -> None:
+        # 50 at once over 2 connections: 48 wait for one, then each is lent at once.
+        await asyncio.gather(*(create(writes, f"many-{number}") for number in range(50)))
+
+    with_writes(settings, 2, work)
+    assert count(db, Customer) == 50
+
+
+def test_a_write_waits_for_a_connection_for_the_pools_bound_only(settings: Settings) -> None:
+    async def run() -> None:
+        writes = IdempotentWrites(settings.database, DatabaseTimeouts(pool_seconds=0.2), size=1)
+        await writes.open()
+        try:
+            held = await claim(writes, "holding")
+            with pytest.raises(PoolTimeout):
+                await writes.claim("merchant-1", "waiting", "fingerprint")
+            await held.close()
+            await held.close()  # a second close gives nothing back twice
+            await create(writes, "waiting")
+        finally:
+            await writes.close()
+
+    run_async(run())
