@@ -8,9 +8,10 @@ from the claim to the commit, in two query strings, each one round trip:
    returns the transaction's now() when it took the key. Its answer is needed before anything
    else is done: the gateway is called, and the request's body validated, only once the key is
    ours.
-2. The effect's rows, the stored answer (an UPDATE of the claim) and COMMIT. The rows carry the
-   claim's now() for their server-side timestamps, so the answer is known before they are
-   written and nothing has to come back.
+2. The effect's rows and the stored answer (an UPDATE of the claim, the rows' INSERTs its WITH
+   clauses: one statement), then COMMIT. The rows carry the claim's now() for their
+   server-side timestamps, so the answer is known before they are written and nothing has to
+   come back.
 
 Each string goes out in the simple query protocol on a connection in autocommit (psycopg sends
 no BEGIN of its own). PostgreSQL runs a string's statements in order and stops at the first
@@ -160,10 +161,15 @@ class ClaimedKey:
         """Write the rows and the answer, commit them together (one round trip), answer."""
         body = payload.model_dump_json().encode()
         cursor = psycopg.AsyncClientCursor(self._connection)
-        statements = [cursor.mogrify(*self._row(model, values)) for model, values in rows]
+        inserts = [cursor.mogrify(*self._row(model, values)) for model, values in rows]
         answer = answer_parameters(self.tenant_id, self.key, status, body)
-        statements += [cursor.mogrify(_STORE_ANSWER.sql, answer), "COMMIT"]
-        await cursor.execute("; ".join(statements))
+        store = cursor.mogrify(_STORE_ANSWER.sql, answer)
+        # One statement for PostgreSQL to parse and plan: the rows' INSERTs are WITH clauses of
+        # the answer's UPDATE, each run exactly once and to completion whether or not the UPDATE
+        # reads them (https://www.postgresql.org/docs/15/queries-with.html#QUERIES-WITH-MODIFYING).
+        effects = ", ".join(f"row_{number} AS ({sql})" for number, sql in enumerate(inserts))
+        statement = f"WITH {effects} {store}" if inserts else store
+        await cursor.execute(f"{statement}; COMMIT")
         return Response(body, status, media_type=JSON)
 
     def _row(self, model: type[TenantOwned], values: Mapping[str, Any]) -> tuple[str, Any]:
