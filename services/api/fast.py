@@ -80,7 +80,7 @@ def served_routes(routes: Iterable[BaseRoute]) -> dict[str, _Entry]:
     return served
 
 
-def _bearer_token(scope: Scope) -> str | None:
+def bearer_token(scope: Scope) -> str | None:
     """The credentials of the first Authorization header, as FastAPI's HTTPBearer reads them
     (fastapi/security/http.py: the scheme, case-insensitive, then the rest stripped)."""
     for name, value in scope["headers"]:
@@ -113,7 +113,7 @@ class FastPath:
 
     async def _answer(self, entry: _Entry, row_id: uuid.UUID, scope: Scope) -> Response | None:
         """The answer to a sound request; None, having done nothing, for FastAPI to answer."""
-        token = _bearer_token(scope)
+        token = bearer_token(scope)
         if token is None:
             return None
         try:

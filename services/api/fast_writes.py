@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from services.api.errors import billing_error_response, gateway_unavailable_response
-from services.api.fast import _bearer_token as bearer_token
+from services.api.fast import bearer_token
 from services.api.idempotency import IDEMPOTENCY_HEADER, StoredResponse
 from services.api.middleware.limits import MAX_BODY_BYTES
 from services.api.security import Principal, TokenRejectedError, TokenScope

@@ -202,8 +202,10 @@ def test_fast_answers_are_logged_and_counted_under_their_route(
             time.sleep(0.01)
     assert REACHED_FASTAPI == []
     assert len(response.headers["X-Request-ID"]) == 32
-    after = REGISTRY.get_sample_value("billing_http_requests_total", labels)
-    assert after == before + 1
+    after = REGISTRY.get_sample_value("billing_http_requests_total", labels) or 0.0
+    # At least this request under its route's template (a late count of an earlier test's
+    # GET, answered by these servers, may land in between: the count follows the answer).
+    assert after >= before + 1
     [line] = _access_lines(caplog, response)
     assert (line.status, line.tenant, line.subject) == (200, "merchant-1", "logged")
 
