@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
-from services.billing.db import RECYCLE_SECONDS, DatabaseTimeouts
+from services.billing.db import PooledConnections
 from services.billing.errors import NotFoundError
 
 if TYPE_CHECKING:
     from services.billing.config import DatabaseSettings
+    from services.billing.db import DatabaseTimeouts
     from services.billing.models import TenantOwned
 
 # Connections per server process for these reads.
@@ -66,13 +66,10 @@ def _statement(model: type[TenantOwned]) -> str:
     return _STATEMENTS[table.name]
 
 
-class RowReader:
-    """A fixed pool of psycopg's asyncio connections (psycopg_pool), for single-row reads.
-
-    Connections are in autocommit, so one comes back IDLE; one returned broken is replaced by the
-    pool, and one older than RECYCLE_SECONDS is closed (max_lifetime). No pre-ping: a read that
-    meets a dead connection runs again on another.
-    """
+class RowReader(PooledConnections):
+    """A fixed pool of psycopg's asyncio connections (services.billing.db.connection_pool), for
+    single-row reads: autocommit, no pre-ping, so a read that meets a dead connection runs again
+    on another."""
 
     def __init__(
         self,
@@ -81,25 +78,7 @@ class RowReader:
         *,
         size: int = READ_CONNECTIONS,
     ) -> None:
-        timeouts = timeouts or DatabaseTimeouts()
-        self.pool = AsyncConnectionPool(
-            psycopg.conninfo.make_conninfo(
-                host=database.host,
-                port=database.port,
-                dbname=database.name,
-                user=database.user,
-                password=database.password,
-                application_name="billing",
-                connect_timeout=timeouts.connect_seconds,
-                options=timeouts.options(),
-            ),
-            min_size=size,
-            max_size=size,
-            timeout=timeouts.pool_seconds,
-            max_lifetime=RECYCLE_SECONDS,
-            kwargs={"autocommit": True},
-            open=False,
-        )
+        super().__init__(database, timeouts, size=size)
         # Reads wait here, not in the pool, when every connection is lent: psycopg_pool's
         # getconn then waits through asyncio.wait_for and a condition (psycopg_pool/
         # pool_async.py, AsyncClient.wait), which in Python 3.11 makes a task per waiter; a
@@ -107,12 +86,6 @@ class RowReader:
         # In process, 64 concurrent GETs over 10 connections: 0.21-0.23 ms of CPU per GET
         # against 0.23-0.27 ms.
         self._lendable = asyncio.Semaphore(size)
-
-    async def open(self) -> None:
-        await self.pool.open()
-
-    async def close(self) -> None:
-        await self.pool.close()
 
     async def fetch(
         self, model: type[TenantOwned], tenant: str, row_id: uuid.UUID
