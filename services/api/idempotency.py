@@ -14,7 +14,6 @@ breaker), so a replay need not touch the database. Keys are scoped to the tenant
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -32,12 +31,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.responses import Response
 
+from services.api.batches import Batches
 from services.api.dependencies import CurrentPrincipal, DatabaseSession
 from services.billing.errors import BillingError
 from services.billing.locks import LOCK_NOT_AVAILABLE
 from services.billing.models import IdempotencyKey
 
 if TYPE_CHECKING:
+    from collections.abc import Hashable
     from datetime import datetime
 
     from pydantic import BaseModel
@@ -284,39 +285,19 @@ class AnswerCache:
     def __init__(self, cache: redis.asyncio.Redis, breaker: CircuitBreaker) -> None:
         self._cache = cache
         self._breaker = breaker
-        # Lookups waiting for the next call, and the task making the calls.
-        self._waiting: list[tuple[str, asyncio.Future[bytes | str | None]]] = []
-        self._sender: asyncio.Task[None] | None = None
+        # One group: every lookup of the process goes in the next MGET (services/api/batches.py).
+        # Cancelled (the server stopping): the lookups waiting are misses, and PostgreSQL
+        # answers them.
+        self._lookups: Batches[str, bytes | str | None] = Batches(
+            self._lookup_batch, unanswered=None
+        )
 
     async def get(self, cache_key: str) -> StoredResponse | None:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bytes | str | None] = loop.create_future()
-        self._waiting.append((cache_key, waiter))
-        if self._sender is None:
-            self._sender = loop.create_task(self._send())
-        raw = await waiter
+        raw = await self._lookups.submit(None, cache_key)
         return StoredResponse.from_cache(raw) if raw is not None else None
 
-    async def _send(self) -> None:
-        """Look the waiting keys up, batch after batch, until none wait."""
-        batch: list[tuple[str, asyncio.Future[bytes | str | None]]] = []
-        try:
-            while batch := self._take():
-                found = await self._lookup([key for key, _ in batch])
-                for (_, waiter), raw in zip(batch, found, strict=True):
-                    if not waiter.done():
-                        waiter.set_result(raw)
-        except Exception as error:  # noqa: BLE001 - each lookup fails with it, as if it had called
-            for _, waiter in [*batch, *self._take()]:
-                if not waiter.done():
-                    waiter.set_exception(error)
-        finally:
-            # No await since the last take: nothing joined unseen. Cancelled (the server
-            # stopping): the lookups waiting are misses, and PostgreSQL answers them.
-            for _, waiter in [*batch, *self._take()]:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._sender = None
+    async def _lookup_batch(self, _: Hashable, keys: list[str]) -> list[bytes | str | None]:
+        return await self._lookup(keys)
 
     async def _lookup(self, keys: list[str]) -> list[bytes | str | None]:
         try:
@@ -326,10 +307,6 @@ class AnswerCache:
         except redis.exceptions.RedisError:
             return [None] * len(keys)
         return found
-
-    def _take(self) -> list[tuple[str, asyncio.Future[bytes | str | None]]]:
-        batch, self._waiting = self._waiting, []
-        return batch
 
     async def put(self, cache_key: str, answer: StoredResponse) -> None:
         ttl = int(KEY_LIFETIME.total_seconds())

@@ -7,7 +7,6 @@ keeps a dead Redis from costing each request its timeout.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -16,9 +15,12 @@ from typing import TYPE_CHECKING
 import redis.asyncio
 import redis.exceptions
 
+from services.api.batches import Batches
 from services.billing.errors import BillingError
 
 if TYPE_CHECKING:
+    from collections.abc import Hashable
+
     from services.billing.cache import CircuitBreaker
 
 logger = logging.getLogger(__name__)
@@ -91,15 +93,15 @@ class RateLimiter:
         # script cache), redis-py's Script loads it and runs it again
         # (https://redis.io/docs/latest/develop/reference/errors/common/noscript/).
         self._count = cache.register_script(_COUNT)
-        # Requests waiting for the next call, by window key; and the key's task making calls.
-        self._waiting: dict[str, list[asyncio.Future[int | None]]] = {}
-        self._senders: dict[str, asyncio.Task[None]] = {}
+        # Requests of one window key, counted together (services/api/batches.py). Cancelled
+        # (the server stopping): the requests waiting are let through uncounted.
+        self._counts: Batches[None, int | None] = Batches(self._count_batch, unanswered=None)
 
     async def take(self, principal: str) -> Quota | None:
         """Count one request; RateLimitedError past the limit, None when Redis cannot count."""
         now = time.time()
         key = window_key(principal, self.limit.window_seconds, now)
-        counted = await self._counted(key)
+        counted = await self._counts.submit(key, None)
         if counted is None:
             logger.warning("rate limiter unavailable; request let through")
             return None
@@ -108,37 +110,13 @@ class RateLimiter:
             raise RateLimitedError(self.limit, max(1, int(window_ends - now)))
         return Quota(self.limit.requests, max(0, self.limit.requests - counted))
 
-    async def _counted(self, key: str) -> int | None:
-        """This request's count in the window, None when Redis cannot count."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[int | None] = loop.create_future()
-        self._waiting.setdefault(key, []).append(waiter)
-        if key not in self._senders:
-            self._senders[key] = loop.create_task(self._send(key))
-        # A request that gives up (its client went away) is still counted: it was sent.
-        return await waiter
-
-    async def _send(self, key: str) -> None:
-        """Count the key's waiting requests, batch after batch, until none wait."""
-        batch: list[asyncio.Future[int | None]] = []
-        try:
-            while batch := self._waiting.pop(key, []):
-                total = await self._call(key, len(batch))
-                first = None if total is None else total - len(batch) + 1
-                for position, waiter in enumerate(batch):
-                    if not waiter.done():
-                        waiter.set_result(None if first is None else first + position)
-        except Exception as error:  # noqa: BLE001 - each request fails with it, as if it had called
-            for waiter in [*batch, *self._waiting.pop(key, [])]:
-                if not waiter.done():
-                    waiter.set_exception(error)
-        finally:
-            # No await since the last pop: nothing joined the key's queue unseen. Cancelled
-            # (the server stopping): the requests waiting are let through uncounted.
-            for waiter in [*batch, *self._waiting.pop(key, [])]:
-                if not waiter.done():
-                    waiter.set_result(None)
-            del self._senders[key]
+    async def _count_batch(self, key: Hashable, requests: list[None]) -> list[int | None]:
+        """Each request's count, in order; None for each when Redis cannot count."""
+        total = await self._call(str(key), len(requests))
+        if total is None:
+            return [None] * len(requests)
+        first = total - len(requests) + 1
+        return [first + position for position in range(len(requests))]
 
     async def _call(self, key: str, requests: int) -> int | None:
         async def count() -> int:

@@ -76,7 +76,7 @@ def test_lookups_one_after_another_are_answered_each(
     async def work(answers: AnswerCache) -> list[StoredResponse | None]:
         await answers.put("alone", _answer(1))
         found = [await answers.get("alone"), await answers.get("missing")]
-        assert answers._sender is None  # no task left behind between requests
+        assert answers._lookups._senders == {}  # no task left behind between requests
         return found
 
     first, missing = _with_answers(settings, work)

@@ -135,6 +135,7 @@ def test_no_sender_is_left_behind(settings: Settings, cache: redis.Redis, reques
 
     async def run(limiter: RateLimiter) -> tuple[int, int]:
         await _outcomes(limiter, "t/tidy", requests)
-        return len(limiter._senders), len(limiter._waiting)
+        counts = limiter._counts
+        return len(counts._senders), len(counts._waiting)
 
     assert _with_limiter(settings, run) == (0, 0)
