@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from services.api.dependencies import Runtime
+    from services.api.ratelimit import RateLimiter
     from services.api.reads import SingleRow
+    from services.api.security import Principal, TokenVerifier
 
 Endpoint = TypeVar("Endpoint", bound="Callable[..., Any]")
 
@@ -92,6 +94,31 @@ def bearer_token(scope: Scope) -> str | None:
     return None
 
 
+def accepted_caller(scope: Scope, tokens: TokenVerifier, needed: TokenScope) -> Principal | None:
+    """The caller, if the request's bearer token is one the API accepts and grants `needed`;
+    None otherwise, for FastAPI to answer (401 or 403)."""
+    token = bearer_token(scope)
+    if token is None:
+        return None
+    try:
+        caller = tokens.verify(token)
+    except TokenRejectedError:
+        return None
+    return caller if caller.allows(needed) else None
+
+
+async def enter_route(
+    scope: Scope, route: APIRoute, caller: Principal, rate_limiter: RateLimiter
+) -> None:
+    """Leave what FastAPI's routing and the route's dependencies leave for
+    RequestContextMiddleware (the route, the caller, the quota), counting the request against
+    the caller's rate limit first, as the dependencies do: RateLimitedError past it."""
+    scope["route"] = route
+    state = scope.setdefault("state", {})
+    state["principal"] = caller
+    state["quota"] = await rate_limiter.take(caller.key)
+
+
 class FastPath:
     """ASGI middleware: answers sound single-row reads itself, passes everything else on."""
 
@@ -113,22 +140,12 @@ class FastPath:
 
     async def _answer(self, entry: _Entry, row_id: uuid.UUID, scope: Scope) -> Response | None:
         """The answer to a sound request; None, having done nothing, for FastAPI to answer."""
-        token = bearer_token(scope)
-        if token is None:
+        caller = accepted_caller(scope, self._runtime.tokens, TokenScope.READ)
+        if caller is None:
             return None
-        try:
-            caller = self._runtime.tokens.verify(token)
-        except TokenRejectedError:
-            return None
-        if not caller.allows(TokenScope.READ):
-            return None
-        # What FastAPI's routing and the dependencies leave for RequestContextMiddleware.
-        scope["route"] = entry.route
-        state = scope.setdefault("state", {})
-        state["principal"] = caller
         spec = entry.spec
         try:
-            state["quota"] = await self._runtime.rate_limiter.take(caller.key)
+            await enter_route(scope, entry.route, caller, self._runtime.rate_limiter)
             row = await self._runtime.rows.fetch(spec.model, caller.tenant_id, row_id)
             if row is None:
                 raise NotFoundError(spec.resource, row_id)

@@ -25,10 +25,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from services.api.errors import billing_error_response, gateway_unavailable_response
-from services.api.fast import bearer_token
+from services.api.fast import accepted_caller, enter_route
 from services.api.idempotency import IDEMPOTENCY_HEADER, StoredResponse
 from services.api.middleware.limits import MAX_BODY_BYTES
-from services.api.security import Principal, TokenRejectedError, TokenScope
+from services.api.security import Principal, TokenScope
 from services.api.writes import claim_request
 from services.billing.errors import BillingError
 from services.billing.gateway import GatewayUnavailableError
@@ -118,20 +118,16 @@ class FastWrites:
 
     def _sound(self, entry: _Entry, scope: Scope, body: bytes) -> _Sound | None:
         """The request, if FastAPI would let it reach the route's endpoint; else None."""
-        token = bearer_token(scope)
         headers = [(name, value) for name, value in scope["headers"] if name in _CHECKED]
         keys = [value for name, value in headers if name == _KEY_HEADER]
         types = [value for name, value in headers if name == b"content-type"]
-        if token is None or types != [b"application/json"] or len(keys) != 1:
+        if types != [b"application/json"] or len(keys) != 1:
             return None
         key = keys[0].decode("latin-1")
         if not _KEY.fullmatch(key):
             return None
-        try:
-            caller = self._runtime.tokens.verify(token)
-        except TokenRejectedError:
-            return None
-        if not caller.allows(TokenScope.WRITE):
+        caller = accepted_caller(scope, self._runtime.tokens, TokenScope.WRITE)
+        if caller is None:
             return None
         try:
             # As FastAPI reads a JSON body: Starlette's Request.json (json.loads), then the
@@ -145,12 +141,8 @@ class FastWrites:
         self, entry: _Entry, sound: _Sound, scope: Scope, receive: Receive
     ) -> Response:
         caller = sound.caller
-        # What FastAPI's routing and the dependencies leave for RequestContextMiddleware.
-        scope["route"] = entry.route
-        state = scope.setdefault("state", {})
-        state["principal"] = caller
         try:
-            state["quota"] = await self._runtime.rate_limiter.take(caller.key)
+            await enter_route(scope, entry.route, caller, self._runtime.rate_limiter)
             claimed = await claim_request(Request(scope, receive), caller.tenant_id, sound.key)
         except StoredResponse as stored:
             return stored.response()
