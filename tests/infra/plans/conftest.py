@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from infra import cli
-from infra.plans.produce import live
+from infra.plans.produce import checkout, live
+from infra.plans.read.model import Plan
 from infra.settings import REPO_ROOT, Cloud, EnvironmentSettings
 
 STANDIN_DIR = REPO_ROOT / "tests" / "standin"
@@ -138,3 +139,21 @@ def initialised(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
         cli, "refuse_examples", lambda stacks: checked.append([f"{e.name}-{c}" for e, c in stacks])
     )
     return checked
+
+
+def preview_against_ref(monkeypatch: pytest.MonkeyPatch, before: Plan, out: Path) -> list[str]:
+    """The argv of an offline production AWS preview `--against REF`, the ref rendering
+    `before` (it stands in for the render of a git worktree)."""
+    monkeypatch.setattr(checkout, "render_ref", lambda *_, **__: {before.key: before})
+    return [
+        "preview",
+        "--offline",
+        "--env",
+        "production",
+        "--cloud",
+        "aws",
+        "--against",
+        "REF",
+        "--out",
+        str(out),
+    ]

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 import infra.plans.judge.allowances
-import infra.plans.produce.checkout
 from infra.cli import main
 from infra.plans.judge import guard
 from infra.plans.judge.allowances import load_allowances
@@ -19,6 +18,7 @@ from infra.plans.produce.offline import render
 from infra.plans.read.diff import diff_plans
 from infra.plans.read.model import Plan, plan_from_dict
 from infra.settings import Cloud, SettingsError, environment
+from tests.infra.plans.conftest import preview_against_ref
 
 RDS = "aws:rds/instance:Instance"
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -55,21 +55,7 @@ def test_reviewed_entry_lets_the_replacement_through_until_it_expires(
     monkeypatch.setattr(infra.plans.judge.allowances, "ENVIRONMENTS_DIR", tmp_path)
     # The ref's render stands in for a git worktree render: the database had another identifier.
     before = _renamed(production)
-    monkeypatch.setattr(
-        infra.plans.produce.checkout, "render_ref", lambda *_, **__: {before.key: before}
-    )
-    argv = [
-        "preview",
-        "--offline",
-        "--env",
-        "production",
-        "--cloud",
-        "aws",
-        "--against",
-        "REF",
-        "--out",
-        str(tmp_path / "out"),
-    ]
+    argv = preview_against_ref(monkeypatch, before, tmp_path / "out")
 
     assert main(argv) == 1  # no allowance: the guard blocks the replacement
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-import infra.plans.produce.checkout
 from infra.cli import main
 from infra.plans.judge import guard
 from infra.plans.produce.offline import render
@@ -16,6 +15,7 @@ from infra.plans.read.diff import diff_plans
 from infra.plans.read.model import Plan, PlanError, plan_from_dict
 from infra.policy.checks import preview_verdicts
 from infra.settings import Cloud, environment
+from tests.infra.plans.conftest import preview_against_ref
 
 RDS = "aws:rds/instance:Instance"
 
@@ -151,23 +151,8 @@ def test_preview_exit_code_follows_the_guard_and_allow_replace(
     production: Plan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = _edited(production, lambda d: _database(d)["inputs"].update(identifier="old-name"))
-    # The ref's render stands in for a git worktree render: the database had another identifier.
-    monkeypatch.setattr(
-        infra.plans.produce.checkout, "render_ref", lambda *_, **__: {before.key: before}
-    )
-    argv = [
-        "preview",
-        "--offline",
-        "--env",
-        "production",
-        "--cloud",
-        "aws",
-        "--against",
-        "REF",
-        "--out",
-        str(tmp_path),
-        "--quiet",
-    ]
+    # The database had another identifier in the ref.
+    argv = [*preview_against_ref(monkeypatch, before, tmp_path), "--quiet"]
     assert main(argv[:-1]) == 1
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "## Destructive-change guard: FAIL" in report
