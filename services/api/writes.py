@@ -17,11 +17,18 @@ Each string goes out in the simple query protocol on a connection in autocommit 
 no BEGIN of its own). PostgreSQL runs a string's statements in order and stops at the first
 error, and a BEGIN among them opens a transaction that outlives the string
 (https://www.postgresql.org/docs/15/protocol-flow.html#PROTOCOL-FLOW-MULTI-STATEMENT).
-Parameters are bound client-side, as literals (psycopg's ClientCursor.mogrify,
-https://www.psycopg.org/psycopg3/docs/advanced/cursors.html#client-side-binding-cursors): no
-statement is prepared, so a rollback costs no DEALLOCATE ALL and no planning later. This costs
-the API's process less CPU than psycopg's pipeline mode, whose send/receive loop wakes the
-event loop on every writable socket (services/api/reads.py measures both).
+The statements are prepared with SQL's PREPARE, once per connection, in the string of their
+first use, and run by name with EXECUTE, their parameters bound client-side as literals
+(psycopg's ClientCursor.mogrify,
+https://www.psycopg.org/psycopg3/docs/advanced/cursors.html#client-side-binding-cursors):
+PostgreSQL parses and plans each once per connection rather than once per request. psycopg
+itself prepares nothing on a ClientCursor (client_cursor.py, _get_prepared), so its rollbacks
+send no DEALLOCATE ALL that would drop these (_preparing.py, PrepareManager.clear). Measured in
+process (`python -m services.bench_profile --operation POST`, 2 cores, 64 at a time),
+PostgreSQL's and Redis's CPU per POST went from 0.51-0.54 ms, every statement parsed and
+planned, to 0.22-0.40 ms. Simple-protocol strings cost the API's process less CPU than
+psycopg's pipeline mode, whose send/receive loop wakes the event loop on every writable socket
+(services/api/reads.py measures both).
 
 The same two tenant walls as the ORM's sessions: every row written is stamped with the claim's
 tenant (a row naming another is refused before anything is sent), and row-level security sees
@@ -34,11 +41,16 @@ the server when the connection ends.
 from __future__ import annotations
 
 import logging
+import re
+import weakref
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import psycopg
 from fastapi import Depends, Request
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 from starlette.responses import Response
 
@@ -59,6 +71,7 @@ from services.api.idempotency import (
 )
 from services.billing.db import (
     SET_TENANT,
+    CompiledStatement,
     PooledConnections,
     TenantMismatchError,
     compile_statement,
@@ -73,7 +86,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from services.billing.config import DatabaseSettings
-    from services.billing.db import CompiledStatement, DatabaseTimeouts
+    from services.billing.db import DatabaseTimeouts
     from services.billing.models import TenantOwned
 
 logger = logging.getLogger(__name__)
@@ -81,9 +94,103 @@ logger = logging.getLogger(__name__)
 # Connections per server process for these writes (services/api/app.py counts the budget).
 IDEMPOTENT_WRITE_CONNECTIONS = 8
 
-_CLAIM = compile_statement(CLAIM)
-_BEGIN_AND_CLAIM = f"BEGIN; {SET_TENANT}; {_CLAIM.sql}"
-_EXISTING = compile_statement(EXISTING)
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A statement each connection prepares once (PREPARE) and then runs by name (EXECUTE).
+
+    Both go out as simple-protocol text, so a string of them stays one round trip, and
+    PostgreSQL parses and plans the statement's text once per connection rather than per
+    request (https://www.postgresql.org/docs/15/sql-prepare.html). A prepared statement lasts
+    for the session: a rollback, or an error later in the same string, does not drop it
+    (services/tests/test_writes.py shows both on the test server).
+    """
+
+    name: str
+    # PREPARE's text: the request's parameters as $1, $2, ..., the fixed ones as literals.
+    text: str
+    parameters: tuple[str, ...]
+
+    def execute(self, cursor: psycopg.AsyncClientCursor[Any], values: Mapping[str, Any]) -> str:
+        """EXECUTE of the statement with these values, bound client-side as literals."""
+        placeholders = ", ".join(["%s"] * len(self.parameters))
+        return cursor.mogrify(
+            f"EXECUTE {self.name}({placeholders})", [values[name] for name in self.parameters]
+        )
+
+
+_PREPARED: dict[str, Prepared] = {}
+
+
+def _prepared(statement: CompiledStatement) -> Prepared:
+    """The statement's Prepared, one per text (and so one name per text)."""
+    if statement.sql not in _PREPARED:
+        parameters: list[str] = []
+
+        def placeholder(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name is None:  # %%, psycopg's escaped %
+                return "%"
+            if name in statement.fixed:
+                return sql.Literal(statement.fixed[name]).as_string()
+            if name not in parameters:
+                parameters.append(name)
+            return f"${parameters.index(name) + 1}"
+
+        text = _PLACEHOLDER.sub(placeholder, statement.sql)
+        name = f"billing_write_{len(_PREPARED)}"
+        _PREPARED[statement.sql] = Prepared(name, text, tuple(parameters))
+    return _PREPARED[statement.sql]
+
+
+# The names each connection has prepared (PostgreSQL's pg_prepared_statements, as sent).
+_PREPARED_ON: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], set[str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _execute(
+    connection: psycopg.AsyncConnection[Any],
+    statements: Sequence[tuple[Prepared, Mapping[str, Any]]],
+    *,
+    before: str = "",
+    after: str = "",
+) -> psycopg.AsyncClientCursor[Any]:
+    """Run the statements as one query string, one round trip, between `before` and `after`;
+    the cursor is left on the last statement's result.
+
+    A statement the connection has not prepared is prepared in the same string. If the string
+    fails, the connection is closed (its pool replaces it) when it carried a PREPARE: which of
+    its statements ran before the error is not known, nor so what the connection holds.
+    """
+    cursor = psycopg.AsyncClientCursor(connection)
+    prepared = _PREPARED_ON.setdefault(connection, set())
+    preparing = [statement.name for statement, _ in statements if statement.name not in prepared]
+    parts = [before] if before else []
+    for statement, values in statements:
+        if statement.name in preparing:
+            parts.append(f"PREPARE {statement.name} AS {statement.text}")
+        parts.append(statement.execute(cursor, values))
+    if after:
+        parts.append(after)
+    try:
+        await cursor.execute("; ".join(parts))
+    except BaseException:
+        if preparing:
+            await connection.close()
+        raise
+    prepared.update(preparing)
+    # One result per statement of the string, in order (psycopg's Cursor.nextset()).
+    for _ in range(len(parts) - (2 if after else 1)):
+        cursor.nextset()
+    return cursor
+
+
+_SET_TENANT = _prepared(CompiledStatement(SET_TENANT, {}))
+_CLAIM = _prepared(compile_statement(CLAIM))
+_EXISTING = _prepared(compile_statement(EXISTING))
 _STORE_ANSWER = compile_statement(STORE_ANSWER)
 _INSERTS: dict[tuple[str, tuple[str, ...]], CompiledStatement] = {}
 
@@ -111,6 +218,35 @@ def _scalar_defaults(model: type[TenantOwned], given: Mapping[str, Any]) -> dict
         for column in table.columns
         if column.key not in given and column.default is not None and column.default.is_scalar
     }
+
+
+_EFFECTS: dict[tuple[str, ...], Prepared] = {}
+
+
+def _renamed(prefix: str, match: re.Match[str]) -> str:
+    """A placeholder of _PLACEHOLDER with its parameter's name prefixed (%% left as it is)."""
+    name = match.group(1)
+    return match.group(0) if name is None else f"%({prefix}{name})s"
+
+
+def _effect(inserts: tuple[CompiledStatement, ...]) -> Prepared:
+    """The answer's UPDATE with these INSERTs as its WITH clauses: one statement.
+
+    PostgreSQL runs each INSERT of a WITH exactly once and to completion whether or not the
+    UPDATE reads it (https://www.postgresql.org/docs/15/queries-with.html#QUERIES-WITH-MODIFYING).
+    Row `n`'s parameters are named `row<n>_<column>`.
+    """
+    cache_key = tuple(insert.sql for insert in inserts)
+    if cache_key not in _EFFECTS:
+        clauses, fixed = [], dict(_STORE_ANSWER.fixed)
+        for number, insert in enumerate(inserts):
+            prefix = f"row{number}_"
+            text = _PLACEHOLDER.sub(partial(_renamed, prefix), insert.sql)
+            clauses.append(f"row_{number} AS ({text})")
+            fixed.update({prefix + name: value for name, value in insert.fixed.items()})
+        text = f"WITH {', '.join(clauses)} {_STORE_ANSWER.sql}" if clauses else _STORE_ANSWER.sql
+        _EFFECTS[cache_key] = _prepared(CompiledStatement(text, fixed))
+    return _EFFECTS[cache_key]
 
 
 # What a rollback ends; a connection left ACTIVE (mid-query) is the pool's to close.
@@ -160,20 +296,18 @@ class ClaimedKey:
     ) -> Response:
         """Write the rows and the answer, commit them together (one round trip), answer."""
         body = payload.model_dump_json().encode()
-        cursor = psycopg.AsyncClientCursor(self._connection)
-        inserts = [cursor.mogrify(*self._row(model, values)) for model, values in rows]
-        answer = answer_parameters(self.tenant_id, self.key, status, body)
-        store = cursor.mogrify(_STORE_ANSWER.sql, answer)
-        # One statement for PostgreSQL to parse and plan: the rows' INSERTs are WITH clauses of
-        # the answer's UPDATE, each run exactly once and to completion whether or not the UPDATE
-        # reads them (https://www.postgresql.org/docs/15/queries-with.html#QUERIES-WITH-MODIFYING).
-        effects = ", ".join(f"row_{number} AS ({sql})" for number, sql in enumerate(inserts))
-        statement = f"WITH {effects} {store}" if inserts else store
-        await cursor.execute(f"{statement}; COMMIT")
+        inserts = [self._row(model, values) for model, values in rows]
+        statement = _effect(tuple(insert for insert, _ in inserts))
+        values = answer_parameters(self.tenant_id, self.key, status, body)
+        for number, (_, row_values) in enumerate(inserts):
+            values.update({f"row{number}_{name}": value for name, value in row_values.items()})
+        await _execute(self._connection, [(statement, values)], after="COMMIT")
         return Response(body, status, media_type=JSON)
 
-    def _row(self, model: type[TenantOwned], values: Mapping[str, Any]) -> tuple[str, Any]:
-        """An INSERT of the row, stamped with the claim's tenant."""
+    def _row(
+        self, model: type[TenantOwned], values: Mapping[str, Any]
+    ) -> tuple[CompiledStatement, dict[str, Any]]:
+        """An INSERT of the row, stamped with the claim's tenant, and its values."""
         tenant = values.get("tenant_id", self.tenant_id)
         if tenant != self.tenant_id:
             raise TenantMismatchError(
@@ -181,8 +315,7 @@ class ClaimedKey:
                 f"of tenant {tenant!r}"
             )
         complete = {**_scalar_defaults(model, values), **values, "tenant_id": self.tenant_id}
-        statement = _insert(model, tuple(sorted(complete)))
-        return statement.sql, statement.parameters(complete)
+        return _insert(model, tuple(sorted(complete))), complete
 
     async def close(self) -> None:
         """Give the connection back; a transaction not committed is rolled back first. Once."""
@@ -247,11 +380,8 @@ class IdempotentWrites(PooledConnections):
     async def _claim(
         self, connection: psycopg.AsyncConnection[Any], parameters: dict[str, str]
     ) -> datetime | None:
-        cursor = psycopg.AsyncClientCursor(connection)
-        await cursor.execute(_BEGIN_AND_CLAIM, _CLAIM.parameters(parameters))
-        # The results of BEGIN and of set_config come first; the claim's is the third.
-        cursor.nextset()
-        cursor.nextset()
+        statements = [(_SET_TENANT, parameters), (_CLAIM, parameters)]
+        cursor = await _execute(connection, statements, before="BEGIN")
         row = await cursor.fetchone()
         return None if row is None else row[0]
 
@@ -259,8 +389,7 @@ class IdempotentWrites(PooledConnections):
         self, connection: psycopg.AsyncConnection[Any], fingerprint: str, parameters: dict[str, str]
     ) -> StoredResponse:
         """What another request left under the key: read, then COMMIT (it changed nothing)."""
-        cursor = psycopg.AsyncClientCursor(connection)
-        await cursor.execute(f"{cursor.mogrify(_EXISTING.sql, parameters)}; COMMIT")
+        cursor = await _execute(connection, [(_EXISTING, parameters)], after="COMMIT")
         row = await cursor.fetchone()
         if row is None:  # pragma: no cover - the claim met the row, and it is locked since
             raise AssertionError("the conflicting key vanished")

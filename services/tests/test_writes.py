@@ -1,6 +1,7 @@
 """Idempotent writes on the event loop (services/api/writes.py): once per key under concurrency,
 nothing left by a request that fails or dies between its claim and its commit, claims that
-survive dead pooled connections, the tenant walls, and prepared statements kept."""
+survive dead pooled connections, the tenant walls, and statements each connection prepares
+once and keeps."""
 
 from __future__ import annotations
 
@@ -212,9 +213,10 @@ def test_writes_stamp_and_see_only_the_claims_tenant(settings: Settings, db: Ses
                 await claimed.respond(schemas.Customer.model_validate(row), rows=[(Customer, row)])
             # Second wall: row-level security sees the claim's tenant only, whatever a
             # statement names.
-            sql, parameters = claimed._row(Customer, customer_row(claimed))
+            insert, values = claimed._row(Customer, customer_row(claimed))
+            other_tenant = insert.parameters({**values, "tenant_id": "merchant-2"})
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
-                await claimed._connection.execute(sql, {**parameters, "tenant_id": "merchant-2"})
+                await claimed._connection.execute(insert.sql, other_tenant)
         finally:
             await claimed.close()
         # The same key is another tenant's own key.
@@ -296,3 +298,80 @@ def test_a_write_waits_for_a_connection_for_the_pools_bound_only(settings: Setti
             await writes.close()
 
     run_async(run())
+
+
+async def prepared_statements(writes: IdempotentWrites) -> dict[str, int]:
+    """How often each write statement the pool's connection holds has run, by the text it was
+    prepared in (PostgreSQL's own view:
+    https://www.postgresql.org/docs/15/view-pg-prepared-statements.html)."""
+    async with writes.pool.connection() as connection:
+        cursor = await connection.execute(
+            "SELECT name, statement, generic_plans + custom_plans FROM pg_prepared_statements"
+            " WHERE name LIKE 'billing_write_%'"
+        )
+        return {f"{name}: {text}": runs for name, text, runs in await cursor.fetchall()}
+
+
+def test_each_connection_prepares_its_statements_once_and_keeps_them(
+    settings: Settings, db: Session
+) -> None:
+    async def work(writes: IdempotentWrites) -> None:
+        for number in range(3):
+            await create(writes, f"prepared-{number}")
+        ran = await prepared_statements(writes)
+        # The tenant's setting, the claim and the effect with its answer: parsed once, run
+        # three times each.
+        assert sorted(ran.values()) == [3, 3, 3], ran
+        assert sum("INSERT INTO customers" in statement for statement in ran) == 1
+        # A request rolled back, and a replay (a claim that finds the key taken), leave them
+        # prepared: a prepared statement lasts for the session, whatever its transactions do.
+        claimed = await claim(writes, "rolled-back")
+        await claimed.close()
+        assert isinstance(
+            await writes.claim("merchant-1", "prepared-0", "fingerprint"), StoredResponse
+        )
+        await create(writes, "after")
+        assert sorted((await prepared_statements(writes)).values()) == [1, 4, 6, 6]
+
+    with_writes(settings, 1, work)
+    assert count(db, Customer) == 4
+
+
+def test_a_string_that_prepared_and_failed_leaves_no_connection_behind(
+    settings: Settings, db: Session
+) -> None:
+    # The effect's first run on a connection carries its PREPARE. PostgreSQL keeps a statement
+    # prepared even when a later statement of the same string fails (shown here: the pool
+    # would otherwise hand on a connection whose record of its statements is wrong, and the
+    # next PREPARE of the name would fail with "already exists").
+    async def work(writes: IdempotentWrites) -> None:
+        claimed = await claim(writes, "fails")
+        row = customer_row(claimed, email=None)
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            await claimed.respond(schemas.Customer.model_construct(**row), rows=[(Customer, row)])
+        await claimed.close()
+        assert claimed._connection.closed
+        # The pool's replacement prepares afresh; the key is free again.
+        await create(writes, "fails")
+
+    with_writes(settings, 1, work)
+    assert count(db, Customer) == 1
+
+
+def test_postgresql_keeps_a_statement_prepared_in_a_failed_transaction(
+    settings: Settings,
+) -> None:
+    # What the connection-closing rule above stands on, checked on the server itself.
+    async def work(writes: IdempotentWrites) -> None:
+        async with writes.pool.connection() as connection:
+            cursor = psycopg.AsyncClientCursor(connection)
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                await cursor.execute("BEGIN; PREPARE kept AS SELECT 1; SELECT 1 / 0")
+            await connection.rollback()
+            names = await (
+                await connection.execute("SELECT name FROM pg_prepared_statements")
+            ).fetchall()
+            assert ("kept",) in names
+            await connection.execute("DEALLOCATE kept")
+
+    with_writes(settings, 1, work)
