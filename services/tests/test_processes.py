@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +29,28 @@ from services.tests.processes import REPOSITORY_ROOT, start_service, wait_for, w
 pytestmark = pytest.mark.slow
 
 
+@dataclass
+class RunningApi:
+    process: subprocess.Popen[bytes]
+    url: str
+    internal_url: str
+    log: Path
+
+
+def start_api(service_env: dict[str, str], tmp_path: Path, processes: int) -> RunningApi:
+    """`python -m services.api --processes=N` on free ports, as the container runs it."""
+    port, internal_port = devservers.free_port(), devservers.free_port()
+    env = subprocess_env(
+        service_env,
+        BILLING_PORT=str(port),
+        BILLING_HOST="127.0.0.1",
+        BILLING_INTERNAL_PORT=str(internal_port),
+    )
+    log = tmp_path / "api.log"
+    api = start_service("services.api", env, f"--processes={processes}", log=log)
+    return RunningApi(api, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{internal_port}", log)
+
+
 # One server process, and several as the container runs them (its manifest's --processes):
 # SIGTERM to the supervisor reaches each process, which drains its requests.
 @pytest.mark.parametrize("processes", [1, 2])
@@ -37,20 +62,11 @@ def test_api_finishes_in_flight_requests_on_sigterm(
     processes: int,
 ) -> None:
     del db  # For the clean slate.
-    port = devservers.free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "api.log"
-    internal_port = devservers.free_port()
-    env = subprocess_env(
-        service_env,
-        BILLING_PORT=str(port),
-        BILLING_HOST="127.0.0.1",
-        BILLING_INTERNAL_PORT=str(internal_port),
-    )
-    api = start_service("services.api", env, f"--processes={processes}", log=log)
+    running = start_api(service_env, tmp_path, processes)
+    api, url, log = running.process, running.url, running.log
     try:
         wait_until_serving(url, api, log)
-        assert httpx.get(f"http://127.0.0.1:{internal_port}/ready").status_code == 200
+        assert httpx.get(f"{running.internal_url}/ready").status_code == 200
         headers = {"Authorization": f"Bearer {bearer_token()}"}
         with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
 
@@ -119,17 +135,9 @@ def test_metrics_add_up_every_server_process(
     service_env: dict[str, str], db: Session, tmp_path: Path
 ) -> None:
     del db  # For the clean slate.
-    port, internal_port = devservers.free_port(), devservers.free_port()
-    env = subprocess_env(
-        service_env,
-        BILLING_PORT=str(port),
-        BILLING_HOST="127.0.0.1",
-        BILLING_INTERNAL_PORT=str(internal_port),
-    )
-    log = tmp_path / "api.log"
-    api = start_service("services.api", env, "--processes=3", log=log)
+    running = start_api(service_env, tmp_path, 3)
+    api, url, log = running.process, running.url, running.log
     try:
-        url = f"http://127.0.0.1:{port}"
         wait_until_serving(url, api, log)
         headers = {"Authorization": f"Bearer {bearer_token()}"}
         servers = set()
@@ -140,7 +148,7 @@ def test_metrics_add_up_every_server_process(
         for line in log.read_text().splitlines():
             if line.startswith("{") and json.loads(line).get("path") == "/v1/customers":
                 servers.add(json.loads(line)["pid"])
-        text = httpx.get(f"http://127.0.0.1:{internal_port}/metrics").text
+        text = httpx.get(f"{running.internal_url}/metrics").text
     finally:
         api.terminate()
         api.wait(timeout=60)
@@ -151,6 +159,71 @@ def test_metrics_add_up_every_server_process(
         if line.startswith('billing_http_requests_total{method="GET",route="/v1/customers"')
     ]
     assert [float(line.rsplit(" ", 1)[1]) for line in counted] == [60.0]
+
+
+def _serving_pids(log: Path) -> set[int]:
+    """The server processes that have finished starting, from their log lines."""
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return {line["pid"] for line in lines if line["message"] == "Application startup complete."}
+
+
+def _health_served_by(url: str, log: Path, connections: int) -> list[int]:
+    """Open `connections` connections at once, then GET /health once on each; the server
+    process that answered each, from the access log."""
+    host, port = url.removeprefix("http://").split(":")
+    before = len(log.read_text().splitlines())
+    # All connected before any request, as a load balancer's or wrk's pool opens them: where
+    # the kernel hands them is then all that decides which process serves each.
+    opened = [socket.create_connection((host, int(port)), timeout=10) for _ in range(connections)]
+    try:
+        for sock in opened:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: api\r\n\r\n")
+        for sock in opened:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in opened:
+            sock.close()
+
+    def served() -> list[int]:
+        lines = log.read_text().splitlines()[before:]
+        records = [json.loads(line) for line in lines if line.startswith("{")]
+        return [record["pid"] for record in records if record.get("path") == "/health"]
+
+    # Each process writes its line once the answer is sent.
+    wait_for(lambda: len(served()) >= connections, timeout=30, what="the access log")
+    return served()
+
+
+def test_connections_spread_over_the_server_processes(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Processes sharing one listening socket race to accept, and the first awake takes every
+    # connection waiting: 62 and 64 of 64 were seen. Each process on its own SO_REUSEPORT
+    # socket gets a share by the kernel's hash (services/api/server.py, process_sockets).
+    running = start_api(service_env, tmp_path, 2)
+    api, url, log = running.process, running.url, running.log
+    try:
+        wait_until_serving(url, api, log)
+        wait_for(lambda: len(_serving_pids(log)) == 2, timeout=30, what="both processes")
+        served = _health_served_by(url, log, 64)
+        shares = sorted(served.count(pid) for pid in set(served))
+        # An even hash gives each 32 +/- 4; 16 is four standard deviations off.
+        assert len(shares) == 2
+        assert shares[0] >= 16, shares
+
+        # A process that dies is replaced on its own sockets: the connections the kernel hands
+        # them wait for the replacement, and again both processes serve.
+        victim = max(set(served), key=served.count)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(
+            lambda: len(_serving_pids(log) - {victim}) == 2, timeout=60, what="the replacement"
+        )
+        served = _health_served_by(url, log, 64)
+        assert victim not in served
+        assert len(set(served)) == 2
+    finally:
+        api.terminate()
+        api.wait(timeout=60)
 
 
 def test_worker_finishes_the_charge_in_hand_on_sigterm(
