@@ -28,7 +28,9 @@ process (`python -m services.bench_profile --operation POST`, 2 cores, 64 at a t
 PostgreSQL's and Redis's CPU per POST went from 0.51-0.54 ms, every statement parsed and
 planned, to 0.22-0.40 ms. Simple-protocol strings cost the API's process less CPU than
 psycopg's pipeline mode, whose send/receive loop wakes the event loop on every writable socket
-(services/api/reads.py measures both).
+(services/api/reads.py measures both). Prepared statements belong to the server session, so
+these connections must each be a session of their own: a pooler in transaction mode in
+between (PgBouncer's, for one) would need the statements reworked.
 
 The same two tenant walls as the ORM's sessions: every row written is stamped with the claim's
 tenant (a row naming another is refused before anything is sent), and row-level security sees
@@ -179,6 +181,8 @@ async def _execute(
         await cursor.execute("; ".join(parts))
     except BaseException:
         if preparing:
+            # At once, with no await inside (psycopg's AsyncConnection.close): a request being
+            # cancelled closes it too.
             await connection.close()
         raise
     prepared.update(preparing)

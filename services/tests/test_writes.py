@@ -358,6 +358,26 @@ def test_a_string_that_prepared_and_failed_leaves_no_connection_behind(
     assert count(db, Customer) == 1
 
 
+def test_a_claim_cancelled_while_it_prepares_leaves_no_connection_behind(
+    settings: Settings, db: Session
+) -> None:
+    async def work(writes: IdempotentWrites) -> None:
+        holder = await claim(writes, "held")
+        # The second claim's string, on the pool's other (fresh) connection, prepares its
+        # statements and then waits on the first claim's row lock until it is cancelled. The
+        # connection must not come back to the pool with statements it has not recorded.
+        with anyio.move_on_after(0.5):
+            await writes.claim("merchant-1", "held", "fingerprint")
+        await holder.close()
+        # Both connections, the closed one replaced, then run claims without a PREPARE clash.
+        first, second = await claim(writes, "next-1"), await claim(writes, "next-2")
+        await first.close()
+        await second.close()
+
+    with_writes(settings, 2, work)
+    assert count(db, IdempotencyKey) == 0
+
+
 def test_postgresql_keeps_a_statement_prepared_in_a_failed_transaction(
     settings: Settings,
 ) -> None:
