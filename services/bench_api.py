@@ -110,6 +110,8 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     cpu: CpuSeconds
+    # wrk's connections held by each server process, most first.
+    connections: tuple[int, ...]
     load_average: tuple[float, float]
 
     @property
@@ -133,8 +135,8 @@ def _stat_ticks(pid: int) -> tuple[int, int]:
     return int(fields[1]), sum(int(value) for value in fields[11:15])
 
 
-def tree_cpu_seconds(roots: list[int]) -> float:
-    """CPU time of the live processes under the roots (the roots included)."""
+def _process_tree(roots: list[int]) -> dict[int, int]:
+    """Clock ticks of each live process under the roots (the roots included), by pid."""
     parents: dict[int, int] = {}
     ticks: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -146,12 +148,60 @@ def tree_cpu_seconds(roots: list[int]) -> float:
     children: dict[int, list[int]] = {}
     for pid, parent in parents.items():
         children.setdefault(parent, []).append(pid)
-    total, pending = 0, [pid for pid in roots if pid in ticks]
+    tree: dict[int, int] = {}
+    pending = [pid for pid in roots if pid in ticks]
     while pending:
         pid = pending.pop()
-        total += ticks[pid]
+        tree[pid] = ticks[pid]
         pending.extend(children.get(pid, []))
-    return total / _TICKS
+    return tree
+
+
+def tree_cpu_seconds(roots: list[int]) -> float:
+    """CPU time of the live processes under the roots (the roots included)."""
+    return sum(_process_tree(roots).values()) / _TICKS
+
+
+def _established_inodes(port: int) -> set[int]:
+    """Socket inodes of the established TCP connections whose local port is `port`.
+
+    proc(5), /proc/net/tcp: local_address is hex ADDRESS:PORT, st 01 is ESTABLISHED, and the
+    tenth column is the socket's inode.
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def connections_per_process(root: int, port: int) -> tuple[int, ...]:
+    """How many of the established connections to `port` each process under `root` holds,
+    most first: how the server's processes shared the client's connections."""
+    inodes = _established_inodes(port)
+    counts = []
+    for pid in _process_tree([root]):
+        held = 0
+        try:
+            descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for descriptor in descriptors:
+            try:
+                target = str(descriptor.readlink())
+            except OSError:
+                continue
+            if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+                held += 1
+        if held:
+            counts.append(held)
+    return tuple(sorted(counts, reverse=True))
 
 
 def machine_cpu_seconds() -> float:
@@ -179,10 +229,17 @@ def run_wrk(
     seconds: float,
     server_pid: int,
     services: list[int],
-) -> tuple[dict[str, int], CpuSeconds]:
-    """One wrk run; its summary (from the script's done()) and the CPU each side spent:
-    the server's process tree, wrk, the `services` (PostgreSQL, Redis) and the machine."""
+) -> tuple[dict[str, int], CpuSeconds, tuple[int, ...]]:
+    """One wrk run; its summary (from the script's done()), the CPU each side spent (the
+    server's process tree, wrk, the `services` (PostgreSQL, Redis) and the machine), and how
+    many of wrk's connections each server process held a second in."""
     before = (tree_cpu_seconds([server_pid]), tree_cpu_seconds(services), machine_cpu_seconds())
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    shares: list[tuple[int, ...]] = []
+    # wrk opens its connections at the start and keeps them for the run.
+    sampler = threading.Timer(
+        min(1.0, seconds / 2), lambda: shares.append(connections_per_process(server_pid, port))
+    )
     started = time.perf_counter()
     wrk = subprocess.Popen(
         [
@@ -198,6 +255,7 @@ def run_wrk(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    sampler.start()
     assert wrk.stdout is not None  # noqa: S101 - piped above
     with wrk.stdout:
         output = wrk.stdout.read()
@@ -205,6 +263,7 @@ def run_wrk(
     _, status, usage = os.wait4(wrk.pid, 0)
     wrk.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
+    sampler.join()
     if wrk.returncode != 0:
         raise SystemExit(f"wrk exited with {wrk.returncode}: {output.decode()}")
     server = tree_cpu_seconds([server_pid]) - before[0]
@@ -218,7 +277,7 @@ def run_wrk(
         machine=machine,
         wall=wall,
     )
-    return summary, cpu
+    return summary, cpu, shares[0] if shares else ()
 
 
 def start_floor(
@@ -303,7 +362,9 @@ def measure(stack: LocalStack, setup: Setup, directory: Path, *, rounds: int) ->
             run_wrk(url, script, env, setup, WARMUP_SECONDS, pid, services)
             load = os.getloadavg()[0]
             env["BENCH_RUN"] = uuid.uuid4().hex
-            summary, cpu = run_wrk(url, script, env, setup, setup.seconds, pid, services)
+            summary, cpu, connections = run_wrk(
+                url, script, env, setup, setup.seconds, pid, services
+            )
             results.append(
                 LoadResult(
                     server=server,
@@ -314,6 +375,7 @@ def measure(stack: LocalStack, setup: Setup, directory: Path, *, rounds: int) ->
                     p50_ms=summary["p50"] / 1000,
                     p99_ms=summary["p99"] / 1000,
                     cpu=cpu,
+                    connections=connections,
                     load_average=(load, os.getloadavg()[0]),
                 )
             )
@@ -408,19 +470,24 @@ def report(results: list[LoadResult], setup: Setup) -> str:
             lines.append(f"| {operation} | {throughput:.0%} | {p99:.1f}x |")
     lines += [
         "",
-        "CPU seconds per run (wall seconds x cores = capacity), load average before / after:",
+        (
+            "CPU seconds per run (wall seconds x cores = capacity), load average before / after,"
+            " and how many of wrk's connections each server process held:"
+        ),
         "",
         (
             "| Operation | Server | Wall | Server processes (per request) | wrk "
-            "| PostgreSQL + Redis | Others on the machine | Load average |"
+            "| PostgreSQL + Redis | Others on the machine | Load average "
+            "| wrk's connections per server process |"
         ),
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     lines += [
         f"| {r.operation} | {r.server} | {r.cpu.wall:.1f} s | {r.cpu.server:.1f} s "
         f"({r.cpu.server / max(1, r.requests) * 1000:.2f} ms) "
         f"| {r.cpu.load_generator:.1f} s | {r.cpu.database_and_cache:.1f} s "
-        f"| {r.cpu.others:.1f} s | {r.load_average[0]:.1f} / {r.load_average[1]:.1f} |"
+        f"| {r.cpu.others:.1f} s | {r.load_average[0]:.1f} / {r.load_average[1]:.1f} "
+        f"| {' / '.join(map(str, r.connections)) or 'not seen'} |"
         for r in results
     ]
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -71,6 +72,12 @@ def wait_until_serving(
             return False
 
     wait_for(serving, timeout=timeout, what=f"{url}/health")
+
+
+def serving_pids(log: Path) -> set[int]:
+    """The server processes that have finished starting, from their JSON log lines."""
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return {line["pid"] for line in lines if line["message"] == "Application startup complete."}
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

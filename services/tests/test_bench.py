@@ -23,7 +23,7 @@ from services.bench_profile import main as profile_main
 from services.billing.models import Customer
 from services.tests.conftest import BillingClient, Servers, bearer_token, subprocess_env
 from services.tests.factories import create_customer
-from services.tests.processes import start_service, wait_until_serving
+from services.tests.processes import start_service, wait_for, wait_until_serving
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,10 +35,21 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 
+def _listening(port: int) -> int:
+    """Sockets listening on the port (proc(5), /proc/net/tcp: st 0A is LISTEN)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(
+        1
+        for fields in (row.split() for row in rows)
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
+    )
+
+
 @pytest.fixture
-def floor_url(
+def floor(
     service_env: dict[str, str], servers: Servers, migrated: None, tmp_path: Path
-) -> Iterator[str]:
+) -> Iterator[tuple[str, int]]:
+    """The floor's URL and its supervisor's pid, with 2 server processes."""
     del migrated
     port = devservers.free_port()
     env = subprocess_env(
@@ -49,14 +60,16 @@ def floor_url(
         DATABASE_USER=servers.postgres.admin_user,
     )
     log = tmp_path / "floor.log"
-    floor = start_service("services.bench_floor", env, "--processes=2", log=log)
+    process = start_service("services.bench_floor", env, "--processes=2", log=log)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until_serving(url, floor, log, timeout=60)
-        yield url
+        wait_until_serving(url, process, log, timeout=60)
+        # The floor logs nothing; a process's own socket listens once its server has started.
+        wait_for(lambda: _listening(port) == 2, timeout=60, what="both floor processes")
+        yield url, process.pid
     finally:
-        floor.send_signal(signal.SIGTERM)
-        floor.wait(timeout=60)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
 
 
 def _same_customer(api: dict[str, object], floor: dict[str, object]) -> None:
@@ -67,15 +80,16 @@ def _same_customer(api: dict[str, object], floor: dict[str, object]) -> None:
 
 
 def test_the_floor_reads_and_writes_customers_as_the_api_does(
-    client: BillingClient, floor_url: str
+    client: BillingClient, floor: tuple[str, int]
 ) -> None:
+    floor_url, _ = floor
     created = client.post_new("/v1/customers", json=NEW_CUSTOMER)
     assert created.status_code == 201
     headers = {"Authorization": f"Bearer {bearer_token()}"}
     customer_id = created.json()["id"]
-    floor = httpx.get(f"{floor_url}/v1/customers/{customer_id}", headers=headers)
-    assert floor.status_code == 200
-    _same_customer(created.json(), floor.json())
+    read = httpx.get(f"{floor_url}/v1/customers/{customer_id}", headers=headers)
+    assert read.status_code == 200
+    _same_customer(created.json(), read.json())
     # Only with a valid token, and only the token's tenant's rows.
     assert httpx.get(f"{floor_url}/v1/customers/{customer_id}").status_code == 401
     other_tenant = {"Authorization": f"Bearer {bearer_token('merchant-2')}"}
@@ -105,7 +119,7 @@ def test_wrk_sends_a_new_idempotency_key_with_each_post(
         "BENCH_RUN": uuid.uuid4().hex,
     }
     setup = Setup(connections=4, threads=2, seconds=1, processes=1)
-    reads, read_cpu = run_wrk(
+    reads, read_cpu, _ = run_wrk(
         api_url, script, {**env, "BENCH_OPERATION": "GET"}, setup, 1, os.getpid(), []
     )
     assert reads["requests"] > 0
@@ -113,7 +127,7 @@ def test_wrk_sends_a_new_idempotency_key_with_each_post(
     # The API runs in this process (a thread): its CPU time is this process's.
     assert read_cpu.server > 0
     assert read_cpu.load_generator > 0
-    writes, _ = run_wrk(
+    writes, _, _ = run_wrk(
         api_url, script, {**env, "BENCH_OPERATION": "POST"}, setup, 1, os.getpid(), []
     )
     assert writes["errors"] == 0
@@ -121,6 +135,28 @@ def test_wrk_sends_a_new_idempotency_key_with_each_post(
     # the answers it waited for; those in flight at the end were still served.
     created = db.scalar(select(func.count()).select_from(Customer)) or 0
     assert 1 + writes["requests"] <= created <= 1 + writes["requests"] + setup.connections
+
+
+def test_the_report_counts_each_server_processs_share_of_wrks_connections(
+    floor: tuple[str, int], tmp_path: Path
+) -> None:
+    url, pid = floor
+    script = tmp_path / "load.lua"
+    script.write_text(WRK_SCRIPT)
+    paths = tmp_path / "paths.txt"
+    paths.write_text(f"/v1/customers/{uuid.uuid4()}\n")  # 404s: the share is what counts
+    env = {
+        "BENCH_TOKEN": bearer_token(),
+        "BENCH_PATHS": str(paths),
+        "BENCH_BODY": json.dumps(NEW_CUSTOMER),
+        "BENCH_RUN": uuid.uuid4().hex,
+        "BENCH_OPERATION": "GET",
+    }
+    setup = Setup(connections=16, threads=1, seconds=1, processes=2)
+    _, _, connections = run_wrk(url, script, env, setup, 1, pid, [])
+    # Both server processes, under the supervisor, and every connection counted once.
+    assert len(connections) == 2
+    assert sum(connections) == setup.connections
 
 
 def test_cpu_time_is_counted_over_a_process_tree() -> None:

@@ -24,7 +24,13 @@ from services.billing.gateway.simulator import SLOW_CARD
 from services.billing.models import Invoice, InvoiceStatus
 from services.tests.conftest import bearer_token, subprocess_env
 from services.tests.factories import seed_due_subscriptions
-from services.tests.processes import REPOSITORY_ROOT, start_service, wait_for, wait_until_serving
+from services.tests.processes import (
+    REPOSITORY_ROOT,
+    serving_pids,
+    start_service,
+    wait_for,
+    wait_until_serving,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -161,12 +167,6 @@ def test_metrics_add_up_every_server_process(
     assert [float(line.rsplit(" ", 1)[1]) for line in counted] == [60.0]
 
 
-def _serving_pids(log: Path) -> set[int]:
-    """The server processes that have finished starting, from their log lines."""
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    return {line["pid"] for line in lines if line["message"] == "Application startup complete."}
-
-
 def _health_served_by(url: str, log: Path, connections: int) -> list[int]:
     """Open `connections` connections at once, then GET /health once on each; the server
     process that answered each, from the access log."""
@@ -204,7 +204,7 @@ def test_connections_spread_over_the_server_processes(
     api, url, log = running.process, running.url, running.log
     try:
         wait_until_serving(url, api, log)
-        wait_for(lambda: len(_serving_pids(log)) == 2, timeout=30, what="both processes")
+        wait_for(lambda: len(serving_pids(log)) == 2, timeout=30, what="both processes")
         served = _health_served_by(url, log, 64)
         shares = sorted(served.count(pid) for pid in set(served))
         # An even hash gives each 32 +/- 4; 16 is four standard deviations off.
@@ -215,9 +215,7 @@ def test_connections_spread_over_the_server_processes(
         # them wait for the replacement, and again both processes serve.
         victim = max(set(served), key=served.count)
         os.kill(victim, signal.SIGKILL)
-        wait_for(
-            lambda: len(_serving_pids(log) - {victim}) == 2, timeout=60, what="the replacement"
-        )
+        wait_for(lambda: len(serving_pids(log) - {victim}) == 2, timeout=60, what="the replacement")
         served = _health_served_by(url, log, 64)
         assert victim not in served
         assert len(set(served)) == 2
