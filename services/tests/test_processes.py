@@ -194,6 +194,14 @@ def _health_served_by(url: str, log: Path, connections: int) -> list[int]:
     return served()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_connections_spread_over_the_server_processes(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -219,6 +227,16 @@ def test_connections_spread_over_the_server_processes(
         served = _health_served_by(url, log, 64)
         assert victim not in served
         assert len(set(served)) == 2
+
+        # SIGHUP restarts each process, the new one ready on the slot's sockets before the old
+        # one stops (uvicorn's restart): then only new processes serve, still both.
+        before = serving_pids(log)
+        api.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(serving_pids(log) - before) == 2, timeout=60, what="the restart")
+        wait_for(lambda: not any(_alive(pid) for pid in before), timeout=60, what="old ones")
+        served = _health_served_by(url, log, 64)
+        assert len(set(served)) == 2
+        assert not set(served) & before
     finally:
         api.terminate()
         api.wait(timeout=60)
