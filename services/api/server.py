@@ -61,10 +61,14 @@ BALANCED_ACCEPT = sys.platform == "linux"
 def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -76,20 +80,30 @@ def process_sockets(host: str, ports: list[int], processes: int) -> list[list[so
     distinct listener socket for each thread ... provides improved load distribution as
     compared to ... multiple threads that compete to accept(2) from the same socket"
     (socket(7), SO_REUSEPORT). Only sockets of this effective user can join the group, so no
-    other user's process can take a share of the port. Elsewhere, every process shares one
-    socket per port.
+    other user's process can take a share of the port. gVisor, which runs Cloud Run's first
+    generation, does the same: sockets bound with the option share a port and a hash of the
+    4-tuple picks one (google/gvisor, pkg/tcpip/stack/transport_demuxer.go, multiPortEndpoint).
+    Elsewhere, or where the option is refused, every process shares one socket per port.
     """
-    if not BALANCED_ACCEPT:
-        shared = [listening_socket(host, port) for port in ports]
-        return [shared] * processes
-    first = [listening_socket(host, port, reuse_port=True) for port in ports]
-    # Port 0 asks for any free port: the others join the one the first socket was given.
-    bound = [sock.getsockname()[1] for sock in first]
-    rest = [
-        [listening_socket(host, port, reuse_port=True) for port in bound]
-        for _ in range(processes - 1)
-    ]
-    return [first, *rest]
+    if BALANCED_ACCEPT:
+        slots: list[list[socket.socket]] = []
+        try:
+            first = [listening_socket(host, port, reuse_port=True) for port in ports]
+            slots.append(first)
+            # Port 0 asks for any free port: the others join the one the first was given.
+            bound = [sock.getsockname()[1] for sock in first]
+            slots += [
+                [listening_socket(host, port, reuse_port=True) for port in bound]
+                for _ in range(processes - 1)
+            ]
+        except OSError as error:
+            for sock in (sock for slot in slots for sock in slot):
+                sock.close()
+            logger.warning("SO_REUSEPORT refused (%s); the processes share one socket", error)
+        else:
+            return slots
+    shared = [listening_socket(host, port) for port in ports]
+    return [shared] * processes
 
 
 class BalancedMultiprocess(Multiprocess):
