@@ -17,7 +17,20 @@ import pytest
 from sqlalchemy import func, select
 
 from services import devservers
-from services.bench_api import NEW_CUSTOMER, WRK_SCRIPT, Setup, run_wrk, tree_cpu_seconds
+from services.bench_api import GET as GET_ROUTE
+from services.bench_api import (
+    NEW_CUSTOMER,
+    TARGETS,
+    WRK_SCRIPT,
+    CpuSeconds,
+    LoadResult,
+    Setup,
+    round_outcomes,
+    run_wrk,
+    targets_table,
+    tree_cpu_seconds,
+)
+from services.bench_api import POST as POST_ROUTE
 from services.bench_profile import POST, profile_requests
 from services.bench_profile import main as profile_main
 from services.billing.models import Customer
@@ -203,3 +216,47 @@ def test_the_profile_refuses_an_empty_run(capsys: pytest.CaptureFixture[str]) ->
         profile_main(["--requests", "0"])
     assert refused.value.code == 2
     assert "--requests and --concurrency must be at least 1" in capsys.readouterr().err
+
+
+def _result(operation: str, server: str, per_second: float, p99_ms: float) -> LoadResult:
+    cpu = CpuSeconds(server=1.0, load_generator=0.1, database_and_cache=0.5, machine=2.0, wall=1.0)
+    return LoadResult(
+        server=server,
+        operation=operation,
+        requests=int(per_second),
+        seconds=1.0,
+        errors=0,
+        p50_ms=p99_ms / 2,
+        p99_ms=p99_ms,
+        cpu=cpu,
+        connections=(32, 32),
+        load_average=(1.0, 1.0),
+    )
+
+
+def test_the_report_counts_the_rounds_that_met_each_target() -> None:
+    results = []
+    # (GET floor, GET API, POST API) per round: requests/s and p99.
+    rounds = [
+        ((5000, 25.0), (3000, 40.0), (1300, 90.0)),  # GET met: 60%, 40 ms, 1.6x; POST met
+        ((5000, 20.0), (3000, 45.0), (1200, 105.0)),  # GET over 2x the floor's; POST over 100
+        ((5000, 30.0), (2000, 45.0), (1250, 99.9)),  # GET under half the floor's; POST met
+    ]
+    for get_floor, get_api, post_api in rounds:
+        results += [
+            _result(GET_ROUTE, "floor", *get_floor),
+            _result(GET_ROUTE, "API", *get_api),
+            _result(POST_ROUTE, "floor", 4000, 30.0),
+            _result(POST_ROUTE, "API", *post_api),
+        ]
+    assert [o.meets(TARGETS[GET_ROUTE]) for o in round_outcomes(results, GET_ROUTE)] == [
+        True,
+        False,
+        False,
+    ]
+    get_row, post_row = targets_table(results)[2:]
+    assert "| 1 of 3 |" in get_row
+    assert "| median 60%, 40% to 60% |" in get_row
+    assert "| median 1.6x, 1.5x to 2.2x |" in get_row
+    assert "| 2 of 3 |" in post_row
+    assert "| median 99.9 ms, 90.0 ms to 105.0 ms |" in post_row
