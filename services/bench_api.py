@@ -245,11 +245,15 @@ def tree_cpu_seconds(roots: list[int]) -> float:
     return sum(_process_tree(roots).values()) / _TICKS
 
 
-def _established_inodes(port: int) -> set[int]:
-    """Socket inodes of the established TCP connections whose local port is `port`.
+# TCP states in /proc/net/tcp's st column (include/net/tcp_states.h).
+ESTABLISHED, LISTEN = "01", "0A"
 
-    proc(5), /proc/net/tcp: local_address is hex ADDRESS:PORT, st 01 is ESTABLISHED, and the
-    tenth column is the socket's inode.
+
+def socket_inodes(port: int, state: str = ESTABLISHED) -> set[int]:
+    """Socket inodes of the TCP sockets in `state` whose local port is `port`.
+
+    proc(5), /proc/net/tcp: local_address is hex ADDRESS:PORT, st is the state, and the tenth
+    column is the socket's inode.
     """
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -259,7 +263,7 @@ def _established_inodes(port: int) -> set[int]:
             continue
         for row in rows:
             fields = row.split()
-            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 inodes.add(int(fields[9]))
     return inodes
 
@@ -267,7 +271,7 @@ def _established_inodes(port: int) -> set[int]:
 def connections_per_process(root: int, port: int) -> tuple[int, ...]:
     """How many of the established connections to `port` each process under `root` holds,
     most first: how the server's processes shared the client's connections."""
-    inodes = _established_inodes(port)
+    inodes = socket_inodes(port)
     counts = []
     for pid in _process_tree([root]):
         held = 0

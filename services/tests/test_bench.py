@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from services import devservers
 from services.bench_api import GET as GET_ROUTE
 from services.bench_api import (
+    LISTEN,
     NEW_CUSTOMER,
     TARGETS,
     WRK_SCRIPT,
@@ -27,6 +28,7 @@ from services.bench_api import (
     Setup,
     round_outcomes,
     run_wrk,
+    socket_inodes,
     targets_table,
     tree_cpu_seconds,
 )
@@ -46,16 +48,6 @@ if TYPE_CHECKING:
     from services.billing.config import Settings
 
 pytestmark = pytest.mark.slow
-
-
-def _listening(port: int) -> int:
-    """Sockets listening on the port (proc(5), /proc/net/tcp: st 0A is LISTEN)."""
-    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return sum(
-        1
-        for fields in (row.split() for row in rows)
-        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
-    )
 
 
 @pytest.fixture
@@ -78,7 +70,9 @@ def floor(
         url = f"http://127.0.0.1:{port}"
         wait_until_serving(url, process, log, timeout=60)
         # The floor logs nothing; a process's own socket listens once its server has started.
-        wait_for(lambda: _listening(port) == 2, timeout=60, what="both floor processes")
+        wait_for(
+            lambda: len(socket_inodes(port, LISTEN)) == 2, timeout=60, what="both floor processes"
+        )
         yield url, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
