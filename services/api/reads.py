@@ -92,19 +92,14 @@ class RowReader(PooledConnections):
     ) -> dict[str, Any] | None:
         """The tenant's row of `model` with this id, by column name; None if there is none."""
         statement = _statement(model)
-        attempts = self.pool.max_size + 1
-        for attempt in range(attempts):
+        for attempt in range(self.attempts):
             async with self._lendable, self.pool.connection() as connection:
                 try:
                     cursor = connection.cursor(row_factory=dict_row)
                     await cursor.execute(statement, {"id": row_id, "tenant": tenant})
                     row: dict[str, Any] | None = await cursor.fetchone()
                 except psycopg.OperationalError:
-                    # A connection that died in the pool (a failover, a restarted server):
-                    # the pool replaces it, and the read runs again on another. After a
-                    # failover every pooled one is dead, each failing at once: one more attempt
-                    # than the pool holds reaches a new connection.
-                    if not connection.broken or attempt == attempts - 1:
+                    if not self.runs_again(connection, attempt):
                         raise
                 else:
                     return row

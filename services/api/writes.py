@@ -350,10 +350,7 @@ class IdempotentWrites(PooledConnections):
         request's claim, or a claim not yet answered) or was used for another request.
         """
         parameters = claim_parameters(tenant_id, key, fingerprint)
-        # After a failover every pooled connection is dead, each failing at once: one more
-        # attempt than the pool holds reaches a new connection.
-        attempts = self.pool.max_size + 1
-        for attempt in range(attempts):
+        for attempt in range(self.attempts):
             connection = await self.pool.getconn()
             try:
                 claimed_at = await self._claim(connection, parameters)
@@ -364,10 +361,7 @@ class IdempotentWrites(PooledConnections):
                     # ("waiting for a lock" includes waiting for the inserting transaction:
                     # https://www.postgresql.org/docs/15/runtime-config-client.html).
                     raise in_progress() from error
-                # A connection that died in the pool (a failover, a restarted server): nothing
-                # was done, and the pool replaces it (psycopg_pool discards a connection
-                # returned closed: pool_async.py, _return_connection).
-                if not connection.broken or attempt == attempts - 1:
+                if not self.runs_again(connection, attempt):
                     raise
                 continue
             except BaseException:

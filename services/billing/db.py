@@ -186,6 +186,19 @@ class PooledConnections:
     ) -> None:
         self.pool = connection_pool(database, size, timeouts)
 
+    @property
+    def attempts(self) -> int:
+        """Tries for a request's first statement. After a failover every pooled connection is
+        dead, each failing at once: one more try than the pool holds reaches a new one."""
+        return self.pool.max_size + 1
+
+    def runs_again(self, connection: psycopg.AsyncConnection[Any], attempt: int) -> bool:
+        """Whether a first statement that failed on `connection` (try `attempt`, from 0) runs
+        again on another: only when the connection died in the pool (a failover, a restarted
+        server), so nothing was done, and tries are left. The pool replaces a connection
+        returned broken (psycopg_pool/pool_async.py, _return_connection)."""
+        return connection.broken and attempt < self.attempts - 1
+
     async def open(self) -> None:
         await self.pool.open()
 
