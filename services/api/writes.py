@@ -227,6 +227,11 @@ def _scalar_defaults(model: type[TenantOwned], given: Mapping[str, Any]) -> dict
 _EFFECTS: dict[tuple[str, ...], Prepared] = {}
 
 
+def _row_prefix(number: int) -> str:
+    """Row `number`'s parameters in an effect's statement are named with this prefix."""
+    return f"row{number}_"
+
+
 def _renamed(prefix: str, match: re.Match[str]) -> str:
     """A placeholder of _PLACEHOLDER with its parameter's name prefixed (%% left as it is)."""
     name = match.group(1)
@@ -244,7 +249,7 @@ def _effect(inserts: tuple[CompiledStatement, ...]) -> Prepared:
     if cache_key not in _EFFECTS:
         clauses, fixed = [], dict(_STORE_ANSWER.fixed)
         for number, insert in enumerate(inserts):
-            prefix = f"row{number}_"
+            prefix = _row_prefix(number)
             text = _PLACEHOLDER.sub(partial(_renamed, prefix), insert.sql)
             clauses.append(f"row_{number} AS ({text})")
             fixed.update({prefix + name: value for name, value in insert.fixed.items()})
@@ -304,7 +309,8 @@ class ClaimedKey:
         statement = _effect(tuple(insert for insert, _ in inserts))
         values = answer_parameters(self.tenant_id, self.key, status, body)
         for number, (_, row_values) in enumerate(inserts):
-            values.update({f"row{number}_{name}": value for name, value in row_values.items()})
+            prefix = _row_prefix(number)
+            values.update({prefix + name: value for name, value in row_values.items()})
         await _execute(self._connection, [(statement, values)], after="COMMIT")
         return Response(body, status, media_type=JSON)
 
