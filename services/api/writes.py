@@ -192,7 +192,7 @@ async def _execute(
     return cursor
 
 
-_SET_TENANT = _prepared(CompiledStatement(SET_TENANT, {}))
+_SET_TENANT = _prepared(compile_statement(SET_TENANT))
 _CLAIM = _prepared(compile_statement(CLAIM))
 _EXISTING = _prepared(compile_statement(EXISTING))
 _STORE_ANSWER = compile_statement(STORE_ANSWER)

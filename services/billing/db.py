@@ -44,8 +44,9 @@ if TYPE_CHECKING:
 TENANT = "tenant_id"
 ALL_TENANTS = "all_tenants"
 # The tenant row-level security sees, for the transaction only (SET LOCAL): a pooled connection
-# never carries one request's tenant into the next. In psycopg's parameter style.
-SET_TENANT = "SELECT set_config('billing.tenant_id', %(tenant)s, true)"
+# never carries one request's tenant into the next. The ORM's sessions run it as it is;
+# services/api/writes.py compiles it for psycopg (compile_statement).
+SET_TENANT = text("SELECT set_config('billing.tenant_id', :tenant, true)")
 
 
 class TenantMismatchError(RuntimeError):
@@ -253,13 +254,9 @@ def async_tenant_session(
 
 @event.listens_for(Session, "after_begin")
 def _set_row_security(session: Session, _: SessionTransaction, connection: Connection) -> None:
-    # set_config(..., true) is SET LOCAL: it ends with the transaction, so a pooled
-    # connection never carries one request's tenant into the next.
     tenant = session.info.get(TENANT)
     if tenant is not None:
-        connection.execute(
-            text("SELECT set_config('billing.tenant_id', :tenant, true)"), {"tenant": tenant}
-        )
+        connection.execute(SET_TENANT, {"tenant": tenant})
     elif session.info.get(ALL_TENANTS):
         connection.execute(text("SELECT set_config('billing.all_tenants', 'on', true)"))
 
