@@ -128,10 +128,9 @@ def create_app(
     for router in [*routers, operations.router]:
         app.include_router(router)
     # add_middleware wraps: the last added runs first.
-    served = served_routes(route for router in routers for route in router.routes)
-    writes_served = served_writes(route for router in routers for route in router.routes)
-    app.add_middleware(FastWrites, runtime=app.state.runtime, routes=writes_served)
-    app.add_middleware(FastPath, runtime=app.state.runtime, routes=served)
+    routes = [route for router in routers for route in router.routes]
+    app.add_middleware(FastWrites, runtime=app.state.runtime, routes=served_writes(routes))
+    app.add_middleware(FastPath, runtime=app.state.runtime, routes=served_routes(routes))
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app
