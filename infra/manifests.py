@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra.loading import load_toml_model
-from infra.settings import SERVICES_DIR, SettingsError, service_names
+from infra.settings import SERVICES_DIR, SettingsError, server_processes_error, service_names
 
 
 class ValueSource(StrEnum):
@@ -131,6 +131,9 @@ def load_manifest(path: Path) -> ServiceManifest:
         raise SettingsError(
             path, "route.internal", "an internal service is not public and has a port"
         )
+    processes = server_processes_error(manifest.command, manifest.cpu)
+    if processes is not None:
+        raise SettingsError(path, "command", processes)
     return manifest
 
 

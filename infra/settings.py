@@ -162,6 +162,42 @@ def fargate_pair_error(cpu: int, memory: int) -> str | None:
     return f"{memory} MiB does not fit {cpu} CPU units (Fargate accepts {accepted} MiB)"
 
 
+# A task's whole vCPUs (at least one) for its CPU units: Fargate gives a task `cpu` / 1024 vCPUs,
+# and Cloud Run the same rounded down to at least one (infra/gcp/compute.py, cpu_limit).
+CPU_UNITS_PER_VCPU = 1024
+
+
+def server_processes(command: list[str]) -> int | None:
+    """The server processes a command starts (its `--processes=N` or `--processes N`), if any."""
+    for position, argument in enumerate(command):
+        if argument.startswith("--processes="):
+            value = argument.removeprefix("--processes=")
+        elif argument == "--processes" and position + 1 < len(command):
+            value = command[position + 1]
+        else:
+            continue
+        return int(value) if value.isdigit() else None
+    return None
+
+
+def server_processes_error(command: list[str], cpu: int) -> str | None:
+    """Why a task of ``cpu`` units should not run ``command``'s server processes, or None.
+
+    One Python process uses at most one vCPU; a second on the same vCPU only takes turns with
+    the first. Measured on 2 cores shared with PostgreSQL, Redis and the load generator
+    (README's Benchmark), two API processes spent 0.86-1.08 ms of CPU per POST where one spent
+    0.73-0.75 ms, and POST's p99 went from 64-66 ms to 72-106 ms.
+    """
+    processes = server_processes(command)
+    vcpus = max(1, cpu // CPU_UNITS_PER_VCPU)
+    if processes is None or processes <= vcpus:
+        return None
+    return (
+        f"{processes} server processes on {cpu} CPU units ({cpu / CPU_UNITS_PER_VCPU:g} vCPU): "
+        f"run at most one per whole vCPU ({vcpus}), or give the task more CPU"
+    )
+
+
 _HOST = r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$"
 
 Cidr = Annotated[str, AfterValidator(_cidr)]
@@ -835,7 +871,9 @@ def _check_restore(
 def _check_fargate_sizes(
     settings: EnvironmentSettings, origin: dict[tuple[str, ...], Path], settings_file: Path
 ) -> None:
-    """Every service's Fargate pair, a manifest's default filling what settings leave out."""
+    """Every service's Fargate pair, a manifest's default filling what settings leave out, and
+    its server processes against the CPU the settings give it (load_manifest checks them
+    against the manifest's own)."""
     from infra.manifests import load_manifest  # noqa: PLC0415 - manifests import this module
 
     for service, scaling in sorted(settings.services.items()):
@@ -847,6 +885,11 @@ def _check_fargate_sizes(
         )
         if cpu is None or memory is None:
             continue
+        if manifest is not None and scaling.cpu is not None:
+            error = server_processes_error(manifest.command, cpu)
+            if error is not None:
+                file = origin.get(("services", service, "cpu"), settings_file)
+                raise SettingsError(file, f"services.{service}.cpu", error)
         error = fargate_pair_error(cpu, memory)
         if error is None:
             continue

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from services.billing.config import ApiSettings
 
 
-# PostgreSQL connections per server process (2 per task: services/api/manifest.toml), 31 in all:
+# PostgreSQL connections per server process (one per task: services/api/manifest.toml), 31 in all:
 # writes hold theirs from the idempotency claim to the commit, across the gateway call; those
 # on the event loop (POST /v1/customers) take IDEMPOTENT_WRITE_CONNECTIONS (services/api/
 # writes.py), those in worker threads WRITE_CONNECTIONS (with fewer, anyio's 40 threads wait on

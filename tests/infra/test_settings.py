@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
+import infra.settings
+from infra.manifests import load_manifest
 from infra.plans.judge.guard import guard
 from infra.plans.read.diff import Change, StackDiff
 from infra.policy.rules import Context
 from infra.settings import (
+    SERVICES_DIR,
     Cloud,
     NatGateways,
     SettingsError,
@@ -18,6 +21,8 @@ from infra.settings import (
     known_environments,
     load_environment,
     promotion,
+    server_processes,
+    server_processes_error,
 )
 
 
@@ -345,3 +350,55 @@ def test_a_bad_promotion_file_names_the_key(
     assert caught.value.file.endswith("promotion.toml")
     assert caught.value.key == key
     assert message in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("command", "cpu", "refused"),
+    [
+        (["python", "-m", "services.api", "--processes=1"], 512, False),
+        (["python", "-m", "services.api", "--processes=2"], 512, True),
+        (["python", "-m", "services.api", "--processes=2"], 1024, True),
+        (["python", "-m", "services.api", "--processes", "2"], 1024, True),
+        (["python", "-m", "services.api", "--processes=2"], 2048, False),
+        (["python", "-m", "services.api", "--processes=3"], 2048, True),
+        (["python", "-m", "services.worker"], 256, False),
+    ],
+)
+def test_server_processes_fit_the_tasks_whole_vcpus(
+    command: list[str], cpu: int, refused: bool
+) -> None:
+    assert server_processes(command) in {None, 1, 2, 3}
+    assert (server_processes_error(command, cpu) is not None) is refused
+
+
+def test_a_manifest_with_more_processes_than_vcpus_names_its_command(tmp_path: Path) -> None:
+    folder = tmp_path / "api"
+    folder.mkdir()
+    shipped = (SERVICES_DIR / "api" / "manifest.toml").read_text()
+    assert '"--processes=1"' in shipped
+    (folder / "manifest.toml").write_text(shipped.replace('"--processes=1"', '"--processes=2"'))
+    with pytest.raises(SettingsError) as error:
+        load_manifest(folder / "manifest.toml")
+    assert error.value.file.endswith("api/manifest.toml")
+    assert error.value.key == "command"
+    assert "2 server processes on 512 CPU units (0.5 vCPU)" in error.value.message
+
+
+def test_a_cpu_override_is_checked_against_the_manifests_processes(
+    environments_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A manifest sized for two processes (2 vCPU), and an environment that gives it one.
+    services = tmp_path / "services"
+    for manifest in SERVICES_DIR.glob("*/manifest.toml"):
+        (services / manifest.parent.name).mkdir(parents=True)
+        (services / manifest.parent.name / "manifest.toml").write_text(manifest.read_text())
+    api = services / "api" / "manifest.toml"
+    text = api.read_text().replace('"--processes=1"', '"--processes=2"')
+    api.write_text(text.replace("cpu = 512\nmemory = 1024", "cpu = 2048\nmemory = 4096"))
+    assert load_manifest(api).cpu == 2048
+    monkeypatch.setattr(infra.settings, "SERVICES_DIR", services)
+    with pytest.raises(SettingsError) as error:
+        load_environment("production", root=environments_copy)
+    assert error.value.file.endswith("environments/production/settings.toml")
+    assert error.value.key == "services.api.cpu"
+    assert "2 server processes on 1024 CPU units" in error.value.message
