@@ -29,6 +29,7 @@ from services.api.routes import (
 )
 from services.api.security import TokenVerifier
 from services.api.writes import IdempotentWrites
+from services.billing import logs
 from services.billing.cache import CircuitBreaker, async_client, blocking_client
 from services.billing.clock import Clock, system_clock
 from services.billing.db import (
@@ -88,7 +89,9 @@ def create_app(
         gc.collect()
         gc.freeze()
         yield
-        # Runs after uvicorn has drained in-flight requests on SIGTERM.
+        # Runs after uvicorn has drained in-flight requests on SIGTERM; the process may end by
+        # that signal, re-raised, before any exit handler runs.
+        logs.write_lines_at_once()
         await writes.close()
         await rows.close()
         await cache.aclose()
