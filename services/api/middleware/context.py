@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
@@ -37,6 +37,13 @@ http_latency = Histogram(
 )
 
 
+def new_request_id() -> str:
+    """32 hex digits, as a uuid4's: unique per request, not a secret, so from the process's own
+    generator (the random module reseeds it in a forked child) rather than os.urandom, a system
+    call per request."""
+    return f"{random.getrandbits(128):032x}"
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -46,7 +53,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         offered = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
-        request_id = offered if _ACCEPTABLE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        request_id = offered if _ACCEPTABLE_REQUEST_ID.match(offered) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         token = logs.request_id.set(request_id)
         started = time.perf_counter()
