@@ -185,8 +185,8 @@ def server_processes_error(command: list[str], cpu: int) -> str | None:
 
     One Python process uses at most one vCPU; a second on the same vCPU only takes turns with
     the first. Measured on 2 cores shared with PostgreSQL, Redis and the load generator
-    (README's Benchmark), two API processes spent 0.86-1.08 ms of CPU per POST where one spent
-    0.73-0.75 ms, and POST's p99 went from 64-66 ms to 72-106 ms.
+    (README, Benchmark), two API processes spent 0.86-1.08 ms of CPU per POST where one spent
+    0.64-0.77 ms.
     """
     processes = server_processes(command)
     vcpus = max(1, cpu // CPU_UNITS_PER_VCPU)
