@@ -167,30 +167,33 @@ def fargate_pair_error(cpu: int, memory: int) -> str | None:
 CPU_UNITS_PER_VCPU = 1024
 
 
-def server_processes(command: list[str]) -> int | None:
-    """The server processes a command starts (its `--processes=N` or `--processes N`), if any."""
+def server_processes(command: list[str]) -> str | None:
+    """The value of a command's `--processes=N` or `--processes N`, if it has one."""
     for position, argument in enumerate(command):
         if argument.startswith("--processes="):
-            value = argument.removeprefix("--processes=")
-        elif argument == "--processes" and position + 1 < len(command):
-            value = command[position + 1]
-        else:
-            continue
-        return int(value) if value.isdigit() else None
+            return argument.removeprefix("--processes=")
+        if argument == "--processes":
+            return command[position + 1] if position + 1 < len(command) else ""
     return None
 
 
 def server_processes_error(command: list[str], cpu: int) -> str | None:
     """Why a task of ``cpu`` units should not run ``command``'s server processes, or None.
 
-    One Python process uses at most one vCPU; a second on the same vCPU only takes turns with
-    the first. Measured on 2 cores shared with PostgreSQL, Redis and the load generator
-    (README, Benchmark), two API processes spent 0.86-1.08 ms of CPU per POST where one spent
-    0.64-0.77 ms.
+    The count must be a whole number of at least 1, as `python -m services.api` accepts it
+    (services/api/__main__.py), or the container would stop at start. And one Python process
+    uses at most one vCPU; a second on the same vCPU only takes turns with the first. Measured
+    on 2 cores shared with PostgreSQL, Redis and the load generator (README, Benchmark), two API
+    processes spent 0.86-1.08 ms of CPU per POST where one spent 0.64-0.77 ms.
     """
-    processes = server_processes(command)
+    value = server_processes(command)
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        return f"--processes must be a whole number of at least 1, not {value!r}"
+    processes = int(value)
     vcpus = max(1, cpu // CPU_UNITS_PER_VCPU)
-    if processes is None or processes <= vcpus:
+    if processes <= vcpus:
         return None
     return (
         f"{processes} server processes on {cpu} CPU units ({cpu / CPU_UNITS_PER_VCPU:g} vCPU): "

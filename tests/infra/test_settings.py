@@ -362,13 +362,22 @@ def test_a_bad_promotion_file_names_the_key(
         (["python", "-m", "services.api", "--processes=2"], 2048, False),
         (["python", "-m", "services.api", "--processes=3"], 2048, True),
         (["python", "-m", "services.worker"], 256, False),
+        # What `python -m services.api` would refuse at start.
+        (["python", "-m", "services.api", "--processes=0"], 2048, True),
+        (["python", "-m", "services.api", "--processes=two"], 2048, True),
+        (["python", "-m", "services.api", "--processes"], 2048, True),
     ],
 )
 def test_server_processes_fit_the_tasks_whole_vcpus(
     command: list[str], cpu: int, refused: bool
 ) -> None:
-    assert server_processes(command) in {None, 1, 2, 3}
+    assert (server_processes(command) is None) is (command[-1] == "services.worker")
     assert (server_processes_error(command, cpu) is not None) is refused
+
+
+def test_a_malformed_process_count_is_named() -> None:
+    error = server_processes_error(["python", "-m", "services.api", "--processes=two"], 512)
+    assert error == "--processes must be a whole number of at least 1, not 'two'"
 
 
 def test_a_manifest_with_more_processes_than_vcpus_names_its_command(tmp_path: Path) -> None:
