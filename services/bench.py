@@ -145,6 +145,7 @@ def measure_worker(
 ) -> WorkerResult:
     """Renewals (set-based, a batch a transaction) by several workers, charged by the simulator."""
     database = DatabaseSettings.from_env(stack.worker_env)
+    bench_api.progress(f"Worker renewals: {subscriptions:,} due subscriptions, {processes} workers")
     seed_due_subscriptions(
         database, subscriptions, plan_name="Bench renewals", payment_method="pm_card_visa"
     )
@@ -158,6 +159,7 @@ def measure_worker(
 def measure_charging(stack: LocalStack, *, invoices: int, concurrency: int) -> ChargingResult:
     """One worker charging invoices through a gateway that takes 300 ms a call."""
     database = DatabaseSettings.from_env(stack.worker_env)
+    bench_api.progress(f"Worker charges: {invoices:,} invoices through a 300 ms gateway")
     seed_due_subscriptions(
         database, invoices, plan_name="Bench charging", payment_method=REAL_GATEWAY_CARD
     )
@@ -203,11 +205,12 @@ def report(worker: WorkerResult, charging: ChargingResult) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.bench", description=__doc__)
     bench_api.add_arguments(parser)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--subscriptions", type=int, default=20000)
-    parser.add_argument("--batch-size", type=int, default=500, help="renewals per transaction")
-    parser.add_argument("--charges", type=int, default=1500, help="invoices at 300 ms a charge")
-    parser.add_argument("--charge-concurrency", type=int, default=32)
+    count = bench_api.positive(int)
+    parser.add_argument("--workers", type=count, default=2)
+    parser.add_argument("--subscriptions", type=count, default=20000)
+    parser.add_argument("--batch-size", type=count, default=500, help="renewals per transaction")
+    parser.add_argument("--charges", type=count, default=1500, help="invoices at 300 ms a charge")
+    parser.add_argument("--charge-concurrency", type=count, default=32)
     parser.add_argument(
         "--worker-only", action="store_true", help="measure the worker alone, not the API"
     )

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
@@ -32,10 +32,11 @@ from services import devservers
 from services.local import REPOSITORY_ROOT, load_manifest, local_stack, wait_for_health
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from services.local import LocalStack
 
+Number = TypeVar("Number", int, float)
 CUSTOMERS = 100
 WARMUP_SECONDS = 2.0
 # Far above what the benchmark sends, so it measures the API rather than 429s.
@@ -419,6 +420,24 @@ def _customer_paths(stack: LocalStack, token: str, directory: Path) -> Path:
     return file
 
 
+def progress(message: str) -> None:
+    """A line on stderr while the benchmark runs; the report goes to stdout at the end."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def positive(kind: type[Number]) -> Callable[[str], Number]:
+    """An argparse type: a number above 0 (argparse names the option when it refuses one)."""
+
+    def parse(text: str) -> Number:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _api_pid(stack: LocalStack) -> int:
     return stack.services[0].pid
 
@@ -435,8 +454,12 @@ def measure(stack: LocalStack, setup: Setup, directory: Path, *, rounds: int) ->
     servers = {"API": (stack.url, _api_pid(stack)), "floor": (floor_url, floor.pid)}
     services = database_and_cache_pids(stack)
     results: list[LoadResult] = []
+    runs = list(_runs(rounds))
+    seconds = len(runs) * (WARMUP_SECONDS + setup.seconds)
+    duration = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    progress(f"API beside its floor: {len(runs)} wrk runs, about {duration}")
     try:
-        for run in _runs(rounds):
+        for number, run in enumerate(runs, start=1):
             operation, server = run
             url, pid = servers[server]
             env = {
@@ -465,6 +488,11 @@ def measure(stack: LocalStack, setup: Setup, directory: Path, *, rounds: int) ->
                     connections=connections,
                     load_average=(load, os.getloadavg()[0]),
                 )
+            )
+            done = results[-1]
+            progress(
+                f"  {number}/{len(runs)} {operation}, {server}: "
+                f"{done.requests / done.seconds:,.0f} requests/s, p99 {done.p99_ms:.1f} ms"
             )
     finally:
         floor.terminate()
@@ -495,11 +523,12 @@ def bench_stack(directory: Path) -> Iterator[LocalStack]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--connections", type=int, default=64, help="wrk's open connections")
-    parser.add_argument("--seconds", type=float, default=10.0, help="each wrk run's duration")
-    parser.add_argument("--wrk-threads", type=int, default=1)
+    count, seconds = positive(int), positive(float)
+    parser.add_argument("--connections", type=count, default=64, help="wrk's open connections")
+    parser.add_argument("--seconds", type=seconds, default=10.0, help="each wrk run's duration")
+    parser.add_argument("--wrk-threads", type=count, default=1)
     parser.add_argument(
-        "--rounds", type=int, default=3, help="API and floor runs, alternating (default 3)"
+        "--rounds", type=count, default=3, help="API and floor runs, alternating (default 3)"
     )
 
 

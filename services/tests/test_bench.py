@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
+import sys
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -254,3 +256,53 @@ def test_the_report_counts_the_rounds_that_met_each_target() -> None:
     assert "| median 1.6x, 1.5x to 2.2x |" in get_row
     assert "| 2 of 3 |" in post_row
     assert "| median 99.9 ms, 90.0 ms to 105.0 ms |" in post_row
+
+
+def test_the_api_benchmark_runs_end_to_end_and_says_how_far_it_got() -> None:
+    # The whole of `python -m services.bench_api`, briefly: its own local stack, the floor,
+    # wrk, the report on stdout and a line per run on stderr while it runs.
+    ran = subprocess.run(
+        [sys.executable, "-m", "services.bench_api", "--rounds", "1", "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    progress = ran.stderr.splitlines()
+    assert progress[0] == "API beside its floor: 4 wrk runs, about 12 s"
+    runs = [line for line in progress if re.match(r"  \d/4 (GET|POST) .*, (floor|API): ", line)]
+    assert [line.split(",")[1].split(":")[0].strip() for line in runs] == [
+        "floor",
+        "API",
+        "floor",
+        "API",
+    ]
+    rows = [line for line in ran.stdout.splitlines() if line.startswith(("| GET", "| POST"))]
+    # Four runs, and each operation judged against its target.
+    assert len(rows) == 4 + 2 + 4
+    assert "Rounds that met it" in ran.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "arguments", "message"),
+    [
+        ("services.bench_api", ["--rounds", "0"], "argument --rounds: must be above 0, not 0"),
+        ("services.bench_api", ["--seconds", "-1"], "argument --seconds: must be above 0"),
+        ("services.bench", ["--workers", "0"], "argument --workers: must be above 0, not 0"),
+        ("services.bench", ["--charges", "x"], "argument --charges: invalid int value: 'x'"),
+    ],
+)
+def test_the_benchmarks_refuse_counts_below_one(
+    module: str, arguments: list[str], message: str
+) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-m", module, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 2
+    assert message in ran.stderr
+    assert "Traceback" not in ran.stderr
