@@ -162,9 +162,14 @@ def fargate_pair_error(cpu: int, memory: int) -> str | None:
     return f"{memory} MiB does not fit {cpu} CPU units (Fargate accepts {accepted} MiB)"
 
 
-# A task's whole vCPUs (at least one) for its CPU units: Fargate gives a task `cpu` / 1024 vCPUs,
-# and Cloud Run the same rounded down to at least one (infra/gcp/compute.py, cpu_limit).
+# Fargate gives a task `cpu` / 1024 vCPUs.
 CPU_UNITS_PER_VCPU = 1024
+
+
+def whole_vcpus(cpu: int) -> int:
+    """A task's whole vCPUs, at least one, for its CPU units: what a server may run a process
+    on, and what Cloud Run is given for the same units (infra/gcp/compute.py, cpu_limit)."""
+    return max(1, cpu // CPU_UNITS_PER_VCPU)
 
 
 def server_processes(command: list[str]) -> str | None:
@@ -192,7 +197,7 @@ def server_processes_error(command: list[str], cpu: int) -> str | None:
     if not value.isascii() or not value.isdigit() or int(value) < 1:
         return f"--processes must be a whole number of at least 1, not {value!r}"
     processes = int(value)
-    vcpus = max(1, cpu // CPU_UNITS_PER_VCPU)
+    vcpus = whole_vcpus(cpu)
     if processes <= vcpus:
         return None
     return (

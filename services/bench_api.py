@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
+from infra.settings import server_processes
 from services import devservers
 from services.local import REPOSITORY_ROOT, load_manifest, local_stack, wait_for_health
 
@@ -396,11 +397,8 @@ def start_floor(
 
 def api_processes() -> int:
     """The server processes the API's container runs (its manifest's --processes)."""
-    command: list[str] = load_manifest("api")["command"]
-    for argument in command:
-        if argument.startswith("--processes="):
-            return int(argument.split("=", 1)[1])
-    return 1
+    processes = server_processes(load_manifest("api")["command"])
+    return 1 if processes is None else int(processes)
 
 
 def _customer_paths(stack: LocalStack, token: str, directory: Path) -> Path:

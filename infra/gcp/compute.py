@@ -10,7 +10,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from infra.manifests import SecretName, ServiceManifest, ValueSource
-from infra.settings import EnvironmentSettings
+from infra.settings import EnvironmentSettings, whole_vcpus
 from infra.tagging import labels
 
 # The name of the migrations workload (its own service account, database secret only).
@@ -49,7 +49,7 @@ class EnvEntry:
 
 def cpu_limit(units: int) -> str:
     """Cloud Run vCPUs for Fargate CPU units; below one vCPU Cloud Run caps concurrency at 1."""
-    return str(max(1, units // 1024))
+    return str(whole_vcpus(units))
 
 
 def memory_limit(mib: int) -> str:

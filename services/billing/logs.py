@@ -97,12 +97,8 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def write_at_once(self) -> None:
         """Write what gathered, and from now on each line as it comes."""
-        self.acquire()
-        try:
-            self._at_once = True
-            self._write()
-        finally:
-            self.release()
+        self._at_once = True
+        self.flush()
 
     def _write(self) -> None:
         """Write what gathered; the caller holds the lock."""
