@@ -162,7 +162,8 @@ def fargate_pair_error(cpu: int, memory: int) -> str | None:
     return f"{memory} MiB does not fit {cpu} CPU units (Fargate accepts {accepted} MiB)"
 
 
-# Fargate gives a task `cpu` / 1024 vCPUs.
+# Fargate gives a task `cpu` / 1024 vCPUs: "1024 CPU units is the equivalent of 1 vCPU"
+# (https://repost.aws/knowledge-center/ecs-cpu-allocation; the table of task-cpu-memory-error.html).
 CPU_UNITS_PER_VCPU = 1024
 
 
